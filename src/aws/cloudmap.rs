@@ -1,0 +1,188 @@
+//! The AWS Cloud Map adapter over the AWS SDK for Rust.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aws_sdk_servicediscovery::Client;
+use aws_sdk_servicediscovery::types::HealthStatusFilter;
+
+use super::{AwsError, CloudMap, ErrorKind, Namespace, ServiceSummary};
+use crate::config::HealthStatus;
+use crate::metrics::Metrics;
+use crate::targets::Instance;
+
+/// Largest page ListNamespaces / ListServices accept.
+const LIST_PAGE: i32 = 100;
+/// DiscoverInstances has no pagination; 1000 is both its MaxResults limit and the
+/// Cloud Map quota of instances per service.
+const DISCOVER_MAX: i32 = 1000;
+
+/// Cloud Map through the SDK; counts every call in `metrics`.
+#[derive(Clone)]
+pub struct SdkCloudMap {
+    client: Client,
+    metrics: Arc<Metrics>,
+}
+
+impl SdkCloudMap {
+    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+        SdkCloudMap { client, metrics }
+    }
+
+    fn record<T>(&self, op: &'static str, r: Result<T, AwsError>) -> Result<T, AwsError> {
+        let outcome = match &r {
+            Ok(_) => "success",
+            Err(e) => e.kind.as_str(),
+        };
+        self.metrics.api_call(op, outcome);
+        r
+    }
+}
+
+fn missing(op: &'static str, what: &str) -> AwsError {
+    AwsError::new(op, ErrorKind::Server, format!("response without {what}"))
+}
+
+impl CloudMap for SdkCloudMap {
+    async fn namespaces(&self) -> Result<Vec<Namespace>, AwsError> {
+        const OP: &str = "ListNamespaces";
+        let mut pages = self
+            .client
+            .list_namespaces()
+            .max_results(LIST_PAGE)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = self.record(OP, page.map_err(|e| AwsError::from_sdk(OP, e)))?;
+            for ns in page.namespaces() {
+                let (Some(id), Some(name)) = (ns.id(), ns.name()) else {
+                    return Err(missing(OP, "namespace id or name"));
+                };
+                out.push(Namespace {
+                    id: id.to_string(),
+                    name: name.to_string(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceSummary>, AwsError> {
+        const OP: &str = "ListServices";
+        let mut pages = self
+            .client
+            .list_services()
+            .max_results(LIST_PAGE)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = self.record(OP, page.map_err(|e| AwsError::from_sdk(OP, e)))?;
+            for s in page.services() {
+                let (Some(id), Some(arn), Some(name)) = (s.id(), s.arn(), s.name()) else {
+                    return Err(missing(OP, "service id, ARN or name"));
+                };
+                out.push(ServiceSummary {
+                    id: id.to_string(),
+                    arn: arn.to_string(),
+                    name: name.to_string(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn service_namespace(&self, service_id: &str) -> Result<String, AwsError> {
+        const OP: &str = "GetService";
+        let r = self
+            .client
+            .get_service()
+            .id(service_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(OP, e))
+            .and_then(|o| {
+                o.service()
+                    .and_then(|s| s.namespace_id())
+                    .map(str::to_string)
+                    .ok_or_else(|| missing(OP, "namespace id"))
+            });
+        self.record(OP, r)
+    }
+
+    async fn tags(&self, service_arn: &str) -> Result<BTreeMap<String, String>, AwsError> {
+        const OP: &str = "ListTagsForResource";
+        let r = self
+            .client
+            .list_tags_for_resource()
+            .resource_arn(service_arn)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(OP, e))
+            .map(|o| {
+                o.tags()
+                    .iter()
+                    .map(|t| (t.key().to_string(), t.value().to_string()))
+                    .collect()
+            });
+        self.record(OP, r)
+    }
+
+    async fn instances_revision(&self, namespace: &str, service: &str) -> Result<i64, AwsError> {
+        const OP: &str = "DiscoverInstancesRevision";
+        let r = self
+            .client
+            .discover_instances_revision()
+            .namespace_name(namespace)
+            .service_name(service)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(OP, e))
+            .and_then(|o| {
+                o.instances_revision()
+                    .ok_or_else(|| missing(OP, "InstancesRevision"))
+            });
+        self.record(OP, r)
+    }
+
+    async fn instances(
+        &self,
+        namespace: &str,
+        service: &str,
+        health: HealthStatus,
+    ) -> Result<Vec<Instance>, AwsError> {
+        const OP: &str = "DiscoverInstances";
+        let filter = match health {
+            HealthStatus::Healthy => HealthStatusFilter::Healthy,
+            HealthStatus::Unhealthy => HealthStatusFilter::Unhealthy,
+            HealthStatus::All => HealthStatusFilter::All,
+            HealthStatus::HealthyOrElseAll => HealthStatusFilter::HealthyOrElseAll,
+        };
+        let r = self
+            .client
+            .discover_instances()
+            .namespace_name(namespace)
+            .service_name(service)
+            .max_results(DISCOVER_MAX)
+            .health_status(filter)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(OP, e))
+            .map(|o| {
+                o.instances()
+                    .iter()
+                    .filter_map(|i| {
+                        Some(Instance {
+                            id: i.instance_id()?.to_string(),
+                            attributes: i
+                                .attributes()
+                                .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                                .unwrap_or_default(),
+                        })
+                    })
+                    .collect()
+            });
+        self.record(OP, r)
+    }
+}

@@ -1,0 +1,66 @@
+//! Shared AWS configuration and the custom-endpoint fix for Cloud Map's `data-`
+//! host prefix.
+//!
+//! DiscoverInstances and DiscoverInstancesRevision are modelled with the host prefix
+//! `data-`: against AWS they go to `data-servicediscovery.<region>.amazonaws.com`.
+//! Against a custom endpoint (`AWS_ENDPOINT_URL=http://127.0.0.1:5000`, moto server,
+//! LocalStack) the SDK would call `http://data-127.0.0.1:5000`, which does not
+//! resolve. [`NoHostPrefixOnCustomEndpoint`] drops the prefix, and only when an
+//! endpoint URL was configured, before the request is signed.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_servicediscovery::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_servicediscovery::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::endpoint::EndpointPrefix;
+use aws_types::endpoint_config::EndpointUrl;
+
+/// Loads the standard AWS configuration chain with the sidecar's timeouts and
+/// retries (standard mode: exponential backoff with jitter, throttling retried).
+pub async fn load_sdk_config(api_timeout: Duration) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3).min(api_timeout))
+                .operation_attempt_timeout(api_timeout)
+                .operation_timeout(api_timeout)
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .load()
+        .await
+}
+
+/// Removes the modelled host prefix when the client talks to a custom endpoint.
+#[derive(Debug, Default)]
+pub struct NoHostPrefixOnCustomEndpoint;
+
+impl Intercept for NoHostPrefixOnCustomEndpoint {
+    fn name(&self) -> &'static str {
+        "NoHostPrefixOnCustomEndpoint"
+    }
+
+    fn modify_before_retry_loop(
+        &self,
+        _context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if cfg.load::<EndpointUrl>().is_some() && cfg.load::<EndpointPrefix>().is_some() {
+            cfg.interceptor_state().unset::<EndpointPrefix>();
+        }
+        Ok(())
+    }
+}
+
+/// The Cloud Map client, with the host-prefix fix installed.
+pub fn servicediscovery_client(sdk: &SdkConfig) -> aws_sdk_servicediscovery::Client {
+    let conf = aws_sdk_servicediscovery::config::Builder::from(sdk)
+        .interceptor(NoHostPrefixOnCustomEndpoint)
+        .build();
+    aws_sdk_servicediscovery::Client::from_conf(conf)
+}

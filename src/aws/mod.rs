@@ -1,0 +1,212 @@
+//! AWS behind narrow, domain-shaped traits. The real adapters own pagination, batch
+//! limits, error classification and call counting; discovery sees only plain structs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+
+use aws_sdk_servicediscovery::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+
+use crate::config::HealthStatus;
+use crate::targets::Instance;
+
+pub mod cloudmap;
+pub mod endpoint;
+
+/// A Cloud Map namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    pub id: String,
+    pub name: String,
+}
+
+/// A Cloud Map service as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSummary {
+    pub id: String,
+    pub arn: String,
+    pub name: String,
+}
+
+/// What discovery needs from AWS Cloud Map.
+pub trait CloudMap: Send + Sync {
+    /// Every namespace in the Region, all pages.
+    fn namespaces(&self) -> impl Future<Output = Result<Vec<Namespace>, AwsError>> + Send;
+    /// Every service in the Region, all pages.
+    fn services(&self) -> impl Future<Output = Result<Vec<ServiceSummary>, AwsError>> + Send;
+    /// The namespace id of a service (it never changes, so callers cache it).
+    fn service_namespace(
+        &self,
+        service_id: &str,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    /// A service's tags.
+    fn tags(
+        &self,
+        service_arn: &str,
+    ) -> impl Future<Output = Result<BTreeMap<String, String>, AwsError>> + Send;
+    /// The instances revision of a service: changes on register and deregister.
+    fn instances_revision(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> impl Future<Output = Result<i64, AwsError>> + Send;
+    /// A service's instances, up to the Cloud Map quota of 1000 per service.
+    fn instances(
+        &self,
+        namespace: &str,
+        service: &str,
+        health: HealthStatus,
+    ) -> impl Future<Output = Result<Vec<Instance>, AwsError>> + Send;
+}
+
+/// Failure classes, a small fixed set usable as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Throttling or request limit exceeded.
+    Throttled,
+    /// Credentials missing, expired or not allowed (IAM).
+    AccessDenied,
+    /// The namespace or service does not exist (any more).
+    NotFound,
+    /// Another 4xx answer.
+    Client,
+    /// A 5xx answer or an unreadable response.
+    Server,
+    /// No answer in time.
+    Timeout,
+    /// Could not connect or the connection broke.
+    Network,
+    /// Anything else (request construction, credentials provider).
+    Other,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::AccessDenied => "access_denied",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Client => "client_error",
+            ErrorKind::Server => "server_error",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Network => "network_error",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed AWS call: which operation, what kind of failure, and the SDK's words.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} failed ({kind}): {message}")]
+pub struct AwsError {
+    pub operation: &'static str,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn new(operation: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
+        AwsError {
+            operation,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Classifies an SDK error of any AWS service.
+    pub fn from_sdk<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let kind = match &err {
+            SdkError::TimeoutError(_) => ErrorKind::Timeout,
+            SdkError::DispatchFailure(d) if d.is_timeout() => ErrorKind::Timeout,
+            SdkError::DispatchFailure(d) if d.is_io() => ErrorKind::Network,
+            SdkError::DispatchFailure(_) => ErrorKind::Other,
+            SdkError::ResponseError(_) => ErrorKind::Server,
+            SdkError::ServiceError(ctx) => classify(ctx.err().code(), ctx.raw().status().as_u16()),
+            _ => ErrorKind::Other,
+        };
+        let message = match &err {
+            SdkError::ServiceError(ctx) => {
+                let e = ctx.err();
+                match (e.code(), e.message()) {
+                    (Some(c), Some(m)) => format!("{c}: {m}"),
+                    (Some(c), None) => c.to_string(),
+                    _ => format!(
+                        "HTTP {}: {}",
+                        ctx.raw().status().as_u16(),
+                        DisplayErrorContext(&err)
+                    ),
+                }
+            }
+            _ => DisplayErrorContext(&err).to_string(),
+        };
+        AwsError::new(operation, kind, message)
+    }
+}
+
+/// Error kind from an AWS error code and HTTP status.
+pub fn classify(code: Option<&str>, status: u16) -> ErrorKind {
+    match code.unwrap_or("") {
+        "ThrottlingException"
+        | "Throttling"
+        | "ThrottledException"
+        | "RequestLimitExceeded"
+        | "TooManyRequestsException"
+        | "RequestThrottled"
+        | "SlowDown" => ErrorKind::Throttled,
+        "AccessDenied"
+        | "AccessDeniedException"
+        | "UnauthorizedOperation"
+        | "UnrecognizedClientException"
+        | "InvalidClientTokenId"
+        | "InvalidSignatureException"
+        | "SignatureDoesNotMatch"
+        | "ExpiredToken"
+        | "ExpiredTokenException"
+        | "AuthFailure" => ErrorKind::AccessDenied,
+        "ServiceNotFound" | "NamespaceNotFound" | "ResourceNotFoundException" => {
+            ErrorKind::NotFound
+        }
+        _ => match status {
+            429 => ErrorKind::Throttled,
+            401 | 403 => ErrorKind::AccessDenied,
+            500..=599 => ErrorKind::Server,
+            _ => ErrorKind::Client,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert_eq!(
+            classify(Some("ThrottlingException"), 400),
+            ErrorKind::Throttled
+        );
+        assert_eq!(
+            classify(Some("RequestLimitExceeded"), 400),
+            ErrorKind::Throttled
+        );
+        assert_eq!(
+            classify(Some("AccessDeniedException"), 400),
+            ErrorKind::AccessDenied
+        );
+        assert_eq!(classify(Some("ServiceNotFound"), 400), ErrorKind::NotFound);
+        assert_eq!(classify(None, 503), ErrorKind::Server);
+        assert_eq!(classify(Some("InternalFailure"), 500), ErrorKind::Server);
+        assert_eq!(classify(None, 429), ErrorKind::Throttled);
+        assert_eq!(classify(Some("InvalidInput"), 400), ErrorKind::Client);
+    }
+}

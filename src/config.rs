@@ -1,0 +1,295 @@
+//! Command line and configuration: one clap-derive tree, every flag with a
+//! `CLOUDMAP_SD_*` environment twin, validated once before any AWS call.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit code for bad configuration (EX_USAGE from sysexits.h).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Prometheus file_sd targets from AWS Cloud Map services tagged METRICS_PATH /
+/// METRICS_PORT, written atomically and only when they change.
+///
+/// AWS settings come from the standard chain: AWS_REGION, credentials, the ECS task
+/// role, and AWS_ENDPOINT_URL for moto server or LocalStack.
+#[derive(Debug, Parser)]
+#[command(name = "cloudmap-sd", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub options: Options,
+}
+
+/// What to do; `run` when none is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Run the sidecar: discover every --interval, rewrite the file when it changes,
+    /// serve /-/healthy, /-/ready and /metrics on --listen (the default command).
+    Run,
+    /// One discovery pass: write the output file (or print it with `--output -`).
+    /// Exits 0 on success; non-zero when discovery failed, and then writes nothing.
+    Once,
+}
+
+/// Flags shared by every command.
+#[derive(Debug, Clone, Args)]
+pub struct Options {
+    /// Cloud Map namespace to discover, by name (HTTP, private or public DNS).
+    /// Repeat the flag, or give a comma-separated list in the environment variable.
+    /// None: every namespace in the Region.
+    #[arg(
+        long = "namespace",
+        env = "CLOUDMAP_SD_NAMESPACE",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub namespaces: Vec<String>,
+
+    /// The file_sd JSON file to write. Its directory must exist. Give Prometheus a
+    /// file_sd glob that matches it (`*.json`); the temporary file written next to it
+    /// is hidden and ends in `.tmp`, so the glob never picks it up. `-` prints the JSON
+    /// to stdout (only with `once`).
+    #[arg(
+        long,
+        env = "CLOUDMAP_SD_OUTPUT",
+        default_value = "cloudmap-sd.json",
+        global = true
+    )]
+    pub output: PathBuf,
+
+    /// Time between discovery cycles (humantime: `30s`, `1m`).
+    #[arg(long, env = "CLOUDMAP_SD_INTERVAL", default_value = "30s", value_parser = parse_duration, global = true)]
+    pub interval: Duration,
+
+    /// Address of the HTTP server for /-/healthy (liveness), /-/ready (readiness: true
+    /// after the first successful write) and /metrics.
+    #[arg(
+        long,
+        env = "CLOUDMAP_SD_LISTEN",
+        default_value = "127.0.0.1:9469",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// Label set written for each target. `default`: cloudmap_* / ecs_* labels, never a
+    /// bare `cluster` label. `reloader`: exactly the labels of prometheus-sdconfig-reloader
+    /// (cluster, service, taskdefinition, namespace, taskid, instance) for a drop-in
+    /// migration; its `cluster` label overrides a `cluster` external label.
+    #[arg(long, env = "CLOUDMAP_SD_LABEL_STYLE", value_enum, default_value_t = LabelStyle::Default, global = true)]
+    pub label_style: LabelStyle,
+
+    /// Which instances DiscoverInstances returns, by Cloud Map health status.
+    #[arg(long, env = "CLOUDMAP_SD_HEALTH_STATUS", value_enum, default_value_t = HealthStatus::HealthyOrElseAll, global = true)]
+    pub health_status: HealthStatus,
+
+    /// Port used when neither the endpoint's port tag nor the instance's
+    /// AWS_INSTANCE_PORT attribute gives one. Unset: such an endpoint is skipped with a
+    /// warning. The old reloader used 80.
+    #[arg(long, env = "CLOUDMAP_SD_DEFAULT_PORT", value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub default_port: Option<u16>,
+
+    /// How often service tags (and the namespace list) are read again. Between
+    /// refreshes tags come from the cache.
+    #[arg(long, env = "CLOUDMAP_SD_TAGS_REFRESH", default_value = "5m", value_parser = parse_duration, global = true)]
+    pub tags_refresh: Duration,
+
+    /// How often a service's instances are read in full even when its
+    /// DiscoverInstancesRevision has not changed (the revision ignores health changes).
+    #[arg(long, env = "CLOUDMAP_SD_FULL_REFRESH", default_value = "5m", value_parser = parse_duration, global = true)]
+    pub full_refresh: Duration,
+
+    /// Most AWS API calls in flight at once.
+    #[arg(long, env = "CLOUDMAP_SD_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), global = true)]
+    pub concurrency: u16,
+
+    /// Deadline for one AWS API call, retries included.
+    #[arg(long, env = "CLOUDMAP_SD_API_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
+    pub api_timeout: Duration,
+
+    /// Log format on stderr. The level comes from RUST_LOG (default `info`).
+    #[arg(long, env = "CLOUDMAP_SD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Label set of the written targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LabelStyle {
+    /// `cloudmap_*`, `ecs_*`, `availability_zone`; no bare `cluster`.
+    Default,
+    /// The labels of prometheus-sdconfig-reloader, for migration.
+    Reloader,
+}
+
+/// Cloud Map health filter for DiscoverInstances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HealthStatus {
+    /// Only healthy instances.
+    Healthy,
+    /// Only unhealthy instances.
+    Unhealthy,
+    /// Every instance.
+    All,
+    /// Healthy instances, or every instance when none is healthy.
+    HealthyOrElseAll,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 2m, 1h)"))
+}
+
+/// A configuration that passed validation.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub command: Command,
+    pub options: Options,
+}
+
+/// What is wrong with a configuration, in one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl Cli {
+    /// Checks what clap cannot: relations between flags and sane values.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let command = self.command.unwrap_or(Command::Run);
+        let o = &self.options;
+        let err = |m: String| Err(ConfigError(m));
+        if o.interval < Duration::from_secs(1) {
+            return err(format!(
+                "--interval {} is too short: use 1s or more",
+                humantime::format_duration(o.interval)
+            ));
+        }
+        for (flag, d) in [
+            ("--tags-refresh", o.tags_refresh),
+            ("--full-refresh", o.full_refresh),
+        ] {
+            if d < o.interval {
+                return err(format!(
+                    "{flag} {} is shorter than --interval {}",
+                    humantime::format_duration(d),
+                    humantime::format_duration(o.interval)
+                ));
+            }
+        }
+        if o.api_timeout.is_zero() {
+            return err("--api-timeout must be more than 0s".into());
+        }
+        if o.namespaces.iter().any(|n| n.trim().is_empty()) {
+            return err("--namespace: empty namespace name".into());
+        }
+        if o.output.as_os_str().is_empty() {
+            return err("--output: empty path".into());
+        }
+        if o.output.as_os_str() == "-" {
+            if command != Command::Once {
+                return err("--output - (stdout) works only with `once`".into());
+            }
+        } else if o.output.file_name().is_none() {
+            return err(format!("--output {}: not a file path", o.output.display()));
+        }
+        let mut options = self.options;
+        options.namespaces = options
+            .namespaces
+            .iter()
+            .map(|n| n.trim().to_string())
+            .collect();
+        options.namespaces.sort();
+        options.namespaces.dedup();
+        Ok(Config { command, options })
+    }
+
+    /// True when the output goes to stdout.
+    pub fn is_stdout(path: &std::path::Path) -> bool {
+        path.as_os_str() == "-"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(std::iter::once("cloudmap-sd").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_run_the_sidecar() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.command, Command::Run);
+        assert_eq!(c.options.interval, Duration::from_secs(30));
+        assert_eq!(c.options.listen.to_string(), "127.0.0.1:9469");
+        assert_eq!(c.options.health_status, HealthStatus::HealthyOrElseAll);
+        assert_eq!(c.options.label_style, LabelStyle::Default);
+        assert!(c.options.namespaces.is_empty());
+    }
+
+    #[test]
+    fn flags_work_before_and_after_the_subcommand() {
+        let c = parse(&[
+            "--interval",
+            "10s",
+            "once",
+            "--output",
+            "-",
+            "--namespace",
+            "a",
+        ])
+        .unwrap();
+        assert_eq!(c.command, Command::Once);
+        assert_eq!(c.options.interval, Duration::from_secs(10));
+        assert_eq!(c.options.namespaces, vec!["a".to_string()]);
+        assert!(Cli::is_stdout(&c.options.output));
+    }
+
+    #[test]
+    fn namespaces_repeat_and_dedup() {
+        let c = parse(&["--namespace", "b", "--namespace", "a,b"]).unwrap();
+        assert_eq!(c.options.namespaces, vec!["a".to_string(), "b".to_string()]);
+    }
+
+    #[test]
+    fn health_status_uses_the_api_spelling() {
+        let c = parse(&["--health-status", "ALL"]).unwrap();
+        assert_eq!(c.options.health_status, HealthStatus::All);
+        assert!(parse(&["--health-status", "sometimes"]).is_err());
+    }
+
+    #[test]
+    fn bad_values_are_one_line_errors() {
+        for (args, needle) in [
+            (&["--interval", "soon"][..], "--interval"),
+            (&["--interval", "100ms"][..], "too short"),
+            (
+                &["--tags-refresh", "10s", "--interval", "30s"][..],
+                "--tags-refresh",
+            ),
+            (&["--output", "-"][..], "only with `once`"),
+            (&["--namespace", " "][..], "empty namespace"),
+            (&["--default-port", "0"][..], "--default-port"),
+            (&["--listen", "nowhere"][..], "--listen"),
+            (&["--concurrency", "0"][..], "--concurrency"),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+}

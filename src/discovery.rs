@@ -1,0 +1,801 @@
+//! One discovery cycle: Cloud Map through the [`CloudMap`] adapter, plus caches, gives
+//! a [`Snapshot`] of the services and instances to scrape.
+//!
+//! What a cycle costs:
+//! - always: the paginated ListServices, then one DiscoverInstancesRevision per
+//!   tagged service;
+//! - DiscoverInstances only for a service whose revision differs from the one last
+//!   seen, or whose last full read is older than `full_refresh` (the revision does
+//!   not move on health changes, and some endpoints keep it equal across changes);
+//! - ListTagsForResource only for a new service or when its tags are older than
+//!   `tags_refresh`; ListNamespaces likewise; GetService once per new service (a
+//!   service never moves to another namespace).
+//!
+//! What a failure does: a service whose calls fail keeps its last known tags and
+//! instances, and its data ages (exposed per service). A failed service listing
+//! keeps the known services. Only a cycle with no earlier successful listing
+//! returns an error.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::aws::{AwsError, CloudMap, ErrorKind, Namespace, ServiceSummary};
+use crate::config::HealthStatus;
+use crate::targets::{Instance, ServiceData, Snapshot, wants_scraping};
+
+/// What discovery looks at and how often it re-reads what it caches.
+#[derive(Debug, Clone)]
+pub struct DiscoveryOptions {
+    /// Namespace names to discover; empty means every namespace.
+    pub namespaces: Vec<String>,
+    pub health: HealthStatus,
+    pub tags_refresh: Duration,
+    pub full_refresh: Duration,
+    /// Most API calls in flight at once.
+    pub concurrency: usize,
+}
+
+/// Cached knowledge about one service.
+#[derive(Debug, Clone)]
+struct ServiceState {
+    summary: ServiceSummary,
+    namespace: String,
+    tags: Option<BTreeMap<String, String>>,
+    tags_read_at: Option<Instant>,
+    revision: Option<i64>,
+    instances: Option<Vec<Instance>>,
+    instances_read_at: Option<Instant>,
+    /// Last time every call for this service succeeded.
+    confirmed_at: Option<Instant>,
+}
+
+impl ServiceState {
+    fn new(summary: ServiceSummary, namespace: String) -> Self {
+        ServiceState {
+            summary,
+            namespace,
+            tags: None,
+            tags_read_at: None,
+            revision: None,
+            instances: None,
+            instances_read_at: None,
+            confirmed_at: None,
+        }
+    }
+
+    fn due(at: Option<Instant>, every: Duration, now: Instant) -> bool {
+        at.is_none_or(|t| now.saturating_duration_since(t) >= every)
+    }
+}
+
+/// A service whose read failed this cycle.
+#[derive(Debug)]
+pub struct ServiceFailure {
+    pub namespace: String,
+    pub service: String,
+    pub error: AwsError,
+    /// True when last known data for it is still published.
+    pub kept: bool,
+}
+
+/// Per-service freshness of what is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAge {
+    pub namespace: String,
+    pub service: String,
+    pub age: Duration,
+}
+
+/// Counters of one cycle, for the summary log line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CycleStats {
+    /// Services in the selected namespaces.
+    pub services: usize,
+    /// Of those, services with endpoint tags.
+    pub tagged: usize,
+    /// Services whose instances were read in full this cycle.
+    pub instance_reads: usize,
+    /// Services whose tags were read this cycle.
+    pub tag_reads: usize,
+    /// Instances across tagged services.
+    pub instances: usize,
+}
+
+/// The result of one cycle.
+#[derive(Debug)]
+pub struct Cycle {
+    pub snapshot: Snapshot,
+    /// True when the listing and every service read succeeded this cycle: the
+    /// snapshot is the whole truth, not partly last-known data.
+    pub complete: bool,
+    /// The service listing failed; known services were used.
+    pub listing_error: Option<AwsError>,
+    pub failures: Vec<ServiceFailure>,
+    pub ages: Vec<ServiceAge>,
+    pub stats: CycleStats,
+}
+
+/// The discovery state machine. Call [`Discovery::cycle`] once per interval.
+pub struct Discovery<C> {
+    client: C,
+    opts: DiscoveryOptions,
+    /// Namespace id -> name, with the time it was read.
+    namespaces: Option<(Instant, HashMap<String, String>)>,
+    /// Service id -> namespace id, from GetService (immutable).
+    service_namespace: HashMap<String, String>,
+    /// Selected services by id.
+    services: BTreeMap<String, ServiceState>,
+    listed_once: bool,
+    missing_warned: BTreeSet<String>,
+}
+
+enum Outcome {
+    Fresh,
+    Failed(AwsError),
+    Gone,
+}
+
+impl<C: CloudMap> Discovery<C> {
+    pub fn new(client: C, opts: DiscoveryOptions) -> Self {
+        Discovery {
+            client,
+            opts,
+            namespaces: None,
+            service_namespace: HashMap::new(),
+            services: BTreeMap::new(),
+            listed_once: false,
+            missing_warned: BTreeSet::new(),
+        }
+    }
+
+    /// The adapter, for callers that need to look at it (tests count its calls).
+    pub fn client(&self) -> &C {
+        &self.client
+    }
+
+    async fn refresh_namespaces(&mut self, now: Instant) -> Result<(), AwsError> {
+        let list: Vec<Namespace> = self.client.namespaces().await?;
+        let map = list.into_iter().map(|n| (n.id, n.name)).collect();
+        self.namespaces = Some((now, map));
+        Ok(())
+    }
+
+    fn selected(&self, namespace: &str) -> bool {
+        self.opts.namespaces.is_empty() || self.opts.namespaces.iter().any(|n| n == namespace)
+    }
+
+    /// Runs one cycle. `Err` only when nothing is known yet and the listing failed.
+    pub async fn cycle(&mut self, now: Instant) -> Result<Cycle, AwsError> {
+        let mut failures = Vec::new();
+        let mut stats = CycleStats::default();
+
+        // Namespaces: cached, re-read on the tags clock.
+        let ns_due = self
+            .namespaces
+            .as_ref()
+            .is_none_or(|(at, _)| now.saturating_duration_since(*at) >= self.opts.tags_refresh);
+        let mut ns_fresh = false;
+        if ns_due {
+            match self.refresh_namespaces(now).await {
+                Ok(()) => ns_fresh = true,
+                Err(e) if self.namespaces.is_some() => {
+                    warn!(error = %e, "could not re-read namespaces; using the cached list");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+
+        // Services: listed in full every cycle, to see new and removed services.
+        let mut listing_error = None;
+        match self.client.services().await {
+            Ok(listed) => {
+                self.listed_once = true;
+                self.apply_listing(listed, now, &mut ns_fresh, &mut failures)
+                    .await;
+            }
+            Err(e) if self.listed_once => {
+                warn!(error = %e, "could not list services; keeping the known services");
+                listing_error = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+        self.warn_missing_namespaces();
+
+        // Per-service reads, bounded concurrency.
+        let states = std::mem::take(&mut self.services);
+        let client = &self.client;
+        let opts = &self.opts;
+        let results: Vec<(String, ServiceState, Outcome, bool, bool)> =
+            futures::stream::iter(states)
+                .map(|(id, st)| async move {
+                    let (st, outcome, tags_read, full_read) =
+                        refresh_service(client, opts, st, now).await;
+                    (id, st, outcome, tags_read, full_read)
+                })
+                .buffer_unordered(self.opts.concurrency.max(1))
+                .collect()
+                .await;
+
+        for (id, st, outcome, tags_read, full_read) in results {
+            stats.tag_reads += usize::from(tags_read);
+            stats.instance_reads += usize::from(full_read);
+            match outcome {
+                Outcome::Fresh => {}
+                Outcome::Gone => {
+                    debug!(namespace = %st.namespace, service = %st.summary.name, "service is gone");
+                    self.service_namespace.remove(&id);
+                    continue;
+                }
+                Outcome::Failed(error) => {
+                    let kept = st.tags.is_some()
+                        && (st.instances.is_some()
+                            || !st.tags.as_ref().is_some_and(wants_scraping));
+                    warn!(
+                        namespace = %st.namespace,
+                        service = %st.summary.name,
+                        error = %error,
+                        "{}",
+                        if kept {
+                            "service read failed; keeping its last known targets"
+                        } else {
+                            "service read failed; it has no known targets yet"
+                        }
+                    );
+                    failures.push(ServiceFailure {
+                        namespace: st.namespace.clone(),
+                        service: st.summary.name.clone(),
+                        error,
+                        kept,
+                    });
+                }
+            }
+            self.services.insert(id, st);
+        }
+
+        let mut snapshot = Snapshot::default();
+        let mut ages = Vec::new();
+        for st in self.services.values() {
+            stats.services += 1;
+            let (Some(tags), Some(instances)) = (&st.tags, &st.instances) else {
+                continue;
+            };
+            if !wants_scraping(tags) {
+                continue;
+            }
+            stats.tagged += 1;
+            stats.instances += instances.len();
+            ages.push(ServiceAge {
+                namespace: st.namespace.clone(),
+                service: st.summary.name.clone(),
+                age: st
+                    .confirmed_at
+                    .map_or(Duration::ZERO, |t| now.saturating_duration_since(t)),
+            });
+            snapshot.services.push(ServiceData {
+                namespace: st.namespace.clone(),
+                service: st.summary.name.clone(),
+                tags: tags.clone(),
+                instances: instances.clone(),
+            });
+        }
+        snapshot
+            .services
+            .sort_by(|a, b| (&a.namespace, &a.service).cmp(&(&b.namespace, &b.service)));
+        Ok(Cycle {
+            snapshot,
+            complete: listing_error.is_none() && failures.is_empty(),
+            listing_error,
+            failures,
+            ages,
+            stats,
+        })
+    }
+
+    /// Applies a successful service listing: resolves new services' namespaces,
+    /// keeps the selected ones, forgets removed ones.
+    async fn apply_listing(
+        &mut self,
+        listed: Vec<ServiceSummary>,
+        now: Instant,
+        ns_fresh: &mut bool,
+        failures: &mut Vec<ServiceFailure>,
+    ) {
+        let unknown: Vec<&ServiceSummary> = listed
+            .iter()
+            .filter(|s| !self.service_namespace.contains_key(&s.id))
+            .collect();
+        let client = &self.client;
+        let resolved: Vec<(&ServiceSummary, Result<String, AwsError>)> =
+            futures::stream::iter(unknown)
+                .map(|s| async move { (s, client.service_namespace(&s.id).await) })
+                .buffer_unordered(self.opts.concurrency.max(1))
+                .collect()
+                .await;
+        for (s, r) in resolved {
+            match r {
+                Ok(ns) => {
+                    self.service_namespace.insert(s.id.clone(), ns);
+                }
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(error) => {
+                    warn!(service = %s.name, service_id = %s.id, error = %error,
+                        "could not find the namespace of a new service; trying again next cycle");
+                    failures.push(ServiceFailure {
+                        namespace: String::new(),
+                        service: s.name.clone(),
+                        error,
+                        kept: false,
+                    });
+                }
+            }
+        }
+
+        // A namespace created since the last read: read the list again, once.
+        let names = |this: &Self| {
+            this.namespaces
+                .as_ref()
+                .map(|(_, m)| m.clone())
+                .unwrap_or_default()
+        };
+        let mut ns_names = names(self);
+        let needs_ns = listed.iter().any(|s| {
+            self.service_namespace
+                .get(&s.id)
+                .is_some_and(|ns| !ns_names.contains_key(ns))
+        });
+        if needs_ns && !*ns_fresh {
+            match self.refresh_namespaces(now).await {
+                Ok(()) => {
+                    *ns_fresh = true;
+                    ns_names = names(self);
+                }
+                Err(e) => warn!(error = %e, "could not re-read namespaces for a new service"),
+            }
+        }
+
+        let listed_ids: BTreeSet<&str> = listed.iter().map(|s| s.id.as_str()).collect();
+        self.service_namespace
+            .retain(|id, _| listed_ids.contains(id.as_str()));
+        let mut next = BTreeMap::new();
+        for s in listed {
+            let Some(ns_name) = self
+                .service_namespace
+                .get(&s.id)
+                .and_then(|ns| ns_names.get(ns))
+                .cloned()
+            else {
+                continue;
+            };
+            if !self.selected(&ns_name) {
+                continue;
+            }
+            let st = match self.services.remove(&s.id) {
+                Some(mut st) => {
+                    st.summary = s.clone();
+                    st
+                }
+                None => ServiceState::new(s.clone(), ns_name),
+            };
+            next.insert(s.id, st);
+        }
+        self.services = next;
+    }
+
+    fn warn_missing_namespaces(&mut self) {
+        let Some((_, map)) = &self.namespaces else {
+            return;
+        };
+        let known: BTreeSet<&str> = map.values().map(String::as_str).collect();
+        for want in &self.opts.namespaces {
+            if known.contains(want.as_str()) {
+                self.missing_warned.remove(want);
+            } else if self.missing_warned.insert(want.clone()) {
+                warn!(namespace = %want, "namespace not found in this Region; it contributes no targets");
+            }
+        }
+    }
+}
+
+/// Reads what is due for one service. Returns the updated state, the outcome, and
+/// whether tags / instances were read.
+async fn refresh_service<C: CloudMap>(
+    client: &C,
+    opts: &DiscoveryOptions,
+    mut st: ServiceState,
+    now: Instant,
+) -> (ServiceState, Outcome, bool, bool) {
+    let mut tags_read = false;
+    let mut tag_error = None;
+    if ServiceState::due(st.tags_read_at, opts.tags_refresh, now) {
+        tags_read = true;
+        match client.tags(&st.summary.arn).await {
+            Ok(t) => {
+                st.tags = Some(t);
+                st.tags_read_at = Some(now);
+            }
+            Err(e) if e.kind == ErrorKind::NotFound => return (st, Outcome::Gone, true, false),
+            Err(e) if st.tags.is_some() => tag_error = Some(e),
+            Err(e) => return (st, Outcome::Failed(e), true, false),
+        }
+    }
+    let tagged = st.tags.as_ref().is_some_and(wants_scraping);
+    if !tagged {
+        // Not scraped: no instance calls, and nothing kept.
+        st.instances = None;
+        st.revision = None;
+        st.instances_read_at = None;
+        return match tag_error {
+            Some(e) => (st, Outcome::Failed(e), tags_read, false),
+            None => {
+                st.confirmed_at = Some(now);
+                (st, Outcome::Fresh, tags_read, false)
+            }
+        };
+    }
+
+    let ns = st.namespace.clone();
+    let name = st.summary.name.clone();
+    let revision = match client.instances_revision(&ns, &name).await {
+        Ok(r) => r,
+        Err(e) if e.kind == ErrorKind::NotFound => return (st, Outcome::Gone, tags_read, false),
+        Err(e) => return (st, Outcome::Failed(e), tags_read, false),
+    };
+    let full = st.instances.is_none()
+        || st.revision != Some(revision)
+        || ServiceState::due(st.instances_read_at, opts.full_refresh, now);
+    if full {
+        match client.instances(&ns, &name, opts.health).await {
+            Ok(list) => {
+                st.instances = Some(list);
+                st.revision = Some(revision);
+                st.instances_read_at = Some(now);
+            }
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                return (st, Outcome::Gone, tags_read, true);
+            }
+            Err(e) => return (st, Outcome::Failed(e), tags_read, true),
+        }
+    }
+    match tag_error {
+        Some(e) => (st, Outcome::Failed(e), tags_read, full),
+        None => {
+            st.confirmed_at = Some(now);
+            (st, Outcome::Fresh, tags_read, full)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A hand-written Cloud Map: plain data, per-operation failure switches and a
+    /// call log.
+    #[derive(Default)]
+    struct Fake {
+        state: Mutex<FakeState>,
+    }
+
+    #[derive(Default)]
+    struct FakeState {
+        namespaces: Vec<Namespace>,
+        services: Vec<(ServiceSummary, String, BTreeMap<String, String>)>,
+        instances: HashMap<String, (i64, Vec<Instance>)>,
+        failing: BTreeSet<&'static str>,
+        failing_services: BTreeSet<String>,
+        calls: Vec<&'static str>,
+    }
+
+    fn err(op: &'static str) -> AwsError {
+        AwsError::new(op, ErrorKind::Server, "boom")
+    }
+
+    impl Fake {
+        fn call(&self, op: &'static str, svc: Option<&str>) -> Result<(), AwsError> {
+            let mut s = self.state.lock().unwrap();
+            s.calls.push(op);
+            if s.failing.contains(op) || svc.is_some_and(|n| s.failing_services.contains(n)) {
+                return Err(err(op));
+            }
+            Ok(())
+        }
+        fn add_service(&self, ns: &str, name: &str, tags: &[(&str, &str)]) {
+            let mut s = self.state.lock().unwrap();
+            if !s.namespaces.iter().any(|n| n.name == ns) {
+                s.namespaces.push(Namespace {
+                    id: format!("ns-{ns}"),
+                    name: ns.into(),
+                });
+            }
+            s.services.push((
+                ServiceSummary {
+                    id: format!("srv-{name}"),
+                    arn: format!("arn:srv-{name}"),
+                    name: name.into(),
+                },
+                format!("ns-{ns}"),
+                tags.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ));
+            s.instances.insert(name.into(), (1, vec![]));
+        }
+        fn register(&self, svc: &str, id: &str, ip: &str) {
+            let mut s = self.state.lock().unwrap();
+            let e = s.instances.get_mut(svc).unwrap();
+            e.0 += 1;
+            e.1.push(Instance {
+                id: id.into(),
+                attributes: [("AWS_INSTANCE_IPV4".to_string(), ip.to_string())].into(),
+            });
+        }
+        fn take_calls(&self) -> Vec<&'static str> {
+            let mut c = std::mem::take(&mut self.state.lock().unwrap().calls);
+            c.sort();
+            c
+        }
+    }
+
+    impl CloudMap for Fake {
+        async fn namespaces(&self) -> Result<Vec<Namespace>, AwsError> {
+            self.call("ListNamespaces", None)?;
+            Ok(self.state.lock().unwrap().namespaces.clone())
+        }
+        async fn services(&self) -> Result<Vec<ServiceSummary>, AwsError> {
+            self.call("ListServices", None)?;
+            let s = self.state.lock().unwrap();
+            Ok(s.services.iter().map(|x| x.0.clone()).collect())
+        }
+        async fn service_namespace(&self, id: &str) -> Result<String, AwsError> {
+            self.call("GetService", None)?;
+            let s = self.state.lock().unwrap();
+            Ok(s.services.iter().find(|x| x.0.id == id).unwrap().1.clone())
+        }
+        async fn tags(&self, arn: &str) -> Result<BTreeMap<String, String>, AwsError> {
+            let name = arn.trim_start_matches("arn:srv-").to_string();
+            self.call("ListTagsForResource", Some(&name))?;
+            let s = self.state.lock().unwrap();
+            Ok(s.services
+                .iter()
+                .find(|x| x.0.arn == arn)
+                .unwrap()
+                .2
+                .clone())
+        }
+        async fn instances_revision(&self, _ns: &str, svc: &str) -> Result<i64, AwsError> {
+            self.call("DiscoverInstancesRevision", Some(svc))?;
+            let s = self.state.lock().unwrap();
+            match s.instances.get(svc) {
+                Some(x) => Ok(x.0),
+                None => Err(AwsError::new(
+                    "DiscoverInstancesRevision",
+                    ErrorKind::NotFound,
+                    "gone",
+                )),
+            }
+        }
+        async fn instances(
+            &self,
+            _ns: &str,
+            svc: &str,
+            _h: HealthStatus,
+        ) -> Result<Vec<Instance>, AwsError> {
+            self.call("DiscoverInstances", Some(svc))?;
+            Ok(self.state.lock().unwrap().instances[svc].1.clone())
+        }
+    }
+
+    fn opts(namespaces: &[&str]) -> DiscoveryOptions {
+        DiscoveryOptions {
+            namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+            health: HealthStatus::HealthyOrElseAll,
+            tags_refresh: Duration::from_secs(300),
+            full_refresh: Duration::from_secs(600),
+            concurrency: 4,
+        }
+    }
+
+    fn ips(c: &Cycle) -> Vec<String> {
+        let mut v: Vec<String> = c
+            .snapshot
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.instances
+                    .iter()
+                    .map(|i| i.attributes["AWS_INSTANCE_IPV4"].clone())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn topology() -> Fake {
+        let f = Fake::default();
+        f.add_service("apps", "web", &[("METRICS_PATH", "/metrics")]);
+        f.add_service("apps", "plain", &[("team", "x")]);
+        f.add_service("other", "api", &[("METRICS_PATH", "/m")]);
+        f.register("web", "t1", "10.0.0.1");
+        f.register("web", "t2", "10.0.0.2");
+        f.register("api", "t3", "10.0.1.1");
+        f
+    }
+
+    #[tokio::test]
+    async fn cold_then_steady_cycle_costs() {
+        let mut d = Discovery::new(topology(), opts(&[]));
+        let t0 = Instant::now();
+        let c = d.cycle(t0).await.unwrap();
+        assert!(c.complete);
+        assert_eq!(ips(&c), vec!["10.0.0.1", "10.0.0.2", "10.0.1.1"]);
+        assert_eq!(c.stats.services, 3);
+        assert_eq!(c.stats.tagged, 2);
+        let cold = d.client().take_calls();
+        assert_eq!(
+            cold,
+            vec![
+                "DiscoverInstances",
+                "DiscoverInstances",
+                "DiscoverInstancesRevision",
+                "DiscoverInstancesRevision",
+                "GetService",
+                "GetService",
+                "GetService",
+                "ListNamespaces",
+                "ListServices",
+                "ListTagsForResource",
+                "ListTagsForResource",
+                "ListTagsForResource",
+            ]
+        );
+
+        let c2 = d.cycle(t0 + Duration::from_secs(30)).await.unwrap();
+        assert!(c2.complete);
+        assert_eq!(c2.snapshot, c.snapshot);
+        assert_eq!(
+            d.client().take_calls(),
+            vec![
+                "DiscoverInstancesRevision",
+                "DiscoverInstancesRevision",
+                "ListServices"
+            ],
+            "steady state: listing plus one revision call per tagged service"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_changed_revision_reads_only_that_service() {
+        let mut d = Discovery::new(topology(), opts(&[]));
+        let t0 = Instant::now();
+        d.cycle(t0).await.unwrap();
+        d.client().take_calls();
+        d.client().register("web", "t4", "10.0.0.4");
+        let c = d.cycle(t0 + Duration::from_secs(30)).await.unwrap();
+        assert_eq!(
+            ips(&c),
+            vec!["10.0.0.1", "10.0.0.2", "10.0.0.4", "10.0.1.1"]
+        );
+        let calls = d.client().take_calls();
+        assert_eq!(
+            calls.iter().filter(|c| **c == "DiscoverInstances").count(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn tags_and_full_reads_happen_on_their_clocks() {
+        let mut d = Discovery::new(topology(), opts(&[]));
+        let t0 = Instant::now();
+        d.cycle(t0).await.unwrap();
+        d.client().take_calls();
+        let c = d.cycle(t0 + Duration::from_secs(300)).await.unwrap();
+        assert_eq!(c.stats.tag_reads, 3);
+        assert_eq!(c.stats.instance_reads, 0);
+        let calls = d.client().take_calls();
+        assert!(calls.contains(&"ListNamespaces"));
+        let c = d.cycle(t0 + Duration::from_secs(600)).await.unwrap();
+        assert_eq!(c.stats.instance_reads, 2);
+    }
+
+    #[tokio::test]
+    async fn namespace_selection() {
+        let mut d = Discovery::new(topology(), opts(&["other", "nope"]));
+        let c = d.cycle(Instant::now()).await.unwrap();
+        assert_eq!(ips(&c), vec!["10.0.1.1"]);
+        assert_eq!(c.stats.services, 1);
+    }
+
+    #[tokio::test]
+    async fn failures_keep_last_known_data_and_report_age() {
+        let mut d = Discovery::new(topology(), opts(&[]));
+        let t0 = Instant::now();
+        let first = d.cycle(t0).await.unwrap();
+        d.client()
+            .state
+            .lock()
+            .unwrap()
+            .failing_services
+            .insert("web".into());
+        d.client().register("api", "t5", "10.0.1.5");
+        let c = d.cycle(t0 + Duration::from_secs(30)).await.unwrap();
+        assert!(!c.complete);
+        assert_eq!(c.failures.len(), 1);
+        assert!(c.failures[0].kept);
+        assert_eq!(
+            ips(&c),
+            vec!["10.0.0.1", "10.0.0.2", "10.0.1.1", "10.0.1.5"]
+        );
+        let web_age = c.ages.iter().find(|a| a.service == "web").unwrap();
+        assert_eq!(web_age.age, Duration::from_secs(30));
+        assert!(first.ages.iter().all(|a| a.age.is_zero()));
+
+        // Listing and everything else failing: known services kept.
+        d.client()
+            .state
+            .lock()
+            .unwrap()
+            .failing
+            .extend(["ListServices", "DiscoverInstancesRevision"]);
+        let c = d.cycle(t0 + Duration::from_secs(60)).await.unwrap();
+        assert!(c.listing_error.is_some());
+        assert_eq!(
+            ips(&c),
+            vec!["10.0.0.1", "10.0.0.2", "10.0.1.1", "10.0.1.5"]
+        );
+
+        // Recovery: changes flow within one cycle.
+        {
+            let mut s = d.client().state.lock().unwrap();
+            s.failing.clear();
+            s.failing_services.clear();
+        }
+        d.client().register("web", "t6", "10.0.0.6");
+        let c = d.cycle(t0 + Duration::from_secs(90)).await.unwrap();
+        assert!(c.complete);
+        assert!(ips(&c).contains(&"10.0.0.6".to_string()));
+    }
+
+    #[tokio::test]
+    async fn first_listing_failure_is_an_error() {
+        let f = topology();
+        f.state.lock().unwrap().failing.insert("ListServices");
+        let mut d = Discovery::new(f, opts(&[]));
+        assert!(d.cycle(Instant::now()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn new_service_failing_is_not_kept_and_cycle_incomplete() {
+        let f = topology();
+        f.state
+            .lock()
+            .unwrap()
+            .failing_services
+            .insert("api".into());
+        let mut d = Discovery::new(f, opts(&[]));
+        let c = d.cycle(Instant::now()).await.unwrap();
+        assert!(!c.complete);
+        assert!(!c.failures[0].kept);
+        assert_eq!(ips(&c), vec!["10.0.0.1", "10.0.0.2"]);
+    }
+
+    #[tokio::test]
+    async fn removed_services_disappear_after_a_good_listing() {
+        let mut d = Discovery::new(topology(), opts(&[]));
+        let t0 = Instant::now();
+        d.cycle(t0).await.unwrap();
+        d.client()
+            .state
+            .lock()
+            .unwrap()
+            .services
+            .retain(|s| s.0.name != "api");
+        let c = d.cycle(t0 + Duration::from_secs(30)).await.unwrap();
+        assert!(c.complete);
+        assert_eq!(ips(&c), vec!["10.0.0.1", "10.0.0.2"]);
+    }
+}

@@ -1,0 +1,219 @@
+//! The file_sd writer: atomic, change-only.
+//!
+//! A write goes to a hidden temporary file in the same directory
+//! (`.<name>.<random>.tmp`, which a `*.json` glob never matches), is fsynced, renamed
+//! over the target and the directory is fsynced. A reader sees the old file or the
+//! new one, never a partial or empty one. Content equal to what is already on disk
+//! is not written again. Blocking I/O: call from `spawn_blocking`.
+
+use std::ffi::OsString;
+use std::fs::{self, File, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tracing::{debug, info};
+
+/// Result of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    Written,
+    Unchanged,
+}
+
+/// A failed write, naming the step and the path. The previous file is intact.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {step} {path}: {source}")]
+pub struct WriteError {
+    pub step: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Writes one file_sd file.
+#[derive(Debug)]
+pub struct FileSd {
+    path: PathBuf,
+    dir: PathBuf,
+    name: OsString,
+    /// What the file holds, as far as we know.
+    current: Option<Vec<u8>>,
+}
+
+impl FileSd {
+    /// A writer for `path`. Reads what the file holds now (so a restart with the same
+    /// targets does not rewrite it) and removes temporary files a killed process left.
+    pub fn open(path: &Path) -> Self {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path.file_name().map(OsString::from).unwrap_or_default();
+        let mut w = FileSd {
+            path: path.to_path_buf(),
+            dir,
+            name,
+            current: None,
+        };
+        w.current = fs::read(&w.path).ok();
+        w.remove_stale_temp_files();
+        w
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn temp_prefix(&self) -> String {
+        format!(".{}.", self.name.to_string_lossy())
+    }
+
+    fn remove_stale_temp_files(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let prefix = self.temp_prefix();
+        for e in entries.flatten() {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            if n.starts_with(&prefix) && n.ends_with(".tmp") && fs::remove_file(e.path()).is_ok() {
+                info!(file = %e.path().display(), "removed a temporary file left by an earlier run");
+            }
+        }
+    }
+
+    /// True when the file on disk is known to hold `content`.
+    fn is_current(&self, content: &[u8]) -> bool {
+        self.current.as_deref() == Some(content)
+            && fs::metadata(&self.path).is_ok_and(|m| m.len() == content.len() as u64)
+    }
+
+    /// Makes the file hold `content`: nothing when it already does, else an atomic
+    /// replace. On error the previous file is untouched and no temp file remains.
+    pub fn publish(&mut self, content: &[u8]) -> Result<Publish, WriteError> {
+        if self.is_current(content) {
+            return Ok(Publish::Unchanged);
+        }
+        self.replace(content)?;
+        self.current = Some(content.to_vec());
+        debug!(file = %self.path.display(), bytes = content.len(), "file written");
+        Ok(Publish::Written)
+    }
+
+    fn replace(&self, content: &[u8]) -> Result<(), WriteError> {
+        let err = |step, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| WriteError { step, path, source }
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&self.temp_prefix())
+            .suffix(".tmp")
+            .tempfile_in(&self.dir)
+            .map_err(err("create a temporary file in", &self.dir))?;
+        tmp.write_all(content)
+            .and_then(|()| tmp.flush())
+            .map_err(err("write", tmp.path()))?;
+        // Readable by a Prometheus running as another user; tempfile creates 0600.
+        tmp.as_file()
+            .set_permissions(Permissions::from_mode(0o644))
+            .map_err(err("set permissions of", tmp.path()))?;
+        tmp.as_file().sync_all().map_err(err("fsync", tmp.path()))?;
+        // On failure `persist` hands the temp file back; dropping it deletes it.
+        tmp.persist(&self.path)
+            .map_err(|e| err("rename a temporary file onto", &self.path)(e.error))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err("fsync directory", &self.dir))?;
+        Ok(())
+    }
+}
+
+/// Writes `content` to stdout (the `--output -` case).
+pub fn write_stdout(content: &[u8]) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(content)?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_files(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect()
+    }
+
+    #[test]
+    fn writes_then_skips_unchanged_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("targets.json");
+        let mut w = FileSd::open(&path);
+        assert_eq!(w.publish(b"[]\n").unwrap(), Publish::Written);
+        assert_eq!(fs::read(&path).unwrap(), b"[]\n");
+        let inode = fs::metadata(&path).unwrap();
+        assert_eq!(w.publish(b"[]\n").unwrap(), Publish::Unchanged);
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::ino(&fs::metadata(&path).unwrap()),
+            std::os::unix::fs::MetadataExt::ino(&inode)
+        );
+        assert_eq!(w.publish(b"[1]\n").unwrap(), Publish::Written);
+        assert_eq!(fs::read(&path).unwrap(), b"[1]\n");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_restart_with_the_same_content_does_not_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        fs::write(&path, b"[x]").unwrap();
+        let mut w = FileSd::open(&path);
+        assert_eq!(w.publish(b"[x]").unwrap(), Publish::Unchanged);
+    }
+
+    #[test]
+    fn a_deleted_file_is_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        let mut w = FileSd::open(&path);
+        w.publish(b"[]").unwrap();
+        fs::remove_file(&path).unwrap();
+        assert_eq!(w.publish(b"[]").unwrap(), Publish::Written);
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_and_names_never_match_the_glob() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        fs::write(dir.path().join(".t.json.abc123.tmp"), b"partial").unwrap();
+        fs::write(dir.path().join("other.tmp"), b"keep").unwrap();
+        let w = FileSd::open(&path);
+        assert_eq!(temp_files(dir.path()), vec!["other.tmp".to_string()]);
+        let p = w.temp_prefix();
+        assert!(p.starts_with('.') && !p.ends_with(".json"));
+    }
+
+    #[test]
+    fn missing_directory_is_a_clear_error_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sd");
+        let path = sub.join("t.json");
+        let mut w = FileSd::open(&path);
+        let e = w.publish(b"[]").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("create a temporary file in"), "{msg}");
+        assert!(msg.contains(&sub.display().to_string()), "{msg}");
+        fs::create_dir(&sub).unwrap();
+        assert_eq!(w.publish(b"[]").unwrap(), Publish::Written);
+    }
+}

@@ -1,0 +1,847 @@
+//! Pure target building: a discovery [`Snapshot`] and [`TargetOptions`] become sorted,
+//! labelled file_sd [`TargetGroup`]s, plus the endpoints that had to be skipped and why.
+//!
+//! No I/O and no clocks here, so every rule is unit-tested with literal fixtures.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::config::LabelStyle;
+
+/// Service tag holding the primary endpoint's path (required for it to be scraped).
+pub const TAG_METRICS_PATH: &str = "METRICS_PATH";
+/// Service tag holding the primary endpoint's port.
+pub const TAG_METRICS_PORT: &str = "METRICS_PORT";
+/// Service tag holding the primary endpoint's scheme (`http` or `https`).
+pub const TAG_METRICS_SCHEME: &str = "METRICS_SCHEME";
+/// Service tag for the extra ECS endpoint (an ecs_exporter-style sidecar).
+pub const TAG_ECS_METRICS_PATH: &str = "ECS_METRICS_PATH";
+/// Port of the extra ECS endpoint.
+pub const TAG_ECS_METRICS_PORT: &str = "ECS_METRICS_PORT";
+
+/// Cloud Map instance attributes that ECS sets when it registers a task.
+pub mod attr {
+    pub const IPV4: &str = "AWS_INSTANCE_IPV4";
+    pub const IPV6: &str = "AWS_INSTANCE_IPV6";
+    pub const PORT: &str = "AWS_INSTANCE_PORT";
+    pub const AZ: &str = "AVAILABILITY_ZONE";
+    pub const ECS_CLUSTER: &str = "ECS_CLUSTER_NAME";
+    pub const ECS_SERVICE: &str = "ECS_SERVICE_NAME";
+    pub const ECS_TASK_FAMILY: &str = "ECS_TASK_DEFINITION_FAMILY";
+}
+
+/// One Cloud Map instance as discovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// Instance id; ECS uses the task id.
+    pub id: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// One Cloud Map service with its tags and its last known instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceData {
+    pub namespace: String,
+    pub service: String,
+    pub tags: BTreeMap<String, String>,
+    pub instances: Vec<Instance>,
+}
+
+/// Everything one discovery cycle knows, the input of [`build`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub services: Vec<ServiceData>,
+}
+
+/// How targets are labelled.
+#[derive(Debug, Clone)]
+pub struct TargetOptions {
+    pub label_style: LabelStyle,
+    /// Port when neither the endpoint's port tag nor AWS_INSTANCE_PORT gives one.
+    pub default_port: Option<u16>,
+}
+
+/// One file_sd entry. Serialises exactly as Prometheus reads it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct TargetGroup {
+    pub targets: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Why an endpoint was not published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SkipReason {
+    /// A port tag or attribute is not a number in 1-65535.
+    InvalidPort,
+    /// A path tag does not start with `/` or holds whitespace or control characters.
+    InvalidPath,
+    /// A scheme tag is neither `http` nor `https`.
+    InvalidScheme,
+    /// `METRICS_PATH_` / `METRICS_PORT_` with an empty endpoint name.
+    InvalidName,
+    /// No port tag, no AWS_INSTANCE_PORT and no --default-port.
+    MissingPort,
+    /// A port or scheme tag for an endpoint that has no path tag.
+    MissingPath,
+    /// The instance has neither AWS_INSTANCE_IPV4 nor AWS_INSTANCE_IPV6.
+    MissingAddress,
+}
+
+impl SkipReason {
+    /// Every reason, for metrics that must show zeros too.
+    pub const ALL: [SkipReason; 7] = [
+        SkipReason::InvalidPort,
+        SkipReason::InvalidPath,
+        SkipReason::InvalidScheme,
+        SkipReason::InvalidName,
+        SkipReason::MissingPort,
+        SkipReason::MissingPath,
+        SkipReason::MissingAddress,
+    ];
+
+    /// Stable snake_case name, used as a metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::InvalidPort => "invalid_port",
+            SkipReason::InvalidPath => "invalid_path",
+            SkipReason::InvalidScheme => "invalid_scheme",
+            SkipReason::InvalidName => "invalid_name",
+            SkipReason::MissingPort => "missing_port",
+            SkipReason::MissingPath => "missing_path",
+            SkipReason::MissingAddress => "missing_address",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An endpoint left out, with enough detail for a warning that names the culprit.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Skipped {
+    pub namespace: String,
+    pub service: String,
+    /// The tag (or instance attribute) at fault.
+    pub tag: String,
+    /// Its value, when it has one.
+    pub value: Option<String>,
+    /// The instance, when the fault is the instance's (address, port attribute).
+    pub instance: Option<String>,
+    pub reason: SkipReason,
+}
+
+/// What [`build`] produces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Built {
+    /// Sorted, one target per group.
+    pub groups: Vec<TargetGroup>,
+    /// Sorted and de-duplicated.
+    pub skipped: Vec<Skipped>,
+}
+
+/// True when a service carries at least one endpoint path tag, i.e. wants scraping.
+/// Untagged services cost no instance calls.
+pub fn wants_scraping(tags: &BTreeMap<String, String>) -> bool {
+    tags.keys().any(|k| {
+        k == TAG_METRICS_PATH || k == TAG_ECS_METRICS_PATH || k.starts_with("METRICS_PATH_")
+    })
+}
+
+/// Which endpoint a tag set describes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum EndpointKind {
+    Primary,
+    Ecs,
+    Named(String),
+}
+
+impl EndpointKind {
+    fn label(&self) -> Option<&str> {
+        match self {
+            EndpointKind::Primary => None,
+            EndpointKind::Ecs => Some("ecs"),
+            EndpointKind::Named(n) => Some(n),
+        }
+    }
+}
+
+/// An endpoint as described by a service's tags, validated except for the port,
+/// which may come from the instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Endpoint {
+    kind: EndpointKind,
+    path: String,
+    /// The port tag (name, parsed port) when the endpoint has one.
+    port: Option<u16>,
+    scheme: Option<&'static str>,
+}
+
+#[derive(Default)]
+struct TagGroup<'a> {
+    path: Option<(&'a str, &'a str)>,
+    port: Option<(&'a str, &'a str)>,
+    scheme: Option<(&'a str, &'a str)>,
+}
+
+/// Reads a service's tags into endpoints; malformed ones go to `skipped`.
+fn endpoints(svc: &ServiceData, skipped: &mut Vec<Skipped>) -> Vec<Endpoint> {
+    let mut groups: BTreeMap<EndpointKind, TagGroup> = BTreeMap::new();
+    let mut skip = |tag: &str, value: Option<&str>, reason| {
+        skipped.push(Skipped {
+            namespace: svc.namespace.clone(),
+            service: svc.service.clone(),
+            tag: tag.to_string(),
+            value: value.map(str::to_string),
+            instance: None,
+            reason,
+        })
+    };
+    for (key, value) in &svc.tags {
+        let (kind, field) = match key.as_str() {
+            TAG_METRICS_PATH => (EndpointKind::Primary, 0),
+            TAG_METRICS_PORT => (EndpointKind::Primary, 1),
+            TAG_METRICS_SCHEME => (EndpointKind::Primary, 2),
+            TAG_ECS_METRICS_PATH => (EndpointKind::Ecs, 0),
+            TAG_ECS_METRICS_PORT => (EndpointKind::Ecs, 1),
+            k => {
+                let named = [
+                    ("METRICS_PATH_", 0),
+                    ("METRICS_PORT_", 1),
+                    ("METRICS_SCHEME_", 2),
+                ]
+                .into_iter()
+                .find_map(|(p, f)| k.strip_prefix(p).map(|name| (name, f)));
+                match named {
+                    Some(("", _)) => {
+                        skip(key, Some(value), SkipReason::InvalidName);
+                        continue;
+                    }
+                    Some((name, f)) => (EndpointKind::Named(name.to_string()), f),
+                    None => continue,
+                }
+            }
+        };
+        let g = groups.entry(kind).or_default();
+        let slot = match field {
+            0 => &mut g.path,
+            1 => &mut g.port,
+            _ => &mut g.scheme,
+        };
+        *slot = Some((key.as_str(), value.as_str()));
+    }
+
+    let mut out = Vec::new();
+    for (kind, g) in groups {
+        let Some((path_tag, path)) = g.path else {
+            // A port or scheme without a path: probably a forgotten tag, say so.
+            for (tag, value) in [g.port, g.scheme].into_iter().flatten() {
+                skip(tag, Some(value), SkipReason::MissingPath);
+            }
+            continue;
+        };
+        let path = path.trim();
+        if !valid_path(path) {
+            skip(path_tag, Some(path), SkipReason::InvalidPath);
+            continue;
+        }
+        let port = match g.port {
+            None => None,
+            Some((tag, v)) => match parse_port(v) {
+                Some(p) => Some(p),
+                None => {
+                    skip(tag, Some(v), SkipReason::InvalidPort);
+                    continue;
+                }
+            },
+        };
+        let scheme = match g.scheme {
+            None => None,
+            Some((tag, v)) => match v.trim().to_ascii_lowercase().as_str() {
+                "http" => Some("http"),
+                "https" => Some("https"),
+                _ => {
+                    skip(tag, Some(v), SkipReason::InvalidScheme);
+                    continue;
+                }
+            },
+        };
+        out.push(Endpoint {
+            kind,
+            path: path.to_string(),
+            port,
+            scheme,
+        });
+    }
+    out
+}
+
+fn valid_path(p: &str) -> bool {
+    p.starts_with('/') && !p.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn parse_port(v: &str) -> Option<u16> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// `host:port`, with IPv6 addresses in brackets. None when the instance has no address.
+fn address(inst: &Instance, port: u16) -> Option<(String, String)> {
+    if let Some(v4) = inst
+        .attributes
+        .get(attr::IPV4)
+        .filter(|a| !a.trim().is_empty())
+    {
+        let v4 = v4.trim();
+        return Some((format!("{v4}:{port}"), v4.to_string()));
+    }
+    let v6 = inst.attributes.get(attr::IPV6)?.trim();
+    if v6.is_empty() {
+        return None;
+    }
+    Some((format!("[{v6}]:{port}"), v6.to_string()))
+}
+
+/// Turns a tag or attribute key into a valid label name part: `[a-zA-Z0-9_]`,
+/// everything else becomes `_`.
+pub fn sanitize_label_name(key: &str) -> String {
+    key.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// Builds the target groups of a snapshot. Deterministic: the same snapshot gives
+/// byte-identical output whatever the order of services and instances.
+pub fn build(snapshot: &Snapshot, opts: &TargetOptions) -> Built {
+    let mut groups = BTreeSet::new();
+    let mut skipped = Vec::new();
+    for svc in &snapshot.services {
+        let eps = endpoints(svc, &mut skipped);
+        if eps.is_empty() {
+            continue;
+        }
+        for inst in &svc.instances {
+            for ep in &eps {
+                let mut skip = |tag: &str, value: Option<&String>, reason| {
+                    skipped.push(Skipped {
+                        namespace: svc.namespace.clone(),
+                        service: svc.service.clone(),
+                        tag: tag.to_string(),
+                        value: value.cloned(),
+                        instance: Some(inst.id.clone()),
+                        reason,
+                    })
+                };
+                let port = match ep.port {
+                    Some(p) => p,
+                    None => match inst.attributes.get(attr::PORT) {
+                        Some(v) => match parse_port(v) {
+                            Some(p) => p,
+                            None => {
+                                skip(attr::PORT, Some(v), SkipReason::InvalidPort);
+                                continue;
+                            }
+                        },
+                        None => match opts.default_port {
+                            Some(p) => p,
+                            None => {
+                                skip(attr::PORT, None, SkipReason::MissingPort);
+                                continue;
+                            }
+                        },
+                    },
+                };
+                let Some((addr, host)) = address(inst, port) else {
+                    skip(attr::IPV4, None, SkipReason::MissingAddress);
+                    continue;
+                };
+                let labels = match opts.label_style {
+                    LabelStyle::Default => default_labels(svc, inst, ep, &addr),
+                    LabelStyle::Reloader => reloader_labels(svc, inst, ep, &addr, &host),
+                };
+                groups.insert(TargetGroup {
+                    targets: vec![addr],
+                    labels,
+                });
+            }
+        }
+    }
+    skipped.sort();
+    skipped.dedup();
+    Built {
+        groups: groups.into_iter().collect(),
+        skipped,
+    }
+}
+
+fn put(labels: &mut BTreeMap<String, String>, name: &str, value: Option<&String>) {
+    if let Some(v) = value.filter(|v| !v.is_empty()) {
+        labels.insert(name.to_string(), v.clone());
+    }
+}
+
+fn default_labels(
+    svc: &ServiceData,
+    inst: &Instance,
+    ep: &Endpoint,
+    addr: &str,
+) -> BTreeMap<String, String> {
+    let a = &inst.attributes;
+    let mut l = BTreeMap::new();
+    l.insert("__address__".into(), addr.to_string());
+    l.insert("__metrics_path__".into(), ep.path.clone());
+    if let Some(s) = ep.scheme {
+        l.insert("__scheme__".into(), s.to_string());
+    }
+    l.insert("cloudmap_namespace".into(), svc.namespace.clone());
+    l.insert("cloudmap_service".into(), svc.service.clone());
+    put(&mut l, "ecs_cluster", a.get(attr::ECS_CLUSTER));
+    put(&mut l, "ecs_service", a.get(attr::ECS_SERVICE));
+    put(&mut l, "ecs_task_family", a.get(attr::ECS_TASK_FAMILY));
+    put(&mut l, "availability_zone", a.get(attr::AZ));
+    // ECS registers a task with the task id as instance id; anything else registered
+    // by hand keeps the neutral name.
+    let id_label = if a.contains_key(attr::ECS_CLUSTER) {
+        "ecs_task_id"
+    } else {
+        "cloudmap_instance_id"
+    };
+    l.insert(id_label.into(), inst.id.clone());
+    if let Some(name) = ep.kind.label() {
+        l.insert("metrics_endpoint".into(), name.to_string());
+    }
+    for (k, v) in a {
+        l.insert(
+            format!(
+                "__meta_cloudmap_instance_attribute_{}",
+                sanitize_label_name(k)
+            ),
+            v.clone(),
+        );
+    }
+    for (k, v) in &svc.tags {
+        l.insert(
+            format!("__meta_cloudmap_service_tag_{}", sanitize_label_name(k)),
+            v.clone(),
+        );
+    }
+    l
+}
+
+fn reloader_labels(
+    svc: &ServiceData,
+    inst: &Instance,
+    ep: &Endpoint,
+    addr: &str,
+    host: &str,
+) -> BTreeMap<String, String> {
+    let a = &inst.attributes;
+    let mut l = BTreeMap::new();
+    l.insert("__address__".into(), addr.to_string());
+    l.insert("__metrics_path__".into(), ep.path.clone());
+    if let Some(s) = ep.scheme {
+        l.insert("__scheme__".into(), s.to_string());
+    }
+    put(&mut l, "cluster", a.get(attr::ECS_CLUSTER));
+    put(&mut l, "service", a.get(attr::ECS_SERVICE));
+    put(&mut l, "taskdefinition", a.get(attr::ECS_TASK_FAMILY));
+    l.insert("namespace".into(), svc.namespace.clone());
+    l.insert("taskid".into(), inst.id.clone());
+    l.insert("instance".into(), host.to_string());
+    l
+}
+
+/// Serialises target groups as Prometheus file_sd JSON (pretty, newline-terminated).
+pub fn to_json(groups: &[TargetGroup]) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(groups).expect("string maps always serialise");
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn ecs_instance(id: &str, ip: &str, port: Option<&str>) -> Instance {
+        let mut a = tags(&[
+            (attr::IPV4, ip),
+            (attr::AZ, "us-east-1a"),
+            (attr::ECS_CLUSTER, "prod"),
+            (attr::ECS_SERVICE, "web"),
+            (attr::ECS_TASK_FAMILY, "web-td"),
+        ]);
+        if let Some(p) = port {
+            a.insert(attr::PORT.into(), p.into());
+        }
+        Instance {
+            id: id.into(),
+            attributes: a,
+        }
+    }
+
+    fn svc(name: &str, t: &[(&str, &str)], instances: Vec<Instance>) -> ServiceData {
+        ServiceData {
+            namespace: "ns".into(),
+            service: name.into(),
+            tags: tags(t),
+            instances,
+        }
+    }
+
+    fn opts() -> TargetOptions {
+        TargetOptions {
+            label_style: LabelStyle::Default,
+            default_port: None,
+        }
+    }
+
+    fn run(services: Vec<ServiceData>) -> Built {
+        build(&Snapshot { services }, &opts())
+    }
+
+    fn addrs(b: &Built) -> Vec<(String, String)> {
+        b.groups
+            .iter()
+            .map(|g| (g.targets[0].clone(), g.labels["__metrics_path__"].clone()))
+            .collect()
+    }
+
+    #[test]
+    fn primary_endpoint_with_all_default_labels() {
+        let b = run(vec![svc(
+            "web",
+            &[("METRICS_PATH", "/metrics"), ("METRICS_PORT", "9100")],
+            vec![ecs_instance("task1", "10.0.0.1", Some("8080"))],
+        )]);
+        assert!(b.skipped.is_empty());
+        assert_eq!(b.groups.len(), 1);
+        let g = &b.groups[0];
+        assert_eq!(g.targets, vec!["10.0.0.1:9100"]);
+        let expect = [
+            ("__address__", "10.0.0.1:9100"),
+            ("__metrics_path__", "/metrics"),
+            ("cloudmap_namespace", "ns"),
+            ("cloudmap_service", "web"),
+            ("ecs_cluster", "prod"),
+            ("ecs_service", "web"),
+            ("ecs_task_family", "web-td"),
+            ("ecs_task_id", "task1"),
+            ("availability_zone", "us-east-1a"),
+            (
+                "__meta_cloudmap_instance_attribute_AWS_INSTANCE_PORT",
+                "8080",
+            ),
+            ("__meta_cloudmap_service_tag_METRICS_PORT", "9100"),
+        ];
+        for (k, v) in expect {
+            assert_eq!(g.labels.get(k).map(String::as_str), Some(v), "label {k}");
+        }
+        assert!(
+            !g.labels.contains_key("cluster"),
+            "never a bare cluster label"
+        );
+        assert!(!g.labels.contains_key("metrics_endpoint"));
+        assert!(!g.labels.contains_key("__scheme__"));
+    }
+
+    #[test]
+    fn port_falls_back_to_instance_port_then_default_port() {
+        let s = || {
+            svc(
+                "web",
+                &[("METRICS_PATH", "/m")],
+                vec![
+                    ecs_instance("a", "10.0.0.1", Some("8080")),
+                    ecs_instance("b", "10.0.0.2", None),
+                ],
+            )
+        };
+        let b = run(vec![s()]);
+        assert_eq!(addrs(&b), vec![("10.0.0.1:8080".into(), "/m".into())]);
+        assert_eq!(b.skipped.len(), 1);
+        assert_eq!(b.skipped[0].reason, SkipReason::MissingPort);
+        assert_eq!(b.skipped[0].instance.as_deref(), Some("b"));
+
+        let o = TargetOptions {
+            default_port: Some(80),
+            ..opts()
+        };
+        let b = build(
+            &Snapshot {
+                services: vec![s()],
+            },
+            &o,
+        );
+        assert_eq!(
+            addrs(&b),
+            vec![
+                ("10.0.0.1:8080".into(), "/m".into()),
+                ("10.0.0.2:80".into(), "/m".into())
+            ]
+        );
+        assert!(b.skipped.is_empty());
+    }
+
+    #[test]
+    fn ecs_and_named_endpoints_add_targets_with_metrics_endpoint() {
+        let b = run(vec![svc(
+            "web",
+            &[
+                ("METRICS_PATH", "/metrics"),
+                ("METRICS_PORT", "8080"),
+                ("ECS_METRICS_PATH", "/stats"),
+                ("ECS_METRICS_PORT", "9779"),
+                ("METRICS_PATH_admin", "/admin/metrics"),
+                ("METRICS_PORT_admin", "9000"),
+                ("METRICS_SCHEME_admin", "HTTPS"),
+            ],
+            vec![ecs_instance("t", "10.0.0.1", None)],
+        )]);
+        assert!(b.skipped.is_empty(), "{:?}", b.skipped);
+        let got: Vec<_> = b
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.targets[0].as_str(),
+                    g.labels.get("metrics_endpoint").map(String::as_str),
+                    g.labels.get("__scheme__").map(String::as_str),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.0.0.1:8080", None, None),
+                ("10.0.0.1:9000", Some("admin"), Some("https")),
+                ("10.0.0.1:9779", Some("ecs"), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_tags_skip_only_that_endpoint() {
+        let b = run(vec![
+            svc(
+                "bad",
+                &[
+                    ("METRICS_PATH", "/metrics"),
+                    ("METRICS_PORT", "99999"),
+                    ("METRICS_PATH_x", "metrics"),
+                    ("METRICS_PATH_y", "/ok"),
+                    ("METRICS_PORT_y", "http"),
+                    ("METRICS_PATH_z", "/z"),
+                    ("METRICS_SCHEME_z", "ftp"),
+                    ("METRICS_PATH_", "/empty"),
+                    ("METRICS_PORT_w", "9000"),
+                    ("METRICS_PATH_ok", "/fine"),
+                    ("METRICS_PORT_ok", " 9001 "),
+                ],
+                vec![ecs_instance("t", "10.0.0.1", Some("8080"))],
+            ),
+            svc(
+                "good",
+                &[("METRICS_PATH", "/metrics")],
+                vec![ecs_instance("u", "10.0.0.2", Some("8080"))],
+            ),
+        ]);
+        assert_eq!(
+            addrs(&b),
+            vec![
+                ("10.0.0.1:9001".into(), "/fine".into()),
+                ("10.0.0.2:8080".into(), "/metrics".into())
+            ]
+        );
+        let reasons: Vec<_> = b
+            .skipped
+            .iter()
+            .map(|s| (s.service.as_str(), s.tag.as_str(), s.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                ("bad", "METRICS_PATH_", SkipReason::InvalidName),
+                ("bad", "METRICS_PATH_x", SkipReason::InvalidPath),
+                ("bad", "METRICS_PORT", SkipReason::InvalidPort),
+                ("bad", "METRICS_PORT_w", SkipReason::MissingPath),
+                ("bad", "METRICS_PORT_y", SkipReason::InvalidPort),
+                ("bad", "METRICS_SCHEME_z", SkipReason::InvalidScheme),
+            ]
+        );
+        let port = b.skipped.iter().find(|s| s.tag == "METRICS_PORT").unwrap();
+        assert_eq!(port.value.as_deref(), Some("99999"));
+    }
+
+    #[test]
+    fn port_and_path_validation() {
+        for ok in ["1", "80", "65535", " 8080"] {
+            assert!(parse_port(ok).is_some(), "{ok}");
+        }
+        for bad in ["0", "65536", "-1", "+80", "80a", "", "8080.0", "http", "१२"] {
+            assert!(parse_port(bad).is_none(), "{bad}");
+        }
+        assert!(valid_path("/metrics"));
+        assert!(valid_path("/a/b?x=1"));
+        for bad in ["metrics", "", "/a b", "/a\tb", "/\u{7}"] {
+            assert!(!valid_path(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn instance_address_forms() {
+        let mut v6 = ecs_instance("v6", "", Some("8080"));
+        v6.attributes
+            .insert(attr::IPV6.into(), "2600:1f18::1".into());
+        let mut none = ecs_instance("none", "", Some("8080"));
+        none.attributes.remove(attr::IPV4);
+        let mut bad_port = ecs_instance("bp", "10.0.0.3", Some("eighty"));
+        bad_port.attributes.insert("custom attr".into(), "x".into());
+        let b = run(vec![svc(
+            "web",
+            &[("METRICS_PATH", "/m")],
+            vec![v6, none, bad_port],
+        )]);
+        assert_eq!(addrs(&b), vec![("[2600:1f18::1]:8080".into(), "/m".into())]);
+        let reasons: Vec<_> = b
+            .skipped
+            .iter()
+            .map(|s| (s.instance.as_deref().unwrap(), s.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                ("none", SkipReason::MissingAddress),
+                ("bp", SkipReason::InvalidPort)
+            ]
+        );
+    }
+
+    #[test]
+    fn untagged_services_are_not_scraped() {
+        assert!(!wants_scraping(&tags(&[
+            ("team", "a"),
+            ("METRICS_PORT", "1")
+        ])));
+        assert!(wants_scraping(&tags(&[("METRICS_PATH", "/m")])));
+        assert!(wants_scraping(&tags(&[("ECS_METRICS_PATH", "/m")])));
+        assert!(wants_scraping(&tags(&[("METRICS_PATH_x", "/m")])));
+        let b = run(vec![svc(
+            "plain",
+            &[("team", "a")],
+            vec![ecs_instance("t", "10.0.0.1", Some("80"))],
+        )]);
+        assert_eq!(b, Built::default());
+    }
+
+    #[test]
+    fn reloader_style_emits_exactly_the_old_labels() {
+        let s = svc(
+            "web",
+            &[("METRICS_PATH", "/metrics"), ("METRICS_SCHEME", "https")],
+            vec![ecs_instance("task9", "10.0.0.9", Some("8080"))],
+        );
+        let o = TargetOptions {
+            label_style: LabelStyle::Reloader,
+            default_port: None,
+        };
+        let b = build(&Snapshot { services: vec![s] }, &o);
+        let l = &b.groups[0].labels;
+        let keys: Vec<_> = l.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "__address__",
+                "__metrics_path__",
+                "__scheme__",
+                "cluster",
+                "instance",
+                "namespace",
+                "service",
+                "taskdefinition",
+                "taskid"
+            ]
+        );
+        assert_eq!(l["cluster"], "prod");
+        assert_eq!(l["instance"], "10.0.0.9");
+        assert_eq!(l["taskid"], "task9");
+        assert_eq!(l["namespace"], "ns");
+        assert_eq!(l["taskdefinition"], "web-td");
+    }
+
+    #[test]
+    fn non_ecs_instances_use_a_neutral_id_label() {
+        let inst = Instance {
+            id: "manual-1".into(),
+            attributes: tags(&[(attr::IPV4, "192.0.2.1"), (attr::PORT, "80")]),
+        };
+        let b = run(vec![svc("x", &[("METRICS_PATH", "/m")], vec![inst])]);
+        let l = &b.groups[0].labels;
+        assert_eq!(l["cloudmap_instance_id"], "manual-1");
+        assert!(!l.contains_key("ecs_task_id"));
+        assert!(
+            !l.contains_key("ecs_cluster"),
+            "absent attributes give no label"
+        );
+    }
+
+    #[test]
+    fn label_names_are_sanitised() {
+        assert_eq!(sanitize_label_name("team.name/x-y"), "team_name_x_y");
+        assert_eq!(sanitize_label_name("ünï"), "_n_");
+        assert_eq!(sanitize_label_name("OK_1"), "OK_1");
+    }
+
+    #[test]
+    fn output_is_sorted_and_independent_of_input_order() {
+        let a = svc(
+            "a",
+            &[("METRICS_PATH", "/m")],
+            vec![
+                ecs_instance("2", "10.0.0.2", Some("80")),
+                ecs_instance("1", "10.0.0.10", Some("80")),
+            ],
+        );
+        let b = svc(
+            "b",
+            &[("METRICS_PATH", "/m")],
+            vec![ecs_instance("3", "10.0.0.1", Some("80"))],
+        );
+        let one = run(vec![a.clone(), b.clone()]);
+        let mut a2 = a.clone();
+        a2.instances.reverse();
+        let two = run(vec![b, a2]);
+        assert_eq!(to_json(&one.groups), to_json(&two.groups));
+        let targets: Vec<_> = one.groups.iter().map(|g| g.targets[0].as_str()).collect();
+        let mut sorted = targets.clone();
+        sorted.sort();
+        assert_eq!(targets, sorted);
+        assert!(one.groups.iter().all(|g| g.targets.len() == 1));
+    }
+
+    #[test]
+    fn json_is_file_sd_shape() {
+        let b = run(vec![svc(
+            "web",
+            &[("METRICS_PATH", "/m")],
+            vec![ecs_instance("t", "10.0.0.1", Some("80"))],
+        )]);
+        let v: serde_json::Value = serde_json::from_slice(&to_json(&b.groups)).unwrap();
+        assert_eq!(v[0]["targets"][0], "10.0.0.1:80");
+        assert_eq!(v[0]["labels"]["cloudmap_service"], "web");
+        assert_eq!(to_json(&[]), b"[]\n");
+    }
+}
