@@ -1,0 +1,487 @@
+//! Discovery against a real moto server over HTTP with the real AWS SDK, through the
+//! real `cloudmap-sd` binary.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn targets_of(json: &[u8]) -> Vec<serde_json::Value> {
+    serde_json::from_slice(json).unwrap_or_else(|e| {
+        panic!(
+            "output is not JSON ({e}): {}",
+            String::from_utf8_lossy(json)
+        )
+    })
+}
+
+fn once_stdout(url: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["once", "--output", "-"];
+    args.extend_from_slice(extra);
+    let out = run_cli(&args, &aws_env(url));
+    assert!(
+        out.status.success(),
+        "once failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    targets_of(&out.stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_100_instances_in_one_service() {
+    let moto = Moto::start();
+    let s = Seeder::new(&moto.url).await;
+    let ns = s.http_namespace("big").await;
+    let svc = s
+        .service(
+            &ns,
+            "wide",
+            &[("METRICS_PATH", "/metrics"), ("METRICS_PORT", "9100")],
+        )
+        .await;
+    for i in 0..150u32 {
+        let ip = format!("10.1.{}.{}", i / 200, i % 200 + 1);
+        s.task(&svc, &format!("{i:032x}"), &ip, None).await;
+    }
+    let groups = once_stdout(&moto.url, &[]);
+    assert_eq!(
+        groups.len(),
+        150,
+        "every instance beyond the default page of 100"
+    );
+    assert!(
+        groups
+            .iter()
+            .all(|g| g["labels"]["__metrics_path__"] == "/metrics")
+    );
+    assert!(
+        groups
+            .iter()
+            .all(|g| g["targets"][0].as_str().unwrap().ends_with(":9100"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_namespaces_selection_and_labels() {
+    let moto = Moto::start();
+    let s = Seeder::new(&moto.url).await;
+    let http = s.http_namespace("apps").await;
+    let dns = s.dns_namespace("internal.local").await;
+    let web = s
+        .service(&http, "web", &[("METRICS_PATH", "/metrics")])
+        .await;
+    let api = s
+        .service(
+            &dns,
+            "api",
+            &[
+                ("METRICS_PATH", "/m"),
+                ("METRICS_PORT", "9000"),
+                ("METRICS_PATH_admin", "/admin"),
+                ("METRICS_PORT_admin", "9001"),
+            ],
+        )
+        .await;
+    s.task(&web, "aaaa", "10.0.0.1", Some(8080)).await;
+    s.task(&api, "bbbb", "10.0.1.1", None).await;
+
+    let all = once_stdout(&moto.url, &[]);
+    let got: Vec<(String, String, String)> = all
+        .iter()
+        .map(|g| {
+            (
+                g["targets"][0].as_str().unwrap().to_string(),
+                g["labels"]["cloudmap_namespace"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                g["labels"]["metrics_endpoint"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("10.0.0.1:8080".into(), "apps".into(), "".into()),
+            ("10.0.1.1:9000".into(), "internal.local".into(), "".into()),
+            (
+                "10.0.1.1:9001".into(),
+                "internal.local".into(),
+                "admin".into()
+            ),
+        ]
+    );
+    let web_labels = &all[0]["labels"];
+    for (k, v) in [
+        ("cloudmap_service", "web"),
+        ("ecs_cluster", "prod"),
+        ("ecs_service", "svc"),
+        ("ecs_task_family", "family"),
+        ("ecs_task_id", "aaaa"),
+        ("availability_zone", "us-east-1a"),
+    ] {
+        assert_eq!(web_labels[k], v, "label {k}");
+    }
+    assert!(web_labels.get("cluster").is_none());
+
+    let only = once_stdout(&moto.url, &["--namespace", "internal.local"]);
+    assert_eq!(only.len(), 2);
+    assert!(
+        only.iter()
+            .all(|g| g["labels"]["cloudmap_namespace"] == "internal.local")
+    );
+
+    let reloader = once_stdout(
+        &moto.url,
+        &["--namespace", "apps", "--label-style", "reloader"],
+    );
+    let l = reloader[0]["labels"].as_object().unwrap();
+    let keys: Vec<&str> = l.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "__address__",
+            "__metrics_path__",
+            "cluster",
+            "instance",
+            "namespace",
+            "service",
+            "taskdefinition",
+            "taskid"
+        ]
+    );
+    assert_eq!(l["instance"], "10.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untagged_ignored_and_malformed_skipped_with_a_warning() {
+    let moto = Moto::start();
+    let s = Seeder::new(&moto.url).await;
+    let ns = s.http_namespace("apps").await;
+    let plain = s.service(&ns, "plain", &[("team", "payments")]).await;
+    let bad = s
+        .service(
+            &ns,
+            "broken",
+            &[("METRICS_PATH", "/metrics"), ("METRICS_PORT", "http")],
+        )
+        .await;
+    let good = s
+        .service(&ns, "good", &[("METRICS_PATH", "/metrics")])
+        .await;
+    s.task(&plain, "p1", "10.0.0.1", Some(80)).await;
+    s.task(&bad, "b1", "10.0.0.2", Some(80)).await;
+    s.task(&good, "g1", "10.0.0.3", Some(8080)).await;
+
+    let out = run_cli(&["once", "--output", "-"], &aws_env(&moto.url));
+    assert!(out.status.success());
+    let groups = targets_of(&out.stdout);
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0]["targets"][0], "10.0.0.3:8080");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let warning = log
+        .lines()
+        .find(|l| l.contains("endpoint skipped"))
+        .unwrap_or_else(|| panic!("no skip warning in: {log}"));
+    for needle in [
+        "service=broken",
+        "tag=METRICS_PORT",
+        "value=\"http\"",
+        "invalid_port",
+    ] {
+        assert!(warning.contains(needle), "{needle} missing in: {warning}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_writes_nothing_when_aws_fails() {
+    let moto = Moto::start();
+    let s = Seeder::new(&moto.url).await;
+    let ns = s.http_namespace("apps").await;
+    let svc = s.service(&ns, "web", &[("METRICS_PATH", "/m")]).await;
+    s.task(&svc, "t1", "10.0.0.1", Some(80)).await;
+    let proxy = Proxy::start(&moto.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.json");
+    std::fs::write(&path, b"[{\"targets\":[\"old:1\"],\"labels\":{}}]").unwrap();
+
+    proxy.set_fault(Fault::ServerError);
+    let out = run_cli(
+        &[
+            "once",
+            "--output",
+            path.to_str().unwrap(),
+            "--api-timeout",
+            "3s",
+        ],
+        &aws_env(&proxy.url),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing written"), "{err}");
+    assert_eq!(read_targets(&path), vec!["old:1"], "file untouched");
+
+    // AWS back: the same command writes the file.
+    proxy.set_fault(Fault::Pass);
+    let out = run_cli(
+        &["once", "--output", path.to_str().unwrap()],
+        &aws_env(&proxy.url),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read_targets(&path), vec!["10.0.0.1:80"]);
+    let tmp: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(tmp.is_empty());
+}
+
+#[test]
+fn bad_configuration_exits_64_before_any_aws_call() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--interval", "soon"], "--interval"),
+        (&["run", "--output", "-"], "only with `once`"),
+        (&["--health-status", "MAYBE"], "--health-status"),
+        (&["--listen", "localhost"], "--listen"),
+    ];
+    // An endpoint nobody listens on: any AWS call would hang or fail differently.
+    let env = aws_env("http://127.0.0.1:9");
+    for (args, needle) in cases {
+        let out = run_cli(args, &env);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let no_region: Vec<_> = env
+        .into_iter()
+        .filter(|(k, _)| *k != "AWS_REGION")
+        .collect();
+    let out = run_cli(&["once"], &no_region);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AWS_REGION"));
+    let help = run_cli(&["--help"], &[]);
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--namespace",
+        "CLOUDMAP_SD_INTERVAL",
+        "--label-style",
+        "once",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+/// Cold and steady cycle costs, counted at the HTTP level by the proxy, for a
+/// 20-service topology.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_cycle_makes_only_revision_calls() {
+    let moto = Moto::start();
+    let s = Seeder::new(&moto.url).await;
+    let ns1 = s.http_namespace("apps").await;
+    let ns2 = s.http_namespace("jobs").await;
+    for i in 0..20 {
+        let ns = if i % 2 == 0 { &ns1 } else { &ns2 };
+        let svc = s
+            .service(ns, &format!("svc{i:02}"), &[("METRICS_PATH", "/metrics")])
+            .await;
+        for t in 0..3 {
+            s.task(
+                &svc,
+                &format!("{i:02}{t:030}"),
+                &format!("10.0.{i}.{}", t + 1),
+                Some(8080),
+            )
+            .await;
+        }
+    }
+    s.service(&ns1, "untagged", &[]).await;
+    let proxy = Proxy::start(&moto.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sc = Sidecar::start(dir.path(), &proxy.url, &["--interval", "2s"]);
+    sc.wait_ready(T).await;
+    let cold = proxy.counts();
+    wait_for_async(T, "second cycle", || async {
+        (sc.metric("cloudmap_sd_cycles_total").await >= 2.0).then_some(())
+    })
+    .await;
+    let after = proxy.counts();
+    let steady = diff(&cold, &after);
+    eprintln!(
+        "cold cycle calls: {cold:?} (total {})",
+        cold.values().sum::<u64>()
+    );
+    eprintln!(
+        "steady cycle calls: {steady:?} (total {})",
+        steady.values().sum::<u64>()
+    );
+    let want: BTreeMap<String, u64> = [
+        ("DiscoverInstancesRevision".to_string(), 20),
+        ("ListServices".to_string(), 1),
+    ]
+    .into();
+    assert_eq!(steady, want);
+    assert_eq!(cold.get("DiscoverInstances"), Some(&20));
+    assert_eq!(cold.get("ListTagsForResource"), Some(&21));
+    assert_eq!(sc.targets().len(), 60);
+    let m = sc.metric("cloudmap_sd_aws_api_calls_total").await;
+    assert_eq!(
+        m as u64,
+        proxy.total(),
+        "own API call metric matches the wire"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_known_good_survives_aws_failures_and_recovers() {
+    let moto = Moto::start();
+    let s = Seeder::new(&moto.url).await;
+    let ns = s.http_namespace("apps").await;
+    let a = s.service(&ns, "a", &[("METRICS_PATH", "/metrics")]).await;
+    let b = s.service(&ns, "b", &[("METRICS_PATH", "/metrics")]).await;
+    s.task(&a, "a1", "10.0.0.1", Some(80)).await;
+    s.task(&b, "b1", "10.0.0.2", Some(80)).await;
+    let proxy = Proxy::start(&moto.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sc = Sidecar::start(
+        dir.path(),
+        &proxy.url,
+        &["--interval", "1s", "--api-timeout", "2s"],
+    );
+    sc.wait_ready(T).await;
+    assert_eq!(sc.targets(), vec!["10.0.0.1:80", "10.0.0.2:80"]);
+
+    for fault in [Fault::ServerError, Fault::Throttle, Fault::Drop] {
+        let before = sc.metric("cloudmap_sd_cycles_total").await;
+        proxy.set_fault(fault);
+        // Registered while AWS fails: must not show up, nothing may vanish.
+        s.task(&a, &format!("x{}", fault as u8), "10.0.0.9", Some(80))
+            .await;
+        wait_for_async(T, "two failing cycles", || async {
+            (sc.metric("cloudmap_sd_cycles_total").await >= before + 2.0).then_some(())
+        })
+        .await;
+        assert_eq!(
+            sc.targets(),
+            vec!["10.0.0.1:80", "10.0.0.2:80"],
+            "{fault:?}"
+        );
+        assert!(sc.metric("cloudmap_sd_service_failures_total").await > 0.0);
+        s.deregister(&a, &format!("x{}", fault as u8)).await;
+    }
+    let (_, m) = http_get(&sc.url("/metrics")).await.unwrap();
+    let age = sum_metric(&m, "cloudmap_sd_service_data_age_seconds");
+    assert!(age >= 2.0, "data age grows while failing: {age}");
+
+    proxy.set_fault(Fault::Pass);
+    s.task(&b, "b2", "10.0.0.3", Some(80)).await;
+    wait_for_async(
+        Duration::from_secs(10),
+        "recovery within a cycle",
+        || async { (sc.targets().len() == 3).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        sc.targets(),
+        vec!["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_never_see_a_partial_file_under_churn() {
+    let moto = Moto::start();
+    let s = Seeder::new(&moto.url).await;
+    let ns = s.http_namespace("apps").await;
+    let svc = s
+        .service(&ns, "churn", &[("METRICS_PATH", "/metrics")])
+        .await;
+    for i in 0..200u32 {
+        s.task(
+            &svc,
+            &format!("base{i}"),
+            &format!("10.2.{}.{}", i / 100, i % 100 + 1),
+            Some(80),
+        )
+        .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sc = Sidecar::start(dir.path(), &moto.url, &["--interval", "1s"]);
+    sc.wait_ready(T).await;
+
+    let path = sc.output.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let reader = std::thread::spawn(move || {
+        let (mut reads, mut versions) = (0u64, std::collections::BTreeSet::new());
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let bytes = std::fs::read(&path).expect("file always exists");
+            assert!(!bytes.is_empty(), "empty file seen");
+            let v: Vec<serde_json::Value> = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("partial or invalid file seen: {e}"));
+            assert!(v.len() >= 200, "a shrunk file: {} groups", v.len());
+            versions.insert(v.len());
+            reads += 1;
+        }
+        (reads, versions)
+    });
+    for round in 0..8u32 {
+        let id = format!("churn{round}");
+        s.task(&svc, &id, &format!("10.3.0.{}", round + 1), Some(80))
+            .await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        if round % 2 == 0 {
+            s.deregister(&svc, &id).await;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, versions) = reader.join().expect("reader saw only whole files");
+    eprintln!("reads: {reads}, distinct sizes: {versions:?}");
+    assert!(reads > 200, "the reader kept reading: {reads}");
+    assert!(
+        versions.len() >= 3,
+        "the file changed under the reader: {versions:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_promptly_and_leaves_no_temp_file() {
+    let moto = Moto::start();
+    let s = Seeder::new(&moto.url).await;
+    let ns = s.http_namespace("apps").await;
+    let svc = s.service(&ns, "web", &[("METRICS_PATH", "/m")]).await;
+    s.task(&svc, "t1", "10.0.0.1", Some(80)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sc = Sidecar::start(dir.path(), &moto.url, &["--interval", "1s"]);
+    sc.wait_ready(T).await;
+    let (status, body) = http_get(&sc.url("/-/healthy")).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let started = std::time::Instant::now();
+    sc.proc.signal("TERM");
+    let st = sc
+        .proc
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits within 5s of SIGTERM");
+    assert!(st.success(), "exit status {st:?}");
+    eprintln!("stopped {:?} after SIGTERM", started.elapsed());
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    assert_eq!(read_targets(&sc.output), vec!["10.0.0.1:80"]);
+    assert!(sc.proc.log_text().contains("SIGTERM"));
+}

@@ -1,0 +1,641 @@
+//! Test harness: a real moto server, a counting/fault proxy in front of it, a seeder
+//! using the real AWS SDK, the real `cloudmap-sd` binary, and a real Prometheus.
+//! A missing tool fails the test with instructions; nothing is skipped.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_servicediscovery as sd;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+pub const REGION: &str = "us-east-1";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tool(env_var: &str, default: PathBuf, what: &str) -> PathBuf {
+    let p = std::env::var_os(env_var)
+        .map(PathBuf::from)
+        .unwrap_or(default);
+    if !p.exists() {
+        panic!(
+            "{what} not found at {} (set {env_var} or run `scripts/stack.sh install`, \
+             which installs moto server in .venv and Prometheus from apt)",
+            p.display()
+        );
+    }
+    p
+}
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 50 ms until it returns Some, or panics with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Async twin of [`wait_for`].
+pub async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: &'static str,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{sig} {}", self.pid());
+    }
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_logged(mut cmd: Command, name: &'static str, dir: &Path) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let f = std::fs::File::create(&log).unwrap();
+    cmd.stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .stdin(Stdio::null());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+    Proc { child, name, log }
+}
+
+/// A moto server on a free loopback port.
+pub struct Moto {
+    pub url: String,
+    pub port: u16,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let bin = tool(
+            "CLOUDMAP_SD_MOTO_SERVER",
+            repo().join(".venv/bin/moto_server"),
+            "moto server",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..3 {
+            let port = free_port();
+            let mut cmd = Command::new(&bin);
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            let mut p = spawn_logged(cmd, "moto", dir.path());
+            let url = format!("http://127.0.0.1:{port}");
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(30) {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    let m = Moto {
+                        url,
+                        port,
+                        _proc: p,
+                        _dir: dir,
+                    };
+                    m.set_ecs_tasks_stay_running();
+                    return m;
+                }
+                if p.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            eprintln!("moto on port {port} did not start: {}", p.log_text());
+        }
+        panic!("moto server did not start");
+    }
+
+    /// POST over a plain TCP socket (HTTP/1.0; usable from sync and async code).
+    pub fn post(&self, path: &str, body: &str) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let status = resp.split(' ').nth(1).unwrap_or("");
+        assert!(status.starts_with('2'), "POST {path}: {resp}");
+    }
+
+    fn set_ecs_tasks_stay_running(&self) {
+        self.post(
+            "/moto-api/state-manager/set-transition",
+            r#"{"model_name":"ecs::task","transition":{"progression":"manual","times":1000000}}"#,
+        );
+    }
+}
+
+/// What the proxy does with requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    /// Forward to moto.
+    Pass = 0,
+    /// Answer 500 InternalFailure.
+    ServerError = 1,
+    /// Answer 400 ThrottlingException.
+    Throttle = 2,
+    /// Close the connection without an answer.
+    Drop = 3,
+}
+
+/// An HTTP proxy in front of moto that counts requests by AWS operation and can
+/// inject faults.
+pub struct Proxy {
+    pub url: String,
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    fault: Arc<AtomicU8>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The AWS operation of a request: the X-Amz-Target suffix (JSON protocols) or the
+/// `Action` form field (query protocols such as EC2).
+pub fn operation_of(headers: &hyper::HeaderMap, body: &[u8]) -> String {
+    if let Some(t) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        return t.rsplit('.').next().unwrap_or(t).to_string();
+    }
+    let body = String::from_utf8_lossy(body);
+    body.split('&')
+        .find_map(|kv| kv.strip_prefix("Action="))
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+impl Proxy {
+    pub async fn start(upstream: &str) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let counts = Arc::new(Mutex::new(BTreeMap::new()));
+        let fault = Arc::new(AtomicU8::new(Fault::Pass as u8));
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let upstream: hyper::Uri = upstream.parse().unwrap();
+        let (c2, f2) = (counts.clone(), fault.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (counts, fault, client, upstream) =
+                    (c2.clone(), f2.clone(), client.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (counts, fault, client, upstream) = (
+                            counts.clone(),
+                            fault.clone(),
+                            client.clone(),
+                            upstream.clone(),
+                        );
+                        async move { forward(req, &counts, &fault, &client, &upstream).await }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Proxy {
+            url: format!("http://{addr}"),
+            counts,
+            fault,
+            task,
+        }
+    }
+
+    pub fn set_fault(&self, f: Fault) {
+        self.fault.store(f as u8, Ordering::SeqCst);
+    }
+
+    /// Requests seen so far, by operation.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.counts.lock().unwrap().clone()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts().values().sum()
+    }
+}
+
+/// `after - before`, per operation, without zero rows.
+pub fn diff(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    counts: &Mutex<BTreeMap<String, u64>>,
+    fault: &AtomicU8,
+    client: &Client<HttpConnector, Full<Bytes>>,
+    upstream: &hyper::Uri,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    let op = operation_of(&parts.headers, &body);
+    *counts.lock().unwrap().entry(op).or_default() += 1;
+    let json = |status: u16, ty: &str| {
+        Ok(Response::builder()
+            .status(status)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amzn-errortype", ty)
+            .body(Full::new(Bytes::from(format!(
+                r#"{{"__type":"{ty}","message":"injected by the test proxy"}}"#
+            ))))
+            .unwrap())
+    };
+    match fault.load(Ordering::SeqCst) {
+        1 => return json(500, "InternalFailure"),
+        2 => return json(400, "ThrottlingException"),
+        3 => return Err(std::io::Error::other("dropped by the test proxy")),
+        _ => {}
+    }
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let uri: hyper::Uri = format!(
+        "{}://{}{}",
+        upstream.scheme_str().unwrap(),
+        upstream.authority().unwrap(),
+        pq
+    )
+    .parse()
+    .unwrap();
+    let mut out = Request::builder().method(parts.method).uri(uri);
+    for (k, v) in &parts.headers {
+        out = out.header(k, v);
+    }
+    let resp = client
+        .request(out.body(Full::new(body)).unwrap())
+        .await
+        .map_err(std::io::Error::other)?;
+    let (rp, rb) = resp.into_parts();
+    let rb = rb
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok(Response::from_parts(rp, Full::new(rb)))
+}
+
+/// GET `url`, returning status and body; None when it cannot connect.
+pub async fn http_get(url: &str) -> Option<(u16, String)> {
+    let c: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let r = tokio::time::timeout(Duration::from_secs(5), c.get(url.parse().ok()?))
+        .await
+        .ok()?
+        .ok()?;
+    let status = r.status().as_u16();
+    let body = r.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Environment for talking to moto (directly or through a proxy) at `url`.
+pub fn aws_env(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", url.to_string()),
+        ("AWS_REGION", REGION.to_string()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+    ]
+}
+
+/// Seeds Cloud Map in moto through the real SDK.
+pub struct Seeder {
+    pub sd: sd::Client,
+}
+
+impl Seeder {
+    pub async fn new(url: &str) -> Seeder {
+        let creds = sd::config::Credentials::new("testing", "testing", None, None, "test");
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .credentials_provider(creds)
+            .endpoint_url(url)
+            .load()
+            .await;
+        Seeder {
+            sd: cloudmap_sd::aws::endpoint::servicediscovery_client(&conf),
+        }
+    }
+
+    /// Creates an HTTP namespace and returns its id.
+    pub async fn http_namespace(&self, name: &str) -> String {
+        self.sd
+            .create_http_namespace()
+            .name(name)
+            .send()
+            .await
+            .unwrap();
+        self.namespace_id(name).await
+    }
+
+    /// Creates a private DNS namespace and returns its id.
+    pub async fn dns_namespace(&self, name: &str) -> String {
+        self.sd
+            .create_private_dns_namespace()
+            .name(name)
+            .vpc("vpc-0123456789abcdef0")
+            .send()
+            .await
+            .unwrap();
+        self.namespace_id(name).await
+    }
+
+    async fn namespace_id(&self, name: &str) -> String {
+        let out = self.sd.list_namespaces().send().await.unwrap();
+        out.namespaces()
+            .iter()
+            .find(|n| n.name() == Some(name))
+            .and_then(|n| n.id())
+            .unwrap()
+            .to_string()
+    }
+
+    /// Creates a service with tags; returns its id.
+    pub async fn service(&self, ns_id: &str, name: &str, tags: &[(&str, &str)]) -> String {
+        let mut req = self.sd.create_service().name(name).namespace_id(ns_id);
+        for (k, v) in tags {
+            req = req.tags(sd::types::Tag::builder().key(*k).value(*v).build().unwrap());
+        }
+        req.send()
+            .await
+            .unwrap()
+            .service()
+            .unwrap()
+            .id()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Registers an ECS-task-like instance.
+    pub async fn task(&self, service_id: &str, task_id: &str, ip: &str, port: Option<u16>) {
+        let mut attrs = vec![
+            ("AWS_INSTANCE_IPV4", ip.to_string()),
+            ("AVAILABILITY_ZONE", "us-east-1a".to_string()),
+            ("ECS_CLUSTER_NAME", "prod".to_string()),
+            ("ECS_SERVICE_NAME", "svc".to_string()),
+            ("ECS_TASK_DEFINITION_FAMILY", "family".to_string()),
+            ("REGION", REGION.to_string()),
+        ];
+        if let Some(p) = port {
+            attrs.push(("AWS_INSTANCE_PORT", p.to_string()));
+        }
+        self.instance(service_id, task_id, &attrs).await;
+    }
+
+    pub async fn instance(&self, service_id: &str, id: &str, attrs: &[(&str, String)]) {
+        let mut req = self
+            .sd
+            .register_instance()
+            .service_id(service_id)
+            .instance_id(id);
+        for (k, v) in attrs {
+            req = req.attributes(*k, v.clone());
+        }
+        req.send().await.unwrap();
+    }
+
+    pub async fn deregister(&self, service_id: &str, id: &str) {
+        self.sd
+            .deregister_instance()
+            .service_id(service_id)
+            .instance_id(id)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// The `cloudmap-sd` binary.
+pub fn sidecar_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cloudmap-sd")
+}
+
+/// Runs `cloudmap-sd ARGS` to completion with `env`.
+pub fn run_cli(args: &[&str], env: &[(&'static str, String)]) -> Output {
+    let mut cmd = Command::new(sidecar_bin());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// A running `cloudmap-sd run`.
+pub struct Sidecar {
+    pub proc: Proc,
+    pub listen: String,
+    pub output: PathBuf,
+}
+
+impl Sidecar {
+    /// Starts `cloudmap-sd run` writing `dir/targets.json`, with extra args.
+    pub fn start(dir: &Path, aws_url: &str, extra: &[&str]) -> Sidecar {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let output = dir.join("targets.json");
+        let mut cmd = Command::new(sidecar_bin());
+        cmd.arg("run")
+            .args(["--output", output.to_str().unwrap(), "--listen", &listen])
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .env("RUST_LOG", "info");
+        for (k, v) in aws_env(aws_url) {
+            cmd.env(k, v);
+        }
+        let proc = spawn_logged(cmd, "cloudmap-sd", dir);
+        Sidecar {
+            proc,
+            listen,
+            output,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listen)
+    }
+
+    /// Waits until /-/ready answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let url = self.url("/-/ready");
+        let start = Instant::now();
+        loop {
+            if let Some((200, _)) = http_get(&url).await {
+                return;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "sidecar not ready after {timeout:?}; log:\n{}",
+                    self.proc.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sum of one metric's samples (all label sets).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, body) = http_get(&self.url("/metrics")).await.expect("metrics");
+        sum_metric(&body, name)
+    }
+
+    /// The targets in the output file (`targets[0]` of each group).
+    pub fn targets(&self) -> Vec<String> {
+        read_targets(&self.output)
+    }
+}
+
+pub fn sum_metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ') | Some(b'{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Parses a file_sd file; panics if it is not valid.
+pub fn parse_file(path: &Path) -> Vec<serde_json::Value> {
+    let bytes = std::fs::read(path).unwrap();
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()))
+}
+
+pub fn read_targets(path: &Path) -> Vec<String> {
+    let mut v: Vec<String> = parse_file(path)
+        .iter()
+        .map(|g| g["targets"][0].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Starts a real Prometheus with `config` (YAML) in `dir`.
+pub fn prometheus(dir: &Path, config: &str) -> (Proc, String) {
+    let bin = std::env::var_os("CLOUDMAP_SD_PROMETHEUS")
+        .map(PathBuf::from)
+        .or_else(|| which("prometheus"))
+        .unwrap_or_else(|| {
+            panic!(
+                "prometheus not found on PATH (set CLOUDMAP_SD_PROMETHEUS or run \
+                 `scripts/stack.sh install`, which installs it with apt)"
+            )
+        });
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(&cfg, config).unwrap();
+    let port = free_port();
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+    let p = spawn_logged(cmd, "prometheus", dir);
+    (p, format!("http://127.0.0.1:{port}"))
+}
+
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
