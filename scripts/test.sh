@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole test suite of cloudmap-sd (README command 2; .ci/run calls it).
+#
+#   scripts/test.sh            install the test stack if needed, then run every gate:
+#                              rustfmt, clippy, unit + integration tests (moto server,
+#                              Prometheus), the end-to-end demo in --check mode
+#
+# Builds go to CARGO_TARGET_DIR (default: ~/.cache/cloudmap-sd/target, outside the
+# clone, so a second run on the same machine rebuilds only what changed).
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO_ROOT"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cloudmap-sd/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+step() { printf '\n== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+die() { printf 'test: error: %s\n' "$*" >&2; exit 1; }
+
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) first"
+
+step "test stack: moto server, Prometheus"
+bash scripts/stack.sh install
+eval "$(bash scripts/stack.sh env)"
+
+started=$(date +%s)
+step "cargo fmt --check"
+cargo fmt --all -- --check || die "the tree is not formatted: run cargo fmt"
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test (unit and integration)"
+if ! cargo test --all-targets --locked 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"; then
+    die "cargo test failed (output above)"
+fi
+
+step "end-to-end demo (scripts/demo.sh --check)"
+bash scripts/demo.sh --check
+
+# One summary line over every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' \
+    "$CARGO_TARGET_DIR/test-output.txt"
+printf 'suite time: %ss\n' "$(( $(date +%s) - started ))"
