@@ -1,0 +1,169 @@
+# Test-only root configuration: applies the modules against a local moto server.
+# Credentials come from the environment (AWS_ACCESS_KEY_ID=test ...), never from here.
+# Run by scripts/terraform-test.sh; not meant for real AWS.
+
+terraform {
+  required_version = ">= 1.5.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 5.40.0, < 7.0.0"
+    }
+  }
+}
+
+variable "moto_endpoint" {
+  description = "URL of the moto server, e.g. http://127.0.0.1:5000."
+  type        = string
+
+  validation {
+    condition     = can(regex("^http://(127\\.[0-9.]+|localhost)(:[0-9]+)?$", var.moto_endpoint))
+    error_message = "moto_endpoint must be a loopback http URL."
+  }
+}
+
+provider "aws" {
+  region                      = "us-east-1"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+  skip_region_validation      = true
+
+  endpoints {
+    amp              = var.moto_endpoint
+    ec2              = var.moto_endpoint
+    ecs              = var.moto_endpoint
+    iam              = var.moto_endpoint
+    logs             = var.moto_endpoint
+    servicediscovery = var.moto_endpoint
+    sts              = var.moto_endpoint
+  }
+}
+
+locals {
+  namespace_name = "apps.moto.test"
+}
+
+# moto checks that the service's subnets and security groups exist.
+resource "aws_vpc" "test" {
+  #checkov:skip=CKV2_AWS_11:VPC on a local moto server for one test run; no traffic to log
+  #checkov:skip=CKV2_AWS_12:VPC on a local moto server for one test run; its default security group is never used
+  cidr_block = "10.99.0.0/16"
+}
+
+resource "aws_subnet" "test" {
+  vpc_id     = aws_vpc.test.id
+  cidr_block = "10.99.1.0/24"
+}
+
+resource "aws_security_group" "prometheus" {
+  name        = "moto-test-prometheus"
+  description = "Prometheus tasks of the moto test (no rules needed there)"
+  vpc_id      = aws_vpc.test.id
+}
+
+resource "aws_ecs_cluster" "test" {
+  name = "moto-test"
+
+  setting {
+    name  = "containerInsights"
+    value = "enabled"
+  }
+}
+
+resource "aws_service_discovery_http_namespace" "apps" {
+  name        = local.namespace_name
+  description = "Applications for the moto test"
+}
+
+# Fargate, new AMP workspace, namespaces given (IAM condition on NamespaceName).
+module "prometheus_fargate" {
+  source = "../.."
+
+  name               = "prom-fargate"
+  cluster_arn        = aws_ecs_cluster.test.arn
+  launch_type        = "FARGATE"
+  desired_count      = 2
+  subnet_ids         = [aws_subnet.test.id]
+  security_group_ids = [aws_security_group.prometheus.id]
+  sidecar_image      = "registry.example.test/cloudmap-sd:test"
+  namespaces         = [aws_service_discovery_http_namespace.apps.name]
+  external_labels    = { environment = "moto" }
+}
+
+# EC2, an existing workspace, every namespace, no ECS service.
+module "prometheus_ec2" {
+  source = "../.."
+
+  name             = "prom-ec2"
+  cluster_arn      = aws_ecs_cluster.test.arn
+  launch_type      = "EC2"
+  create_service   = false
+  create_workspace = false
+  workspace_id     = module.prometheus_fargate.workspace_id
+  sidecar_image    = "registry.example.test/cloudmap-sd:test"
+  cluster_label    = "moto-ec2"
+}
+
+module "web_metrics" {
+  source = "../../modules/scrape-target"
+
+  name           = "web"
+  namespace_id   = aws_service_discovery_http_namespace.apps.id
+  metrics_path   = "/internal/metrics"
+  metrics_port   = 9102
+  metrics_scheme = "http"
+  extra_endpoints = {
+    envoy = { path = "/stats/prometheus", port = 9901 }
+  }
+  force_destroy = true
+}
+
+module "quiet_metrics" {
+  source = "../../modules/scrape-target"
+
+  name               = "quiet"
+  namespace_id       = aws_service_discovery_http_namespace.apps.id
+  prometheus_enabled = false
+  force_destroy      = true
+}
+
+output "namespace_name" {
+  value = aws_service_discovery_http_namespace.apps.name
+}
+
+output "web_service_id" {
+  value = module.web_metrics.service_id
+}
+
+output "web_metrics_tags" {
+  value = module.web_metrics.metrics_tags
+}
+
+output "quiet_service_id" {
+  value = module.quiet_metrics.service_id
+}
+
+output "fargate" {
+  value = {
+    task_definition_arn = module.prometheus_fargate.task_definition_arn
+    task_role_name      = module.prometheus_fargate.task_role_name
+    execution_role_name = module.prometheus_fargate.execution_role_name
+    workspace_id        = module.prometheus_fargate.workspace_id
+    workspace_arn       = module.prometheus_fargate.workspace_arn
+    remote_write_url    = module.prometheus_fargate.remote_write_url
+    service_name        = module.prometheus_fargate.service_name
+    log_group_names     = module.prometheus_fargate.log_group_names
+    replica_placeholder = module.prometheus_fargate.replica_placeholder
+  }
+}
+
+output "ec2" {
+  value = {
+    task_definition_arn = module.prometheus_ec2.task_definition_arn
+    task_role_name      = module.prometheus_ec2.task_role_name
+    workspace_arn       = module.prometheus_ec2.workspace_arn
+    service_name        = module.prometheus_ec2.service_name
+  }
+}
