@@ -34,6 +34,9 @@ pub enum Command {
     /// One discovery pass: write the output file (or print it with `--output -`).
     /// Exits 0 on success; non-zero when discovery failed, and then writes nothing.
     Once,
+    /// Exit 0 when the sidecar listening on --listen is ready (has written its file),
+    /// 1 otherwise. For an ECS container health check in an image with no shell or curl.
+    Healthcheck,
 }
 
 /// Flags shared by every command.

@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use clap::error::ErrorKind;
@@ -11,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use cloudmap_sd::aws::cloudmap::SdkCloudMap;
 use cloudmap_sd::aws::endpoint::{load_sdk_config, servicediscovery_client};
-use cloudmap_sd::config::{Cli, Command, EXIT_CONFIG};
+use cloudmap_sd::config::{Cli, Command, EXIT_CONFIG, Options};
 use cloudmap_sd::metrics::Metrics;
-use cloudmap_sd::{sidecar, telemetry};
+use cloudmap_sd::{server, sidecar, telemetry};
 
 fn config_error(msg: &str) -> ExitCode {
     eprintln!("cloudmap-sd: {msg}");
@@ -46,22 +47,39 @@ async fn main() -> ExitCode {
         Err(e) => return config_error(&e.to_string()),
     };
     let options = config.options;
-    telemetry::init(options.log_format);
+    match config.command {
+        Command::Healthcheck => healthcheck(options.listen).await,
+        Command::Run => sidecar_main(options, true).await,
+        Command::Once => sidecar_main(options, false).await,
+    }
+}
 
+/// `healthcheck`: no logging setup and no AWS; ECS runs it every few seconds.
+async fn healthcheck(listen: std::net::SocketAddr) -> ExitCode {
+    match server::probe_ready(listen, Duration::from_secs(3)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cloudmap-sd healthcheck: not ready: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `run` (the loop) or `once` (one pass).
+async fn sidecar_main(options: Options, run: bool) -> ExitCode {
+    telemetry::init(options.log_format);
     let sdk = load_sdk_config(options.api_timeout).await;
     if sdk.region().is_none() {
         return config_error("no AWS Region configured: set AWS_REGION (ECS sets it for tasks)");
     }
     let metrics = Arc::new(Metrics::new());
     let cloudmap = SdkCloudMap::new(servicediscovery_client(&sdk), metrics.clone());
-
-    let result = match config.command {
-        Command::Once => sidecar::once(cloudmap, &options, metrics).await,
-        Command::Run => {
-            let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
-            sidecar::run(cloudmap, &options, metrics, shutdown).await
-        }
+    let result = if run {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        sidecar::run(cloudmap, &options, metrics, shutdown).await
+    } else {
+        sidecar::once(cloudmap, &options, metrics).await
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

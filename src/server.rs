@@ -2,16 +2,18 @@
 //! true after the first successful write) and `/metrics`, the paths Prometheus
 //! itself uses. It only reads shared state.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -45,6 +47,46 @@ impl Shared {
 /// Binds `addr` (so a bad address fails before discovery starts).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+/// Asks the sidecar on `addr` whether it is ready (`GET /-/ready` answers 200).
+/// An unspecified address (`0.0.0.0`, `[::]`) is probed on loopback.
+pub async fn probe_ready(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let exchange = async {
+        let mut s = TcpStream::connect(target)
+            .await
+            .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+        s.write_all(format!("GET /-/ready HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())
+            .await
+            .map_err(|e| format!("cannot send to {target}: {e}"))?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp)
+            .await
+            .map_err(|e| format!("cannot read from {target}: {e}"))?;
+        let text = String::from_utf8_lossy(&resp);
+        let status = text.split(' ').nth(1).unwrap_or("");
+        let body = text
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        if status == "200" {
+            Ok(())
+        } else {
+            Err(format!("{target} answered {status}: {body}"))
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer from {target} within {timeout:?}")))
 }
 
 /// Serves until `shutdown` is cancelled.

@@ -468,6 +468,12 @@ async fn sigterm_stops_promptly_and_leaves_no_temp_file() {
     sc.wait_ready(T).await;
     let (status, body) = http_get(&sc.url("/-/healthy")).await.unwrap();
     assert_eq!(status, 200, "{body}");
+    let hc = run_cli(&["healthcheck", "--listen", &sc.listen], &[]);
+    assert!(
+        hc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hc.stderr)
+    );
     let started = std::time::Instant::now();
     sc.proc.signal("TERM");
     let st = sc
@@ -484,4 +490,44 @@ async fn sigterm_stops_promptly_and_leaves_no_temp_file() {
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     assert_eq!(read_targets(&sc.output), vec!["10.0.0.1:80"]);
     assert!(sc.proc.log_text().contains("SIGTERM"));
+    let hc = run_cli(&["healthcheck", "--listen", &sc.listen], &[]);
+    assert_eq!(hc.status.code(), Some(1), "not running: not healthy");
+    assert!(String::from_utf8_lossy(&hc.stderr).contains("cannot connect"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_a_complete_first_discovery() {
+    let moto = Moto::start();
+    let s = Seeder::new(&moto.url).await;
+    let ns = s.http_namespace("apps").await;
+    let svc = s.service(&ns, "web", &[("METRICS_PATH", "/m")]).await;
+    s.task(&svc, "t1", "10.0.0.1", Some(80)).await;
+    let proxy = Proxy::start(&moto.url).await;
+    proxy.set_fault(Fault::ServerError);
+    let dir = tempfile::tempdir().unwrap();
+    let sc = Sidecar::start(
+        dir.path(),
+        &proxy.url,
+        &["--interval", "1s", "--api-timeout", "2s"],
+    );
+    wait_for_async(T, "two failed cycles", || async {
+        let (_, m) = http_get(&sc.url("/metrics")).await?;
+        (sum_metric(&m, "cloudmap_sd_cycles_total") >= 2.0).then_some(())
+    })
+    .await;
+    let (status, _) = http_get(&sc.url("/-/ready")).await.unwrap();
+    assert_eq!(status, 503);
+    let hc = run_cli(&["healthcheck", "--listen", &sc.listen], &[]);
+    assert_eq!(hc.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&hc.stderr).contains("503"));
+    assert!(
+        !sc.output.exists(),
+        "nothing published before a complete discovery"
+    );
+
+    proxy.set_fault(Fault::Pass);
+    sc.wait_ready(T).await;
+    let hc = run_cli(&["healthcheck", "--listen", &sc.listen], &[]);
+    assert!(hc.status.success());
+    assert_eq!(sc.targets(), vec!["10.0.0.1:80"]);
 }
