@@ -49,10 +49,36 @@ pub struct ServiceData {
     pub instances: Vec<Instance>,
 }
 
+/// ECS and EC2 facts about one task (see the enrich module).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub launch_type: Option<String>,
+    pub revision: Option<String>,
+    pub ec2_instance_id: Option<String>,
+    pub ec2_name: Option<String>,
+    pub ec2_instance_type: Option<String>,
+}
+
+/// An EC2 host for the hosts file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostTarget {
+    pub instance_id: String,
+    pub name: Option<String>,
+    pub instance_type: Option<String>,
+    pub availability_zone: Option<String>,
+    pub private_ip: Option<String>,
+    /// The ECS cluster of the tasks seen on it.
+    pub cluster: Option<String>,
+}
+
 /// Everything one discovery cycle knows, the input of [`build`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub services: Vec<ServiceData>,
+    /// ECS/EC2 facts by task id (= Cloud Map instance id).
+    pub tasks: BTreeMap<String, TaskInfo>,
+    /// Task ids held back until their facts are known.
+    pub held: BTreeSet<String>,
 }
 
 /// How targets are labelled.
@@ -327,7 +353,12 @@ pub fn build(snapshot: &Snapshot, opts: &TargetOptions) -> Built {
         if eps.is_empty() {
             continue;
         }
-        for inst in &svc.instances {
+        for inst in svc
+            .instances
+            .iter()
+            .filter(|i| !snapshot.held.contains(&i.id))
+        {
+            let task = snapshot.tasks.get(&inst.id);
             for ep in &eps {
                 let mut skip = |tag: &str, value: Option<&String>, reason| {
                     skipped.push(Skipped {
@@ -363,7 +394,7 @@ pub fn build(snapshot: &Snapshot, opts: &TargetOptions) -> Built {
                     continue;
                 };
                 let labels = match opts.label_style {
-                    LabelStyle::Default => default_labels(svc, inst, ep, &addr),
+                    LabelStyle::Default => default_labels(svc, inst, task, ep, &addr),
                     LabelStyle::Reloader => reloader_labels(svc, inst, ep, &addr, &host),
                 };
                 groups.insert(TargetGroup {
@@ -390,6 +421,7 @@ fn put(labels: &mut BTreeMap<String, String>, name: &str, value: Option<&String>
 fn default_labels(
     svc: &ServiceData,
     inst: &Instance,
+    task: Option<&TaskInfo>,
     ep: &Endpoint,
     addr: &str,
 ) -> BTreeMap<String, String> {
@@ -416,6 +448,13 @@ fn default_labels(
     l.insert(id_label.into(), inst.id.clone());
     if let Some(name) = ep.kind.label() {
         l.insert("metrics_endpoint".into(), name.to_string());
+    }
+    if let Some(t) = task {
+        put(&mut l, "ecs_launch_type", t.launch_type.as_ref());
+        put(&mut l, "ecs_task_revision", t.revision.as_ref());
+        put(&mut l, "ec2_instance_id", t.ec2_instance_id.as_ref());
+        put(&mut l, "ec2_name", t.ec2_name.as_ref());
+        put(&mut l, "ec2_instance_type", t.ec2_instance_type.as_ref());
     }
     for (k, v) in a {
         l.insert(
@@ -456,6 +495,37 @@ fn reloader_labels(
     l.insert("taskid".into(), inst.id.clone());
     l.insert("instance".into(), host.to_string());
     l
+}
+
+/// Target groups for the EC2 hosts file: one per host and port, `instance` set to
+/// the host's Name tag (its instance id when it has none). Hosts without a private
+/// IP are left out. Sorted.
+pub fn host_groups(hosts: &[HostTarget], ports: &[u16]) -> Vec<TargetGroup> {
+    let mut out = BTreeSet::new();
+    for h in hosts {
+        let Some(ip) = h.private_ip.as_deref().filter(|ip| !ip.is_empty()) else {
+            continue;
+        };
+        for port in ports {
+            let addr = format!("{ip}:{port}");
+            let mut l = BTreeMap::new();
+            l.insert("__address__".to_string(), addr.clone());
+            l.insert(
+                "instance".to_string(),
+                h.name.clone().unwrap_or_else(|| h.instance_id.clone()),
+            );
+            l.insert("ec2_instance_id".to_string(), h.instance_id.clone());
+            put(&mut l, "ec2_name", h.name.as_ref());
+            put(&mut l, "ec2_instance_type", h.instance_type.as_ref());
+            put(&mut l, "availability_zone", h.availability_zone.as_ref());
+            put(&mut l, "ecs_cluster", h.cluster.as_ref());
+            out.insert(TargetGroup {
+                targets: vec![addr],
+                labels: l,
+            });
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// Serialises target groups as Prometheus file_sd JSON (pretty, newline-terminated).
@@ -510,7 +580,13 @@ mod tests {
     }
 
     fn run(services: Vec<ServiceData>) -> Built {
-        build(&Snapshot { services }, &opts())
+        build(
+            &Snapshot {
+                services,
+                ..Snapshot::default()
+            },
+            &opts(),
+        )
     }
 
     fn addrs(b: &Built) -> Vec<(String, String)> {
@@ -583,6 +659,7 @@ mod tests {
         let b = build(
             &Snapshot {
                 services: vec![s()],
+                ..Snapshot::default()
             },
             &o,
         );
@@ -758,7 +835,13 @@ mod tests {
             label_style: LabelStyle::Reloader,
             default_port: None,
         };
-        let b = build(&Snapshot { services: vec![s] }, &o);
+        let b = build(
+            &Snapshot {
+                services: vec![s],
+                ..Snapshot::default()
+            },
+            &o,
+        );
         let l = &b.groups[0].labels;
         let keys: Vec<_> = l.keys().map(String::as_str).collect();
         assert_eq!(
@@ -830,6 +913,95 @@ mod tests {
         sorted.sort();
         assert_eq!(targets, sorted);
         assert!(one.groups.iter().all(|g| g.targets.len() == 1));
+    }
+
+    #[test]
+    fn task_facts_add_labels_and_held_tasks_wait() {
+        let s = svc(
+            "web",
+            &[("METRICS_PATH", "/m")],
+            vec![
+                ecs_instance("ec2task", "10.0.0.1", Some("80")),
+                ecs_instance("fargate", "10.0.0.2", Some("80")),
+                ecs_instance("new", "10.0.0.3", Some("80")),
+            ],
+        );
+        let tasks = BTreeMap::from([
+            (
+                "ec2task".to_string(),
+                TaskInfo {
+                    launch_type: Some("EC2".into()),
+                    revision: Some("7".into()),
+                    ec2_instance_id: Some("i-1".into()),
+                    ec2_name: Some("host-1".into()),
+                    ec2_instance_type: Some("m5.large".into()),
+                },
+            ),
+            (
+                "fargate".to_string(),
+                TaskInfo {
+                    launch_type: Some("FARGATE".into()),
+                    revision: Some("7".into()),
+                    ..TaskInfo::default()
+                },
+            ),
+        ]);
+        let snap = Snapshot {
+            services: vec![s],
+            tasks,
+            held: BTreeSet::from(["new".to_string()]),
+        };
+        let b = build(&snap, &opts());
+        assert_eq!(b.groups.len(), 2, "the held task waits");
+        let l = &b.groups[0].labels;
+        assert_eq!(l["ec2_name"], "host-1");
+        assert_eq!(l["ec2_instance_id"], "i-1");
+        assert_eq!(l["ec2_instance_type"], "m5.large");
+        assert_eq!(l["ecs_launch_type"], "EC2");
+        assert_eq!(l["ecs_task_revision"], "7");
+        let l = &b.groups[1].labels;
+        assert_eq!(l["ecs_launch_type"], "FARGATE");
+        assert!(!l.contains_key("ec2_name") && !l.contains_key("ec2_instance_id"));
+    }
+
+    #[test]
+    fn host_groups_use_the_name_tag_as_instance() {
+        let hosts = vec![
+            HostTarget {
+                instance_id: "i-2".into(),
+                private_ip: Some("10.0.0.2".into()),
+                ..HostTarget::default()
+            },
+            HostTarget {
+                instance_id: "i-1".into(),
+                name: Some("web-host".into()),
+                instance_type: Some("t3.small".into()),
+                availability_zone: Some("us-east-1b".into()),
+                private_ip: Some("10.0.0.1".into()),
+                cluster: Some("prod".into()),
+            },
+            HostTarget {
+                instance_id: "i-3".into(),
+                ..HostTarget::default()
+            },
+        ];
+        let g = host_groups(&hosts, &[9100, 8080]);
+        let got: Vec<(&str, &str)> = g
+            .iter()
+            .map(|g| (g.targets[0].as_str(), g.labels["instance"].as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.0.0.1:8080", "web-host"),
+                ("10.0.0.1:9100", "web-host"),
+                ("10.0.0.2:8080", "i-2"),
+                ("10.0.0.2:9100", "i-2"),
+            ]
+        );
+        assert_eq!(g[0].labels["ecs_cluster"], "prod");
+        assert_eq!(g[0].labels["ec2_instance_type"], "t3.small");
+        assert!(!g[2].labels.contains_key("ec2_name"));
     }
 
     #[test]

@@ -311,9 +311,11 @@ async fn steady_cycle_makes_only_revision_calls() {
     s.service(&ns1, "untagged", &[]).await;
     let proxy = Proxy::start(&moto.url).await;
     let dir = tempfile::tempdir().unwrap();
-    let sc = Sidecar::start(dir.path(), &proxy.url, &["--interval", "2s"]);
+    // A long interval, so the cold cycle's counts are read before the next starts.
+    let sc = Sidecar::start(dir.path(), &proxy.url, &["--interval", "5s"]);
     sc.wait_ready(T).await;
     let cold = proxy.counts();
+    assert_eq!(cold.get("ListServices"), Some(&1), "one cycle so far");
     wait_for_async(T, "second cycle", || async {
         (sc.metric("cloudmap_sd_cycles_total").await >= 2.0).then_some(())
     })
@@ -335,6 +337,8 @@ async fn steady_cycle_makes_only_revision_calls() {
     .into();
     assert_eq!(steady, want);
     assert_eq!(cold.get("DiscoverInstances"), Some(&20));
+    // The instances name a cluster moto does not have: one DescribeTasks, then cached.
+    assert_eq!(cold.get("DescribeTasks"), Some(&1));
     assert_eq!(cold.get("ListTagsForResource"), Some(&21));
     assert_eq!(sc.targets().len(), 60);
     let m = sc.metric("cloudmap_sd_aws_api_calls_total").await;

@@ -30,12 +30,7 @@ impl SdkCloudMap {
     }
 
     fn record<T>(&self, op: &'static str, r: Result<T, AwsError>) -> Result<T, AwsError> {
-        let outcome = match &r {
-            Ok(_) => "success",
-            Err(e) => e.kind.as_str(),
-        };
-        self.metrics.api_call(op, outcome);
-        r
+        super::record(&self.metrics, op, r)
     }
 }
 

@@ -12,7 +12,13 @@ use crate::config::HealthStatus;
 use crate::targets::Instance;
 
 pub mod cloudmap;
+pub mod ec2;
+pub mod ecs;
 pub mod endpoint;
+
+/// Largest batch DescribeTasks, DescribeContainerInstances (and our
+/// DescribeInstances-by-id calls) take.
+pub const BATCH: usize = 100;
 
 /// A Cloud Map namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +64,74 @@ pub trait CloudMap: Send + Sync {
         service: &str,
         health: HealthStatus,
     ) -> impl Future<Output = Result<Vec<Instance>, AwsError>> + Send;
+}
+
+/// ECS facts about one task that never change during its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFacts {
+    /// The task id (last part of the task ARN), which is the Cloud Map instance id.
+    pub task_id: String,
+    /// `EC2`, `FARGATE` or `EXTERNAL`.
+    pub launch_type: Option<String>,
+    /// Revision of the task definition.
+    pub revision: Option<String>,
+    pub container_instance_arn: Option<String>,
+}
+
+/// An EC2 instance as far as labels need it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Host {
+    pub instance_id: String,
+    /// The `Name` tag.
+    pub name: Option<String>,
+    pub instance_type: Option<String>,
+    pub availability_zone: Option<String>,
+    pub private_ip: Option<String>,
+}
+
+/// What enrichment needs from Amazon ECS.
+pub trait Ecs: Send + Sync {
+    /// Facts about tasks of one cluster; tasks ECS does not know are left out.
+    /// Any number of ids: the adapter batches.
+    fn tasks(
+        &self,
+        cluster: &str,
+        task_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<TaskFacts>, AwsError>> + Send;
+    /// EC2 instance id of each container instance ARN of one cluster.
+    fn container_instances(
+        &self,
+        cluster: &str,
+        arns: &[String],
+    ) -> impl Future<Output = Result<Vec<(String, String)>, AwsError>> + Send;
+}
+
+/// What enrichment needs from Amazon EC2.
+pub trait Ec2: Send + Sync {
+    /// The instances with these ids that exist. Any number of ids: the adapter batches.
+    fn hosts(&self, ids: &[String]) -> impl Future<Output = Result<Vec<Host>, AwsError>> + Send;
+    /// Running instances with tag `key` = `value`, all pages.
+    fn hosts_tagged(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<Vec<Host>, AwsError>> + Send;
+}
+
+/// Counts one call in `metrics` and passes the result through.
+pub(crate) fn record<T>(
+    metrics: &crate::metrics::Metrics,
+    op: &'static str,
+    r: Result<T, AwsError>,
+) -> Result<T, AwsError> {
+    metrics.api_call(
+        op,
+        match &r {
+            Ok(_) => "success",
+            Err(e) => e.kind.as_str(),
+        },
+    );
+    r
 }
 
 /// Failure classes, a small fixed set usable as a metric label.
@@ -173,9 +247,10 @@ pub fn classify(code: Option<&str>, status: u16) -> ErrorKind {
         | "ExpiredToken"
         | "ExpiredTokenException"
         | "AuthFailure" => ErrorKind::AccessDenied,
-        "ServiceNotFound" | "NamespaceNotFound" | "ResourceNotFoundException" => {
-            ErrorKind::NotFound
-        }
+        "ServiceNotFound"
+        | "NamespaceNotFound"
+        | "ResourceNotFoundException"
+        | "ClusterNotFoundException" => ErrorKind::NotFound,
         _ => match status {
             429 => ErrorKind::Throttled,
             401 | 403 => ErrorKind::AccessDenied,

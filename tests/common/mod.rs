@@ -220,6 +220,7 @@ pub struct Proxy {
     pub url: String,
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
     fault: Arc<AtomicU8>,
+    op_faults: Arc<Mutex<BTreeMap<String, Fault>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -248,26 +249,33 @@ impl Proxy {
         let addr: SocketAddr = listener.local_addr().unwrap();
         let counts = Arc::new(Mutex::new(BTreeMap::new()));
         let fault = Arc::new(AtomicU8::new(Fault::Pass as u8));
+        let op_faults = Arc::new(Mutex::new(BTreeMap::new()));
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
         let upstream: hyper::Uri = upstream.parse().unwrap();
-        let (c2, f2) = (counts.clone(), fault.clone());
+        let (c2, f2, o2) = (counts.clone(), fault.clone(), op_faults.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (counts, fault, client, upstream) =
-                    (c2.clone(), f2.clone(), client.clone(), upstream.clone());
+                let (counts, fault, ops, client, upstream) = (
+                    c2.clone(),
+                    f2.clone(),
+                    o2.clone(),
+                    client.clone(),
+                    upstream.clone(),
+                );
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (counts, fault, client, upstream) = (
+                        let (counts, fault, ops, client, upstream) = (
                             counts.clone(),
                             fault.clone(),
+                            ops.clone(),
                             client.clone(),
                             upstream.clone(),
                         );
-                        async move { forward(req, &counts, &fault, &client, &upstream).await }
+                        async move { forward(req, &counts, &fault, &ops, &client, &upstream).await }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -279,12 +287,23 @@ impl Proxy {
             url: format!("http://{addr}"),
             counts,
             fault,
+            op_faults,
             task,
         }
     }
 
     pub fn set_fault(&self, f: Fault) {
         self.fault.store(f as u8, Ordering::SeqCst);
+    }
+
+    /// A fault for one operation only (`Fault::Pass` clears it).
+    pub fn set_fault_for(&self, operation: &str, f: Fault) {
+        let mut m = self.op_faults.lock().unwrap();
+        if f == Fault::Pass {
+            m.remove(operation);
+        } else {
+            m.insert(operation.to_string(), f);
+        }
     }
 
     /// Requests seen so far, by operation.
@@ -313,6 +332,7 @@ async fn forward(
     req: Request<Incoming>,
     counts: &Mutex<BTreeMap<String, u64>>,
     fault: &AtomicU8,
+    op_faults: &Mutex<BTreeMap<String, Fault>>,
     client: &Client<HttpConnector, Full<Bytes>>,
     upstream: &hyper::Uri,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
@@ -323,6 +343,13 @@ async fn forward(
         .map_err(std::io::Error::other)?
         .to_bytes();
     let op = operation_of(&parts.headers, &body);
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let op_fault = op_faults.lock().unwrap().get(&op).copied();
     *counts.lock().unwrap().entry(op).or_default() += 1;
     let json = |status: u16, ty: &str| {
         Ok(Response::builder()
@@ -334,7 +361,7 @@ async fn forward(
             ))))
             .unwrap())
     };
-    match fault.load(Ordering::SeqCst) {
+    match op_fault.map_or_else(|| fault.load(Ordering::SeqCst), |f| f as u8) {
         1 => return json(500, "InternalFailure"),
         2 => return json(400, "ThrottlingException"),
         3 => return Err(std::io::Error::other("dropped by the test proxy")),
@@ -361,13 +388,47 @@ async fn forward(
         .request(out.body(Full::new(body)).unwrap())
         .await
         .map_err(std::io::Error::other)?;
-    let (rp, rb) = resp.into_parts();
-    let rb = rb
+    let (mut rp, rb) = resp.into_parts();
+    let mut rb = rb
         .collect()
         .await
         .map_err(std::io::Error::other)?
         .to_bytes();
+    if target.contains("AmazonEC2ContainerService") {
+        rb = fix_moto_ecs(rb);
+        rp.headers.remove("content-length");
+    }
     Ok(Response::from_parts(rp, Full::new(rb)))
+}
+
+/// moto writes a task's container `cpu` / `memory` as JSON numbers where the ECS
+/// API has strings; the Rust SDK rejects that. Rewrite them as AWS sends them.
+fn fix_moto_ecs(body: Bytes) -> Bytes {
+    fn walk(v: &mut serde_json::Value, in_containers: bool) {
+        match v {
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, in_containers)),
+            serde_json::Value::Object(o) => {
+                for (k, x) in o.iter_mut() {
+                    if in_containers
+                        && matches!(k.as_str(), "cpu" | "memory" | "memoryReservation")
+                        && x.is_number()
+                    {
+                        *x = serde_json::Value::String(x.to_string());
+                    } else {
+                        walk(x, k == "containers");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(mut v) => {
+            walk(&mut v, false);
+            Bytes::from(serde_json::to_vec(&v).unwrap())
+        }
+        Err(_) => body,
+    }
 }
 
 /// GET `url`, returning status and body; None when it cannot connect.
@@ -638,4 +699,177 @@ pub fn which(name: &str) -> Option<PathBuf> {
             .map(|d| d.join(name))
             .find(|p| p.is_file())
     })
+}
+
+/// Seeds ECS and EC2 in moto through the real SDK.
+pub struct EcsSeeder {
+    pub ecs: aws_sdk_ecs::Client,
+    pub ec2: aws_sdk_ec2::Client,
+}
+
+impl EcsSeeder {
+    pub async fn new(url: &str) -> EcsSeeder {
+        let creds = sd::config::Credentials::new("testing", "testing", None, None, "test");
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .credentials_provider(creds)
+            .endpoint_url(url)
+            .load()
+            .await;
+        EcsSeeder {
+            ecs: aws_sdk_ecs::Client::new(&conf),
+            ec2: aws_sdk_ec2::Client::new(&conf),
+        }
+    }
+
+    /// Starts an EC2 instance, with a Name tag when given; returns (id, private IP).
+    pub async fn host(&self, name: Option<&str>) -> (String, String) {
+        let mut req = self
+            .ec2
+            .run_instances()
+            .image_id("ami-12c6146b")
+            .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
+            .min_count(1)
+            .max_count(1);
+        if let Some(n) = name {
+            req = req.tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                    .tags(
+                        aws_sdk_ec2::types::Tag::builder()
+                            .key("Name")
+                            .value(n)
+                            .build(),
+                    )
+                    .build(),
+            );
+        }
+        let out = req.send().await.unwrap();
+        let i = &out.instances()[0];
+        (
+            i.instance_id().unwrap().to_string(),
+            i.private_ip_address().unwrap().to_string(),
+        )
+    }
+
+    pub async fn rename(&self, instance_id: &str, name: &str) {
+        self.ec2
+            .create_tags()
+            .resources(instance_id)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("Name")
+                    .value(name)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+
+    pub async fn cluster(&self, name: &str) {
+        self.ecs
+            .create_cluster()
+            .cluster_name(name)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Registers the task definition `web` (revision 1 the first time).
+    pub async fn task_definition(&self) {
+        self.ecs
+            .register_task_definition()
+            .family("web")
+            .container_definitions(
+                aws_sdk_ecs::types::ContainerDefinition::builder()
+                    .name("web")
+                    .image("web:1")
+                    .memory(16)
+                    .command("serve")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Registers an EC2 instance as a container instance; returns its ARN.
+    pub async fn container_instance(&self, cluster: &str, ec2_id: &str) -> String {
+        let doc = format!(
+            r#"{{"instanceId":"{ec2_id}","region":"{REGION}","availabilityZone":"us-east-1a"}}"#
+        );
+        let out = self
+            .ecs
+            .register_container_instance()
+            .cluster(cluster)
+            .instance_identity_document(doc)
+            .send()
+            .await
+            .unwrap();
+        out.container_instance()
+            .unwrap()
+            .container_instance_arn()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Runs `count` EC2 tasks in a cluster (its container instances host them);
+    /// returns their task ids.
+    pub async fn ec2_tasks(&self, cluster: &str, count: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        while ids.len() < count {
+            let n = (count - ids.len()).min(10) as i32;
+            let out = self
+                .ecs
+                .run_task()
+                .cluster(cluster)
+                .task_definition("web")
+                .launch_type(aws_sdk_ecs::types::LaunchType::Ec2)
+                .count(n)
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                !out.tasks().is_empty(),
+                "run_task placed no task: {:?}",
+                out.failures()
+            );
+            ids.extend(out.tasks().iter().map(|t| task_id(t.task_arn().unwrap())));
+        }
+        ids
+    }
+
+    /// Starts a Fargate task; returns its task id.
+    pub async fn fargate_task(&self, cluster: &str) -> String {
+        let out = self
+            .ecs
+            .run_task()
+            .cluster(cluster)
+            .task_definition("web")
+            .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+            .send()
+            .await
+            .unwrap();
+        task_id(out.tasks()[0].task_arn().unwrap())
+    }
+}
+
+pub fn task_id(arn: &str) -> String {
+    arn.rsplit('/').next().unwrap().to_string()
+}
+
+impl Seeder {
+    /// Registers a task in Cloud Map as ECS does, in cluster `cluster`.
+    pub async fn ecs_task(&self, service_id: &str, cluster: &str, task_id: &str, ip: &str) {
+        let attrs = [
+            ("AWS_INSTANCE_IPV4", ip.to_string()),
+            ("AWS_INSTANCE_PORT", "8080".to_string()),
+            ("AVAILABILITY_ZONE", "us-east-1a".to_string()),
+            ("ECS_CLUSTER_NAME", cluster.to_string()),
+            ("ECS_SERVICE_NAME", "web".to_string()),
+            ("ECS_TASK_DEFINITION_FAMILY", "web".to_string()),
+        ];
+        self.instance(service_id, task_id, &attrs).await;
+    }
 }

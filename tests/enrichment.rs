@@ -1,0 +1,358 @@
+//! ECS and EC2 enrichment against moto server: task facts, host Name tags, the EC2
+//! hosts file, call counts on the wire, renames, ECS failures, and Prometheus
+//! reading the hosts file.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(60);
+
+/// Labels of the group whose target is `addr`.
+fn labels_of(groups: &[Value], addr: &str) -> BTreeMap<String, String> {
+    let g = groups
+        .iter()
+        .find(|g| g["targets"][0] == addr)
+        .unwrap_or_else(|| panic!("no target {addr} in {groups:?}"));
+    g["labels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !k.starts_with("__meta_"))
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect()
+}
+
+struct Topology {
+    named: (String, String),
+    unnamed: (String, String),
+    on_named: String,
+    on_unnamed: String,
+    fargate: String,
+    web: String,
+}
+
+async fn topology(s: &Seeder, e: &EcsSeeder) -> Topology {
+    let named = e.host(Some("alpha")).await;
+    let unnamed = e.host(None).await;
+    // One host per cluster, so ECS's placement is known.
+    e.task_definition().await;
+    e.cluster("prod").await;
+    e.cluster("edge").await;
+    e.container_instance("prod", &named.0).await;
+    e.container_instance("edge", &unnamed.0).await;
+    let on_named = e.ec2_tasks("prod", 1).await.remove(0);
+    let on_unnamed = e.ec2_tasks("edge", 1).await.remove(0);
+    let fargate = e.fargate_task("prod").await;
+    let ns = s.http_namespace("apps").await;
+    let web = s.service(&ns, "web", &[("METRICS_PATH", "/metrics")]).await;
+    s.ecs_task(&web, "prod", &on_named, "10.0.0.1").await;
+    s.ecs_task(&web, "edge", &on_unnamed, "10.0.0.2").await;
+    s.ecs_task(&web, "prod", &fargate, "10.0.0.3").await;
+    Topology {
+        named,
+        unnamed,
+        on_named,
+        on_unnamed,
+        fargate,
+        web,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ec2_fargate_and_unnamed_hosts_get_the_right_labels() {
+    let moto = Moto::start();
+    // moto's ECS answers need the proxy's type fix for the Rust SDK.
+    let proxy = Proxy::start(&moto.url).await;
+    let s = Seeder::new(&moto.url).await;
+    let e = EcsSeeder::new(&proxy.url).await;
+    let t = topology(&s, &e).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hosts_path = dir.path().join("hosts.json");
+    let out = run_cli(
+        &[
+            "once",
+            "--output",
+            "-",
+            "--ec2-hosts-output",
+            hosts_path.to_str().unwrap(),
+            "--ec2-hosts-port",
+            "9100",
+            "--ec2-hosts-port",
+            "8080",
+        ],
+        &aws_env(&proxy.url),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let groups: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+
+    let a = labels_of(&groups, "10.0.0.1:8080");
+    assert_eq!(a["ecs_task_id"], t.on_named);
+    assert_eq!(a["ecs_launch_type"], "EC2");
+    assert_eq!(a["ecs_task_revision"], "1");
+    assert_eq!(a["ec2_instance_id"], t.named.0);
+    assert_eq!(a["ec2_name"], "alpha");
+    assert_eq!(a["ec2_instance_type"], "m5.large");
+
+    let b = labels_of(&groups, "10.0.0.2:8080");
+    assert_eq!(b["ecs_task_id"], t.on_unnamed);
+    assert_eq!(b["ec2_instance_id"], t.unnamed.0);
+    assert!(
+        !b.contains_key("ec2_name"),
+        "host without a Name tag: {b:?}"
+    );
+
+    let f = labels_of(&groups, "10.0.0.3:8080");
+    assert_eq!(f["ecs_task_id"], t.fargate);
+    assert_eq!(f["ecs_launch_type"], "FARGATE");
+    for k in ["ec2_instance_id", "ec2_name", "ec2_instance_type"] {
+        assert!(!f.contains_key(k), "Fargate task has {k}: {f:?}");
+    }
+
+    let hosts = parse_file(&hosts_path);
+    let got: Vec<(String, String)> = hosts
+        .iter()
+        .map(|g| {
+            (
+                g["targets"][0].as_str().unwrap().to_string(),
+                g["labels"]["instance"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut want = vec![
+        (format!("{}:8080", t.named.1), "alpha".to_string()),
+        (format!("{}:9100", t.named.1), "alpha".to_string()),
+        (format!("{}:8080", t.unnamed.1), t.unnamed.0.clone()),
+        (format!("{}:9100", t.unnamed.1), t.unnamed.0.clone()),
+    ];
+    want.sort();
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    assert_eq!(got_sorted, want);
+    let h = labels_of(&hosts, &format!("{}:9100", t.named.1));
+    assert_eq!(h["ec2_instance_id"], t.named.0);
+    assert_eq!(h["ec2_name"], "alpha");
+    assert_eq!(h["ecs_cluster"], "prod");
+    let u = labels_of(&hosts, &format!("{}:9100", t.unnamed.1));
+    assert_eq!(u["ecs_cluster"], "edge");
+    assert_eq!(h["ec2_instance_type"], "m5.large");
+    assert!(h.contains_key("availability_zone"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_cold_cycle_and_a_steady_cycle_without_ecs_or_ec2_calls() {
+    let moto = Moto::start();
+    // moto's ECS answers need the proxy's type fix for the Rust SDK.
+    let proxy = Proxy::start(&moto.url).await;
+    let s = Seeder::new(&moto.url).await;
+    let e = EcsSeeder::new(&proxy.url).await;
+    let (host, _) = e.host(Some("big")).await;
+    e.task_definition().await;
+    e.cluster("prod").await;
+    e.container_instance("prod", &host).await;
+    let started = std::time::Instant::now();
+    let tasks = e.ec2_tasks("prod", 250).await;
+    assert_eq!(tasks.len(), 250);
+    eprintln!("250 tasks started in {:?}", started.elapsed());
+    let ns = s.http_namespace("apps").await;
+    let web = s.service(&ns, "web", &[("METRICS_PATH", "/metrics")]).await;
+    for (i, id) in tasks.iter().enumerate() {
+        s.ecs_task(
+            &web,
+            "prod",
+            id,
+            &format!("10.4.{}.{}", i / 200, i % 200 + 1),
+        )
+        .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let before_sidecar = proxy.counts();
+    let sc = Sidecar::start(dir.path(), &proxy.url, &["--interval", "2s"]);
+    sc.wait_ready(T).await;
+    let cold = diff(&before_sidecar, &proxy.counts());
+    eprintln!("cold: {cold:?}");
+    assert_eq!(cold.get("DescribeTasks"), Some(&3), "ceil(250/100)");
+    assert_eq!(cold.get("DescribeContainerInstances"), Some(&1));
+    assert_eq!(cold.get("DescribeInstances"), Some(&1));
+    assert_eq!(sc.targets().len(), 250);
+    wait_for_async(T, "second cycle", || async {
+        (sc.metric("cloudmap_sd_cycles_total").await >= 2.0).then_some(())
+    })
+    .await;
+    let steady = diff(&before_sidecar, &proxy.counts());
+    let steady = diff(&cold, &steady);
+    eprintln!("steady: {steady:?}");
+    for op in [
+        "DescribeTasks",
+        "DescribeContainerInstances",
+        "DescribeInstances",
+    ] {
+        assert!(
+            !steady.contains_key(op),
+            "{op} in a steady cycle: {steady:?}"
+        );
+    }
+    assert_eq!(steady.get("DiscoverInstancesRevision"), Some(&1));
+    let groups = parse_file(&sc.output);
+    assert!(groups.iter().all(|g| g["labels"]["ec2_name"] == "big"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_host_changes_only_ec2_name() {
+    let moto = Moto::start();
+    // moto's ECS answers need the proxy's type fix for the Rust SDK.
+    let proxy = Proxy::start(&moto.url).await;
+    let s = Seeder::new(&moto.url).await;
+    let e = EcsSeeder::new(&proxy.url).await;
+    let t = topology(&s, &e).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sc = Sidecar::start(
+        dir.path(),
+        &proxy.url,
+        &["--interval", "1s", "--ec2-name-refresh", "2s"],
+    );
+    sc.wait_ready(T).await;
+    let before = parse_file(&sc.output);
+    assert_eq!(labels_of(&before, "10.0.0.1:8080")["ec2_name"], "alpha");
+    e.rename(&t.named.0, "alpha-renamed").await;
+    wait_for_async(Duration::from_secs(15), "the new name", || async {
+        let g = parse_file(&sc.output);
+        (labels_of(&g, "10.0.0.1:8080")["ec2_name"] == "alpha-renamed").then_some(())
+    })
+    .await;
+    let after = parse_file(&sc.output);
+    let mut a = labels_of(&before, "10.0.0.1:8080");
+    let mut b = labels_of(&after, "10.0.0.1:8080");
+    a.remove("ec2_name");
+    b.remove("ec2_name");
+    assert_eq!(a, b, "nothing else moved");
+    for addr in ["10.0.0.2:8080", "10.0.0.3:8080"] {
+        assert_eq!(labels_of(&before, addr), labels_of(&after, addr));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecs_errors_keep_published_labels_and_hold_new_tasks() {
+    let moto = Moto::start();
+    // moto's ECS answers need the proxy's type fix for the Rust SDK.
+    let proxy = Proxy::start(&moto.url).await;
+    let s = Seeder::new(&moto.url).await;
+    let e = EcsSeeder::new(&proxy.url).await;
+    let t = topology(&s, &e).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sc = Sidecar::start(
+        dir.path(),
+        &proxy.url,
+        &[
+            "--interval",
+            "1s",
+            "--enrichment-hold",
+            "4s",
+            "--ec2-name-refresh",
+            "1s",
+        ],
+    );
+    sc.wait_ready(T).await;
+    let before = parse_file(&sc.output);
+
+    proxy.set_fault_for("DescribeTasks", Fault::ServerError);
+    proxy.set_fault_for("DescribeInstances", Fault::Throttle);
+    let new_task = e.ec2_tasks("prod", 1).await.remove(0);
+    s.ecs_task(&t.web, "prod", &new_task, "10.0.0.4").await;
+    wait_for_async(T, "the new task to be seen and held", || async {
+        (sc.metric("cloudmap_sd_tasks_held").await >= 1.0).then_some(())
+    })
+    .await;
+    let during = parse_file(&sc.output);
+    assert_eq!(during, before, "published targets and labels untouched");
+
+    // After the hold time the task is published without the facts it lacks.
+    wait_for_async(
+        Duration::from_secs(15),
+        "release after the hold",
+        || async {
+            let g = parse_file(&sc.output);
+            g.iter()
+                .any(|g| g["targets"][0] == "10.0.0.4:8080")
+                .then_some(())
+        },
+    )
+    .await;
+    let released = labels_of(&parse_file(&sc.output), "10.0.0.4:8080");
+    assert!(!released.contains_key("ec2_name"), "{released:?}");
+    for addr in ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"] {
+        assert_eq!(
+            labels_of(&parse_file(&sc.output), addr),
+            labels_of(&before, addr)
+        );
+    }
+    assert!(sc.proc.log_text().contains("publishing it without them"));
+    proxy.set_fault_for("DescribeTasks", Fault::Pass);
+    proxy.set_fault_for("DescribeInstances", Fault::Pass);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_reads_the_hosts_file_with_instance_set_to_the_name() {
+    let moto = Moto::start();
+    // moto's ECS answers need the proxy's type fix for the Rust SDK.
+    let proxy = Proxy::start(&moto.url).await;
+    let s = Seeder::new(&moto.url).await;
+    let e = EcsSeeder::new(&proxy.url).await;
+    let t = topology(&s, &e).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path().join("sd");
+    std::fs::create_dir(&sd).unwrap();
+    let hosts = sd.join("hosts.json");
+    let sc = Sidecar::start(
+        &sd,
+        &proxy.url,
+        &[
+            "--interval",
+            "1s",
+            "--ec2-hosts-output",
+            hosts.to_str().unwrap(),
+        ],
+    );
+    sc.wait_ready(T).await;
+    let config = format!(
+        "global:\n  scrape_interval: 1m\nscrape_configs:\n  - job_name: hosts\n    file_sd_configs:\n      - files: ['{}']\n        refresh_interval: 5s\n",
+        hosts.display()
+    );
+    let (_prometheus, url) = prometheus(dir.path(), &config);
+    let api = format!("{url}/api/v1/targets");
+    let active = wait_for_async(Duration::from_secs(40), "2 host targets", || {
+        let api = api.clone();
+        async move {
+            let (_, body) = http_get(&api).await?;
+            let v: Value = serde_json::from_str(&body).ok()?;
+            let a = v["data"]["activeTargets"].as_array()?.clone();
+            (a.len() == 2).then_some(a)
+        }
+    })
+    .await;
+    let mut instances: Vec<String> = active
+        .iter()
+        .map(|t| t["labels"]["instance"].as_str().unwrap().to_string())
+        .collect();
+    instances.sort();
+    let mut want = vec!["alpha".to_string(), t.unnamed.0.clone()];
+    assert!(!t.on_unnamed.is_empty());
+    want.sort();
+    assert_eq!(instances, want);
+    let alpha = active
+        .iter()
+        .find(|a| a["labels"]["instance"] == "alpha")
+        .unwrap();
+    assert_eq!(
+        alpha["discoveredLabels"]["__address__"],
+        format!("{}:9100", t.named.1)
+    );
+}
