@@ -37,6 +37,10 @@ pub enum Command {
     /// Exit 0 when the sidecar listening on --listen is ready (has written its file),
     /// 1 otherwise. For an ECS container health check in an image with no shell or curl.
     Healthcheck,
+    /// Preflight: Region and credentials, each AWS permission the sidecar uses, the
+    /// output directory, the AMP remote_write probe and (with --prometheus-config) a
+    /// lint of the Prometheus configuration. Prints a table; exits 1 on any failure.
+    Check(CheckArgs),
 }
 
 /// Flags shared by every command.
@@ -117,6 +121,92 @@ pub struct Options {
     /// Log format on stderr. The level comes from RUST_LOG (default `info`).
     #[arg(long, env = "CLOUDMAP_SD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+
+    /// Base URL of the Prometheus beside the sidecar. The remote-write watch reads its
+    /// own metrics (`/metrics`) to judge each remote_write queue.
+    #[arg(
+        long,
+        env = "CLOUDMAP_SD_PROMETHEUS_URL",
+        default_value = "http://127.0.0.1:9090",
+        global = true
+    )]
+    pub prometheus_url: String,
+
+    /// Time between two reads of Prometheus's metrics by the remote-write watch. `0s`
+    /// turns the watch off. Prometheus not running (yet) is reported as the state
+    /// `unreachable`, not as an error.
+    #[arg(long, env = "CLOUDMAP_SD_REMOTE_WRITE_WATCH_INTERVAL", default_value = "30s", value_parser = parse_duration, global = true)]
+    pub remote_write_watch_interval: Duration,
+
+    /// Remote-write lag (newest sample seen minus newest sample sent) at which a queue
+    /// is `failing`; half of it makes the queue `degraded`.
+    #[arg(long, env = "CLOUDMAP_SD_REMOTE_WRITE_MAX_LAG", default_value = "2m", value_parser = parse_duration, global = true)]
+    pub remote_write_max_lag: Duration,
+
+    /// AMP remote_write URL to probe
+    /// (`https://aps-workspaces.<region>.amazonaws.com/workspaces/<id>/api/v1/remote_write`).
+    /// Default: the first AMP remote_write URL in --prometheus-config. Neither: no probe.
+    #[arg(long, env = "CLOUDMAP_SD_AMP_REMOTE_WRITE_URL", global = true)]
+    pub amp_remote_write_url: Option<String>,
+
+    /// Time between two SigV4-signed AMP probes (one is sent at start). `0s` turns the
+    /// probe off in `run`; `check` always probes.
+    #[arg(long, env = "CLOUDMAP_SD_AMP_PROBE_INTERVAL", default_value = "5m", value_parser = parse_duration, global = true)]
+    pub amp_probe_interval: Duration,
+
+    /// The Prometheus configuration file: its remote_write URL is probed when
+    /// --amp-remote-write-url is not given, and `check` lints it.
+    #[arg(long, env = "CLOUDMAP_SD_PROMETHEUS_CONFIG", global = true)]
+    pub prometheus_config: Option<PathBuf>,
+
+    /// Add ECS and EC2 facts to each task's labels (ecs_launch_type,
+    /// ecs_task_revision, ec2_instance_id, ec2_name, ec2_instance_type). Needs
+    /// ecs:DescribeTasks, ecs:DescribeContainerInstances and ec2:DescribeInstances.
+    #[arg(long, env = "CLOUDMAP_SD_ECS_ENRICHMENT", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub ecs_enrichment: bool,
+
+    /// Longest a new task is held out of the file while its ECS/EC2 facts cannot be
+    /// read, so its labels do not change once it is published. After that it is
+    /// published without them.
+    #[arg(long, env = "CLOUDMAP_SD_ENRICHMENT_HOLD", default_value = "60s", value_parser = parse_duration, global = true)]
+    pub enrichment_hold: Duration,
+
+    /// How often EC2 host tags (the Name tag) are read again; task facts are read
+    /// once per task.
+    #[arg(long, env = "CLOUDMAP_SD_EC2_NAME_REFRESH", default_value = "10m", value_parser = parse_duration, global = true)]
+    pub ec2_name_refresh: Duration,
+
+    /// Also write a file_sd file of EC2 hosts (node exporter, cAdvisor): the hosts
+    /// running discovered tasks, or those matching --ec2-hosts-tag. One target per
+    /// host and --ec2-hosts-port, `instance` set to the host's Name tag.
+    #[arg(long, env = "CLOUDMAP_SD_EC2_HOSTS_OUTPUT", global = true)]
+    pub ec2_hosts_output: Option<PathBuf>,
+
+    /// Port scraped on each EC2 host; repeatable (env: comma-separated).
+    #[arg(long = "ec2-hosts-port", env = "CLOUDMAP_SD_EC2_HOSTS_PORT", value_delimiter = ',', default_value = "9100", value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub ec2_hosts_ports: Vec<u16>,
+
+    /// Select the EC2 hosts of --ec2-hosts-output by tag, `KEY=VALUE` (running
+    /// instances only), instead of by the tasks seen on them.
+    #[arg(long, env = "CLOUDMAP_SD_EC2_HOSTS_TAG", value_parser = parse_tag_filter, global = true)]
+    pub ec2_hosts_tag: Option<TagFilter>,
+}
+
+/// An EC2 tag filter, `KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagFilter {
+    pub key: String,
+    pub value: String,
+}
+
+fn parse_tag_filter(s: &str) -> Result<TagFilter, String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok(TagFilter {
+            key: k.to_string(),
+            value: v.to_string(),
+        }),
+        _ => Err("expected KEY=VALUE, e.g. ecs-cluster=prod".into()),
+    }
 }
 
 /// Label set of the written targets.
@@ -142,6 +232,23 @@ pub enum HealthStatus {
     HealthyOrElseAll,
 }
 
+/// Flags of `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+pub struct CheckArgs {
+    /// Output: a readable table, or one JSON object.
+    #[arg(long, env = "CLOUDMAP_SD_CHECK_FORMAT", value_enum, default_value_t = CheckFormat::Table)]
+    pub format: CheckFormat,
+}
+
+/// Output format of `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    /// Columns CHECK, RESULT, DETAIL and a summary line.
+    Table,
+    /// `{"ok": bool, "checks": [{"check", "status", "detail"}]}`.
+    Json,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -149,6 +256,15 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// An absolute http(s) URL with a host.
+fn check_http_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL ({e})"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(_)) => Ok(()),
+        _ => Err("needs http:// or https:// and a host".into()),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -194,6 +310,28 @@ impl Cli {
         if o.api_timeout.is_zero() {
             return err("--api-timeout must be more than 0s".into());
         }
+        if let Err(e) = check_http_url(&o.prometheus_url) {
+            return err(format!("--prometheus-url {}: {e}", o.prometheus_url));
+        }
+        if let Some(u) = &o.amp_remote_write_url
+            && let Err(e) = check_http_url(u)
+        {
+            return err(format!("--amp-remote-write-url {u}: {e}"));
+        }
+        for (flag, d) in [
+            (
+                "--remote-write-watch-interval",
+                o.remote_write_watch_interval,
+            ),
+            ("--amp-probe-interval", o.amp_probe_interval),
+        ] {
+            if !d.is_zero() && d < Duration::from_secs(1) {
+                return err(format!("{flag}: use 0s (off) or 1s or more"));
+            }
+        }
+        if o.remote_write_max_lag < Duration::from_secs(1) {
+            return err("--remote-write-max-lag: use 1s or more".into());
+        }
         if o.namespaces.iter().any(|n| n.trim().is_empty()) {
             return err("--namespace: empty namespace name".into());
         }
@@ -206,6 +344,17 @@ impl Cli {
             }
         } else if o.output.file_name().is_none() {
             return err(format!("--output {}: not a file path", o.output.display()));
+        }
+        if let Some(hosts) = &o.ec2_hosts_output {
+            if !o.ecs_enrichment {
+                return err("--ec2-hosts-output needs --ecs-enrichment true".into());
+            }
+            if hosts == &o.output || hosts.as_os_str() == "-" || hosts.file_name().is_none() {
+                return err(format!(
+                    "--ec2-hosts-output {}: must be a file path other than --output",
+                    hosts.display()
+                ));
+            }
         }
         let mut options = self.options;
         options.namespaces = options
@@ -290,6 +439,15 @@ mod tests {
             (&["--default-port", "0"][..], "--default-port"),
             (&["--listen", "nowhere"][..], "--listen"),
             (&["--concurrency", "0"][..], "--concurrency"),
+            (&["--ec2-hosts-tag", "novalue"][..], "KEY=VALUE"),
+            (
+                &["--ec2-hosts-output", "cloudmap-sd.json"][..],
+                "other than --output",
+            ),
+            (
+                &["--ecs-enrichment", "false", "--ec2-hosts-output", "h.json"][..],
+                "needs --ecs-enrichment",
+            ),
         ] {
             let e = parse(args).unwrap_err();
             assert!(e.contains(needle), "{args:?}: {e}");

@@ -11,10 +11,13 @@ use clap::error::ErrorKind;
 use tokio_util::sync::CancellationToken;
 
 use cloudmap_sd::aws::cloudmap::SdkCloudMap;
+use cloudmap_sd::aws::ec2::SdkEc2;
+use cloudmap_sd::aws::ecs::SdkEcs;
 use cloudmap_sd::aws::endpoint::{load_sdk_config, servicediscovery_client};
-use cloudmap_sd::config::{Cli, Command, EXIT_CONFIG, Options};
+use cloudmap_sd::config::{CheckFormat, Cli, Command, EXIT_CONFIG, Options};
 use cloudmap_sd::metrics::Metrics;
-use cloudmap_sd::{server, sidecar, telemetry};
+use cloudmap_sd::sidecar::Clients;
+use cloudmap_sd::{check, server, sidecar, telemetry};
 
 fn config_error(msg: &str) -> ExitCode {
     eprintln!("cloudmap-sd: {msg}");
@@ -49,6 +52,7 @@ async fn main() -> ExitCode {
     let options = config.options;
     match config.command {
         Command::Healthcheck => healthcheck(options.listen).await,
+        Command::Check(args) => check_main(options, args.format).await,
         Command::Run => sidecar_main(options, true).await,
         Command::Once => sidecar_main(options, false).await,
     }
@@ -65,6 +69,26 @@ async fn healthcheck(listen: std::net::SocketAddr) -> ExitCode {
     }
 }
 
+/// `check`: the preflight table (or JSON) on stdout; exit 1 when a check failed.
+async fn check_main(options: Options, format: CheckFormat) -> ExitCode {
+    telemetry::init(options.log_format);
+    let sdk = load_sdk_config(options.api_timeout).await;
+    let deadline = check::deadline(&options);
+    let Ok(report) = tokio::time::timeout(deadline, check::run(&options, &sdk)).await else {
+        eprintln!("cloudmap-sd check: did not finish within {deadline:?}");
+        return ExitCode::FAILURE;
+    };
+    match format {
+        CheckFormat::Table => print!("{}", report.table()),
+        CheckFormat::Json => println!("{}", report.json()),
+    }
+    if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// `run` (the loop) or `once` (one pass).
 async fn sidecar_main(options: Options, run: bool) -> ExitCode {
     telemetry::init(options.log_format);
@@ -73,13 +97,17 @@ async fn sidecar_main(options: Options, run: bool) -> ExitCode {
         return config_error("no AWS Region configured: set AWS_REGION (ECS sets it for tasks)");
     }
     let metrics = Arc::new(Metrics::new());
-    let cloudmap = SdkCloudMap::new(servicediscovery_client(&sdk), metrics.clone());
+    let clients = Clients {
+        cloudmap: SdkCloudMap::new(servicediscovery_client(&sdk), metrics.clone()),
+        ecs: SdkEcs::new(aws_sdk_ecs::Client::new(&sdk), metrics.clone()),
+        ec2: SdkEc2::new(aws_sdk_ec2::Client::new(&sdk), metrics.clone()),
+    };
     let result = if run {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        sidecar::run(cloudmap, &options, metrics, shutdown).await
+        sidecar::run(clients, &options, metrics, shutdown).await
     } else {
-        sidecar::once(cloudmap, &options, metrics).await
+        sidecar::once(clients, &options, metrics).await
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -63,6 +63,10 @@ pub struct Metrics {
     pub skipped_endpoints: Family<ReasonLabels, Gauge>,
     /// 1 once the first successful write happened.
     pub ready: Gauge,
+    /// Remote-write watch and AMP probe (`remote_write_*`, `amp_probe_*`).
+    pub remote_write: crate::remote_write::RemoteWriteMetrics,
+    /// New tasks held out of the file while their ECS/EC2 facts are unknown.
+    pub tasks_held: Gauge,
 }
 
 impl Default for Metrics {
@@ -88,6 +92,8 @@ impl Metrics {
             service_data_age: Family::default(),
             skipped_endpoints: Family::default(),
             ready: Gauge::default(),
+            remote_write: Default::default(),
+            tasks_held: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -145,6 +151,12 @@ impl Metrics {
             "1 once the first successful write happened",
             m.ready.clone(),
         );
+        registry.register(
+            "tasks_held",
+            "New tasks held out of the file while their ECS/EC2 facts are unknown",
+            m.tasks_held.clone(),
+        );
+        m.remote_write.register(&mut registry);
         for reason in crate::targets::SkipReason::ALL {
             m.skipped_endpoints
                 .get_or_create(&ReasonLabels {

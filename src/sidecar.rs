@@ -9,9 +9,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::aws::{AwsError, CloudMap};
+use crate::aws::{AwsError, CloudMap, Ec2, Ecs};
 use crate::config::{Cli, Options};
 use crate::discovery::{Cycle, Discovery, DiscoveryOptions};
+use crate::enrich::{EnrichOptions, Enriched, Enricher};
 use crate::file_sd::{FileSd, Publish, WriteError};
 use crate::metrics::{Metrics, OutcomeLabels, ReasonLabels, ServiceLabels};
 use crate::server::{self, Shared};
@@ -48,6 +49,61 @@ impl DiscoveryOptions {
             full_refresh: o.full_refresh,
             concurrency: usize::from(o.concurrency),
         }
+    }
+}
+
+impl EnrichOptions {
+    /// The enrichment part of the command-line options.
+    pub fn from_options(o: &Options) -> Self {
+        EnrichOptions {
+            hold: o.enrichment_hold,
+            name_refresh: o.ec2_name_refresh,
+            hosts_tag: o
+                .ec2_hosts_tag
+                .as_ref()
+                .map(|t| (t.key.clone(), t.value.clone())),
+            want_hosts: o.ec2_hosts_output.is_some(),
+        }
+    }
+}
+
+/// The AWS adapters the sidecar uses.
+pub struct Clients<C, E, X> {
+    pub cloudmap: C,
+    pub ecs: E,
+    pub ec2: X,
+}
+
+/// Discovery plus, when enabled, enrichment: one pass over AWS.
+struct Pipeline<C, E, X> {
+    discovery: Discovery<C>,
+    enricher: Option<Enricher<E, X>>,
+}
+
+impl<C: CloudMap, E: Ecs, X: Ec2> Pipeline<C, E, X> {
+    fn new(clients: Clients<C, E, X>, options: &Options) -> Self {
+        Pipeline {
+            discovery: Discovery::new(clients.cloudmap, DiscoveryOptions::from_options(options)),
+            enricher: options.ecs_enrichment.then(|| {
+                Enricher::new(
+                    clients.ecs,
+                    clients.ec2,
+                    EnrichOptions::from_options(options),
+                )
+            }),
+        }
+    }
+
+    /// A discovery cycle with the enrichment folded into its snapshot.
+    async fn pass(&mut self, now: Instant) -> Result<(Cycle, Enriched), AwsError> {
+        let mut cycle = self.discovery.cycle(now).await?;
+        let mut enriched = match self.enricher.as_mut() {
+            Some(e) => e.enrich(&cycle.snapshot, now).await,
+            None => Enriched::default(),
+        };
+        cycle.snapshot.tasks = std::mem::take(&mut enriched.tasks);
+        cycle.snapshot.held = std::mem::take(&mut enriched.held);
+        Ok((cycle, enriched))
     }
 }
 
@@ -199,22 +255,26 @@ async fn write(mut writer: FileSd, content: Vec<u8>) -> (FileSd, Result<Publish,
 
 /// One discovery pass (`once`): writes the file, or prints it for `--output -`.
 /// Writes nothing unless every call succeeded.
-pub async fn once<C: CloudMap>(
-    client: C,
+pub async fn once<C: CloudMap, E: Ecs, X: Ec2>(
+    clients: Clients<C, E, X>,
     options: &Options,
     metrics: Arc<Metrics>,
 ) -> Result<(), Error> {
-    let mut discovery = Discovery::new(client, DiscoveryOptions::from_options(options));
+    let mut pipeline = Pipeline::new(clients, options);
     let mut publisher = Publisher::new(TargetOptions::from_options(options), metrics);
     let started = Instant::now();
-    let cycle = discovery
-        .cycle(Instant::now())
-        .await
-        .map_err(Error::Discovery)?;
-    if !cycle.complete {
-        return Err(Error::Incomplete(describe_failures(&cycle)));
+    let (cycle, enriched) = pipeline.pass(started).await.map_err(Error::Discovery)?;
+    if !cycle.complete || !enriched.errors.is_empty() {
+        let mut problems = vec![describe_failures(&cycle)];
+        problems.extend(enriched.errors.iter().map(|e| e.to_string()));
+        problems.retain(|p| !p.is_empty());
+        return Err(Error::Incomplete(problems.join("; ")));
     }
     let (content, built) = publisher.render(&cycle);
+    if let (Some(path), Some(hosts)) = (&options.ec2_hosts_output, &enriched.hosts) {
+        let json = targets::to_json(&targets::host_groups(hosts, &options.ec2_hosts_ports));
+        write(FileSd::open(path), json).await.1?;
+    }
     let outcome = if Cli::is_stdout(&options.output) {
         crate::file_sd::write_stdout(&content).map_err(Error::Stdout)?;
         "printed"
@@ -240,8 +300,8 @@ pub async fn once<C: CloudMap>(
 
 /// The sidecar: serves HTTP and runs a discovery cycle every interval until
 /// `shutdown` is cancelled. A write in progress is finished, never abandoned.
-pub async fn run<C: CloudMap>(
-    client: C,
+pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
+    clients: Clients<C, E, X>,
     options: &Options,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -258,10 +318,12 @@ pub async fn run<C: CloudMap>(
         namespaces = %if options.namespaces.is_empty() { "(all)".to_string() } else { options.namespaces.join(",") },
         "cloudmap-sd starting");
     let server = tokio::spawn(server::serve(listener, shared.clone(), shutdown.clone()));
+    let remote_write = crate::remote_write::spawn(options, metrics.clone(), shutdown.clone());
 
-    let mut discovery = Discovery::new(client, DiscoveryOptions::from_options(options));
+    let mut pipeline = Pipeline::new(clients, options);
     let mut publisher = Publisher::new(TargetOptions::from_options(options), metrics.clone());
     let mut writer = Some(FileSd::open(&options.output));
+    let mut hosts_writer = options.ec2_hosts_output.as_deref().map(FileSd::open);
     let mut ticker = tokio::time::interval(options.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut n: u64 = 0;
@@ -275,14 +337,14 @@ pub async fn run<C: CloudMap>(
         let span = info_span!("cycle", n);
         let started = Instant::now();
         let result = tokio::select! {
-            r = discovery.cycle(started).instrument(span.clone()) => r,
+            r = pipeline.pass(started).instrument(span.clone()) => r,
             _ = shutdown.cancelled() => break,
         };
         let _g = span.enter();
         metrics
             .cycle_duration
             .observe(started.elapsed().as_secs_f64());
-        let cycle = match result {
+        let (cycle, enriched) = match result {
             Ok(c) => c,
             Err(e) => {
                 metrics
@@ -304,10 +366,30 @@ pub async fn run<C: CloudMap>(
                 },
             })
             .inc();
+        metrics.tasks_held.set(cycle.snapshot.held.len() as i64);
         if !cycle.complete && !shared.is_ready() {
             warn!(problems = %describe_failures(&cycle),
                 "first discovery incomplete; not publishing a partial list, trying again next cycle");
             continue;
+        }
+        if !cycle.snapshot.held.is_empty() && !shared.is_ready() {
+            warn!(
+                held = cycle.snapshot.held.len(),
+                "first publish waits for the ECS/EC2 facts of new tasks (at most --enrichment-hold)"
+            );
+            continue;
+        }
+        if let (Some(hw), Some(hosts)) = (hosts_writer.take(), &enriched.hosts) {
+            let json = targets::to_json(&targets::host_groups(hosts, &options.ec2_hosts_ports));
+            let (w, r) = write(hw, json).await;
+            if let Err(e) = r {
+                metrics
+                    .writes
+                    .get_or_create(&OutcomeLabels { outcome: "failed" })
+                    .inc();
+                error!(error = %e, "could not write the EC2 hosts file; the previous file is intact");
+            }
+            hosts_writer = Some(w);
         }
         let (content, built) = publisher.render(&cycle);
         let (w, r) = write(writer.take().expect("writer is put back"), content).await;
@@ -344,6 +426,8 @@ pub async fn run<C: CloudMap>(
             tag_reads = cycle.stats.tag_reads,
             failed = cycle.failures.len() + usize::from(cycle.listing_error.is_some()),
             stale,
+            held = cycle.snapshot.held.len(),
+            enrich_errors = enriched.errors.len(),
             file,
             duration_ms = started.elapsed().as_millis() as u64,
             "cycle done"
@@ -356,6 +440,12 @@ pub async fn run<C: CloudMap>(
         Ok(Ok(Err(e))) => return Err(Error::Server(e)),
         Ok(_) => {}
         Err(_) => warn!("HTTP server did not stop within 5s"),
+    }
+    if tokio::time::timeout(Duration::from_secs(2), remote_write)
+        .await
+        .is_err()
+    {
+        warn!("remote_write watch did not stop within 2s");
     }
     Ok(())
 }

@@ -1,0 +1,175 @@
+//! `cloudmap-sd check` end to end: the real binary against moto server (AWS), the
+//! botocore-verified SigV4 server (AMP stand-in) and Prometheus configuration files.
+
+mod common;
+mod rw_support;
+
+use std::path::Path;
+
+use common::*;
+use rw_support::Sigv4Server;
+
+const AMP: &str =
+    "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-0a1b2c/api/v1/remote_write";
+
+fn prometheus_config(dir: &Path, sd_dir: &Path, external_labels: &str) -> std::path::PathBuf {
+    let path = dir.join("prometheus.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "global:\n  external_labels: {external_labels}\nremote_write:\n  - url: {AMP}\n    sigv4:\n      region: eu-west-1\n\
+             scrape_configs:\n  - job_name: ecs\n    file_sd_configs:\n      - files: ['{}/*.json']\n",
+            sd_dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Rows of the table as (check, result) pairs.
+fn rows(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| {
+            let mut cols = l.split("  ").map(str::trim).filter(|c| !c.is_empty());
+            Some((cols.next()?.to_string(), cols.next()?.to_string()))
+        })
+        .collect()
+}
+
+async fn seed(moto: &Moto) {
+    let s = Seeder::new(&moto.url).await;
+    let ns = s.http_namespace("apps").await;
+    let web = s
+        .service(
+            &ns,
+            "web",
+            &[("METRICS_PATH", "/metrics"), ("METRICS_PORT", "9100")],
+        )
+        .await;
+    s.task(&web, "0a0a", "127.0.0.11", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_with_full_permissions_and_a_good_config() {
+    let moto = Moto::start();
+    seed(&moto).await;
+    let amp = Sigv4Server::start("testing", "testing", "eu-west-1", &[200]);
+    let dir = tempfile::tempdir().unwrap();
+    let sd_dir = dir.path().join("sd");
+    std::fs::create_dir(&sd_dir).unwrap();
+    let config = prometheus_config(
+        dir.path(),
+        &sd_dir,
+        "{cluster: prod, __replica__: replica-1}",
+    );
+    let output = sd_dir.join("cloudmap-sd.json");
+    let probe_url = format!("{}/workspaces/ws-0a1b2c/api/v1/remote_write", amp.url);
+    let args = [
+        "check",
+        "--output",
+        output.to_str().unwrap(),
+        "--prometheus-config",
+        config.to_str().unwrap(),
+        "--amp-remote-write-url",
+        &probe_url,
+    ];
+    let out = run_cli(&args, &aws_env(&moto.url));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "check failed:\n{stdout}\n{stderr}");
+    let rows = rows(&stdout);
+    for action in [
+        "servicediscovery:ListNamespaces",
+        "servicediscovery:ListServices",
+        "servicediscovery:GetService",
+        "servicediscovery:ListTagsForResource",
+        "servicediscovery:DiscoverInstancesRevision",
+        "servicediscovery:DiscoverInstances",
+        "ecs:DescribeTasks",
+        "ecs:DescribeContainerInstances",
+        "ec2:DescribeInstances",
+        "aws region",
+        "aws credentials",
+        "output directory writable",
+        "amp remote_write probe",
+        "prometheus: external label cluster",
+        "prometheus: external label __replica__",
+        "prometheus: file_sd glob",
+        "prometheus: remote_write[0] url",
+        "prometheus: remote_write[0] sigv4",
+    ] {
+        assert!(
+            rows.iter().any(|(c, r)| c == action && r == "pass"),
+            "{action} did not pass:\n{stdout}"
+        );
+    }
+    assert_eq!(
+        amp.lines(),
+        vec!["ok 200".to_string()],
+        "the probe was signed right"
+    );
+    assert_eq!(
+        std::fs::read_dir(&sd_dir).unwrap().count(),
+        0,
+        "check leaves no file behind"
+    );
+
+    let mut json_args = args.to_vec();
+    json_args.extend(["--format", "json"]);
+    let out = run_cli(&json_args, &aws_env(&moto.url));
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["checks"].as_array().unwrap().len() >= 15, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_naming_an_unwritable_directory_and_a_missing_replica_label() {
+    let moto = Moto::start();
+    seed(&moto).await;
+    let amp = Sigv4Server::start("testing", "testing", "eu-west-1", &[200]);
+    let dir = tempfile::tempdir().unwrap();
+    // The output's "directory" is a regular file: nothing can be created in it, not
+    // even by root (a read-only mode would not stop root).
+    let not_a_dir = dir.path().join("sd");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    let config = prometheus_config(dir.path(), &not_a_dir, "{cluster: prod}");
+    let output = not_a_dir.join("cloudmap-sd.json");
+    let probe_url = format!("{}/workspaces/ws-0a1b2c/api/v1/remote_write", amp.url);
+    let out = run_cli(
+        &[
+            "check",
+            "--output",
+            output.to_str().unwrap(),
+            "--prometheus-config",
+            config.to_str().unwrap(),
+            "--amp-remote-write-url",
+            &probe_url,
+        ],
+        &aws_env(&moto.url),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let rows = rows(&stdout);
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|(_, r)| r == "fail")
+        .map(|(c, _)| c.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        vec![
+            "output directory writable",
+            "prometheus: external label __replica__"
+        ],
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("external label `__replica__` missing"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" pass, 2 fail, "), "{stdout}");
+}

@@ -1,0 +1,293 @@
+//! Remote-write health against real servers: the SigV4 probe against a server that
+//! checks signatures with botocore, and the watch on a real Prometheus that
+//! remote_writes to a second real Prometheus (the AMP stand-in) which stops and
+//! comes back.
+
+mod rw_support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use cloudmap_sd::metrics::Metrics;
+use cloudmap_sd::remote_write::{AmpProbe, ProbeResult, WatchConfig, watch};
+use tokio_util::sync::CancellationToken;
+
+use rw_support::{Sigv4Server, free_port, get_status, prometheus_on, wait_for_async};
+
+const KEY: &str = "AKIDCLOUDMAPSDTEST";
+const SECRET: &str = "probe-secret";
+
+fn creds(key: &str, secret: &str) -> Option<SharedCredentialsProvider> {
+    Some(SharedCredentialsProvider::new(Credentials::new(
+        key, secret, None, None, "test",
+    )))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigv4_probe_is_verified_by_botocore_and_each_answer_is_classified() {
+    let answers = [
+        (200, ProbeResult::Accepted),
+        (400, ProbeResult::BadRequest),
+        (403, ProbeResult::Forbidden),
+        (404, ProbeResult::NotFound),
+        (429, ProbeResult::Throttled),
+        (503, ProbeResult::ServerError),
+    ];
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    let server = Sigv4Server::start(KEY, SECRET, "eu-west-1", &statuses);
+    let url = format!("{}/workspaces/ws-test/api/v1/remote_write", server.url);
+    let probe = AmpProbe::new(
+        &url,
+        "eu-west-1",
+        creds(KEY, SECRET),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    for (status, want) in answers {
+        let o = probe.probe().await;
+        assert_eq!((o.result, o.status), (want, Some(status)), "{o}");
+    }
+    let expected: Vec<String> = statuses.iter().map(|s| format!("ok {s}")).collect();
+    assert_eq!(
+        server.lines(),
+        expected,
+        "every signature verified by botocore"
+    );
+
+    // Negative controls: the server really checks. A wrong secret and a wrong
+    // signing Region are refused (403), and the probe says forbidden.
+    let wrong_secret = AmpProbe::new(
+        &url,
+        "eu-west-1",
+        creds(KEY, "not-the-secret"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let o = wrong_secret.probe().await;
+    assert_eq!(o.result, ProbeResult::Forbidden, "{o}");
+    assert!(o.detail.contains("signature mismatch"), "{o}");
+    assert!(o.to_string().contains("aps:RemoteWrite"), "{o}");
+    let wrong_region = AmpProbe::new(
+        &url,
+        "us-east-1",
+        creds(KEY, SECRET),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let o = wrong_region.probe().await;
+    assert_eq!(o.result, ProbeResult::Forbidden, "{o}");
+    let lines = server.lines();
+    assert_eq!(lines[6], "bad signature mismatch");
+    assert!(
+        lines[7].starts_with("bad wrong credential scope"),
+        "{lines:?}"
+    );
+
+    // TLS spoken to a plain HTTP server: the handshake fails.
+    let tls_url = url.replace("http://", "https://");
+    let o = AmpProbe::new(
+        &tls_url,
+        "eu-west-1",
+        creds(KEY, SECRET),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+    .probe()
+    .await;
+    assert_eq!(o.result, ProbeResult::Tls, "{o}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_failures_are_classified() {
+    let timeout = Duration::from_secs(2);
+    // Connection refused: a port nothing listens on.
+    let url = format!("http://127.0.0.1:{}/api/v1/write", free_port());
+    let o = AmpProbe::new(&url, "us-east-1", creds(KEY, SECRET), timeout)
+        .unwrap()
+        .probe()
+        .await;
+    assert_eq!(o.result, ProbeResult::Connect, "{o}");
+
+    // A server that accepts and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let started = Instant::now();
+    let o = AmpProbe::new(
+        &format!("http://{addr}/api/v1/write"),
+        "us-east-1",
+        creds(KEY, SECRET),
+        timeout,
+    )
+    .unwrap()
+    .probe()
+    .await;
+    assert_eq!(o.result, ProbeResult::Timeout, "{o}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    hold.abort();
+
+    // A name that never resolves (.invalid is reserved).
+    let o = AmpProbe::new(
+        "https://aps-workspaces.cloudmap-sd-test.invalid/workspaces/ws-1/api/v1/remote_write",
+        "us-east-1",
+        creds(KEY, SECRET),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+    .probe()
+    .await;
+    assert_eq!(o.result, ProbeResult::Dns, "{o}");
+
+    // No credentials at all.
+    let o = AmpProbe::new(&url, "us-east-1", None, timeout)
+        .unwrap()
+        .probe()
+        .await;
+    assert_eq!(o.result, ProbeResult::Credentials, "{o}");
+}
+
+/// The overall state from the sidecar's own metrics text.
+fn state(metrics: &Metrics) -> String {
+    metrics
+        .encode()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("cloudmap_sd_remote_write_state{state=\"")?
+                .strip_suffix("\"} 1")
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_state(
+    metrics: &Arc<Metrics>,
+    timeout: Duration,
+    want: &[&str],
+    what: &str,
+) -> Duration {
+    let started = Instant::now();
+    wait_for_async(timeout, what, || {
+        let m = metrics.clone();
+        let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        async move { want.contains(&state(&m)).then_some(()) }
+    })
+    .await;
+    started.elapsed()
+}
+
+async fn wait_ready(url: &str, what: &str) {
+    let ready = format!("{url}/-/ready");
+    wait_for_async(Duration::from_secs(30), what, || {
+        let ready = ready.clone();
+        async move { (get_status(&ready).await == Some(200)).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follows_a_receiver_that_stops_and_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (recv_port, send_port) = (free_port(), free_port());
+    let recv_url = format!("http://127.0.0.1:{recv_port}");
+    let send_url = format!("http://127.0.0.1:{send_port}");
+    let receiver_config = "global:\n  scrape_interval: 1m\n";
+    let receiver_flags = ["--web.enable-remote-write-receiver"];
+    let receiver = prometheus_on(
+        &dir.path().join("recv1"),
+        recv_port,
+        receiver_config,
+        &receiver_flags,
+    );
+    wait_ready(&recv_url, "the receiving Prometheus").await;
+
+    let sender_config = format!(
+        "global:\n  scrape_interval: 1s\n  external_labels: {{cluster: test, __replica__: r1}}\n\
+         scrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{send_port}']\n\
+         remote_write:\n  - url: {recv_url}/api/v1/write\n    name: amp\n    queue_config:\n      \
+         batch_send_deadline: 1s\n      min_backoff: 100ms\n      max_backoff: 1s\n"
+    );
+    let sender = prometheus_on(&dir.path().join("send"), send_port, &sender_config, &[]);
+    wait_ready(&send_url, "the sending Prometheus").await;
+
+    let period = Duration::from_secs(2);
+    let metrics = Arc::new(Metrics::new());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(watch(
+        WatchConfig {
+            prometheus_url: send_url.clone(),
+            interval: period,
+            max_lag: Duration::from_secs(60),
+            timeout: period,
+        },
+        metrics.clone(),
+        stop.clone(),
+    ));
+
+    // Ok, and samples actually sent (a lag is known): Prometheus replays its WAL for
+    // a few seconds before the first send.
+    wait_for_async(
+        Duration::from_secs(60),
+        "state ok with samples sent",
+        || {
+            let m = metrics.clone();
+            async move {
+                (state(&m) == "ok"
+                    && m.encode()
+                        .contains("cloudmap_sd_remote_write_lag_seconds{queue=\"amp\"}"))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+
+    drop(receiver);
+    let took = wait_state(
+        &metrics,
+        Duration::from_secs(30),
+        &["degraded", "failing"],
+        "state degraded or failing after the receiver stopped",
+    )
+    .await;
+    let text = metrics.encode();
+    assert!(
+        took <= 2 * period + Duration::from_millis(1500),
+        "state changed after {took:?}, more than two watch periods ({period:?} each)\n{text}"
+    );
+    assert!(
+        text.contains("cloudmap_sd_remote_write_retried_samples_per_second{queue=\"amp\"}"),
+        "{text}"
+    );
+
+    let _receiver = prometheus_on(
+        &dir.path().join("recv2"),
+        recv_port,
+        receiver_config,
+        &receiver_flags,
+    );
+    wait_state(
+        &metrics,
+        Duration::from_secs(90),
+        &["ok"],
+        "state ok again after the receiver came back",
+    )
+    .await;
+    let text = metrics.encode();
+    assert!(
+        text.contains("cloudmap_sd_remote_write_transitions_total{state=\"ok\"} 2"),
+        "{text}"
+    );
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(sender);
+}
