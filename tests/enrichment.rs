@@ -356,3 +356,78 @@ async fn prometheus_reads_the_hosts_file_with_instance_set_to_the_name() {
         format!("{}:9100", t.named.1)
     );
 }
+
+/// The cost of a cold and a steady cycle for 20 services x 10 tasks on 5 EC2 hosts,
+/// counted on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_of_20_services_by_10_tasks_on_5_hosts() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.url).await;
+    let s = Seeder::new(&moto.url).await;
+    let e = EcsSeeder::new(&proxy.url).await;
+    e.task_definition().await;
+    e.cluster("prod").await;
+    for i in 0..5 {
+        let (host, _) = e.host(Some(&format!("host-{i}"))).await;
+        e.container_instance("prod", &host).await;
+    }
+    let tasks = e.ec2_tasks("prod", 200).await;
+    let ns = s.http_namespace("apps").await;
+    for svc in 0..20 {
+        let id = s
+            .service(
+                &ns,
+                &format!("svc{svc:02}"),
+                &[("METRICS_PATH", "/metrics")],
+            )
+            .await;
+        for t in 0..10 {
+            let task = &tasks[svc * 10 + t];
+            s.ecs_task(&id, "prod", task, &format!("10.5.{svc}.{}", t + 1))
+                .await;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let before = proxy.counts();
+    let sc = Sidecar::start(dir.path(), &proxy.url, &["--interval", "5s"]);
+    sc.wait_ready(T).await;
+    let cold = diff(&before, &proxy.counts());
+    wait_for_async(T, "second cycle", || async {
+        (sc.metric("cloudmap_sd_cycles_total").await >= 2.0).then_some(())
+    })
+    .await;
+    let steady = diff(&cold, &diff(&before, &proxy.counts()));
+    eprintln!("cold cycle: {cold:?} total {}", cold.values().sum::<u64>());
+    eprintln!(
+        "steady cycle: {steady:?} total {}",
+        steady.values().sum::<u64>()
+    );
+    let want_cold: BTreeMap<String, u64> = [
+        ("ListNamespaces", 1),
+        ("ListServices", 1),
+        ("GetService", 20),
+        ("ListTagsForResource", 20),
+        ("DiscoverInstancesRevision", 20),
+        ("DiscoverInstances", 20),
+        ("DescribeTasks", 2),
+        ("DescribeContainerInstances", 1),
+        ("DescribeInstances", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(cold, want_cold);
+    let want_steady: BTreeMap<String, u64> = [
+        ("ListServices".to_string(), 1),
+        ("DiscoverInstancesRevision".to_string(), 20),
+    ]
+    .into();
+    assert_eq!(steady, want_steady);
+    let groups = parse_file(&sc.output);
+    assert_eq!(groups.len(), 200);
+    let names: std::collections::BTreeSet<&str> = groups
+        .iter()
+        .map(|g| g["labels"]["ec2_name"].as_str().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with("host-")), "{names:?}");
+}
