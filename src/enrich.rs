@@ -290,9 +290,21 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                 cluster_of.insert(ec2, &t.cluster);
             }
         }
+        // With a tag filter, the hosts file holds exactly the tagged hosts.
+        let tagged: Option<HashSet<&str>> = self.opts.hosts_tag.as_ref().map(|_| {
+            self.tagged
+                .iter()
+                .flat_map(|(_, ids)| ids.iter().map(String::as_str))
+                .collect()
+        });
         let mut v: Vec<HostTarget> = self
             .hosts
             .values()
+            .filter(|(h, _)| {
+                tagged
+                    .as_ref()
+                    .is_none_or(|t| t.contains(h.instance_id.as_str()))
+            })
             .map(|(h, _)| HostTarget {
                 instance_id: h.instance_id.clone(),
                 name: h.name.clone(),

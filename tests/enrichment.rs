@@ -145,6 +145,29 @@ async fn ec2_fargate_and_unnamed_hosts_get_the_right_labels() {
     assert_eq!(u["ecs_cluster"], "edge");
     assert_eq!(h["ec2_instance_type"], "m5.large");
     assert!(h.contains_key("availability_zone"));
+
+    // Hosts picked by EC2 tag instead of by the tasks seen.
+    let out = run_cli(
+        &[
+            "once",
+            "--output",
+            dir.path().join("t.json").to_str().unwrap(),
+            "--ec2-hosts-output",
+            hosts_path.to_str().unwrap(),
+            "--ec2-hosts-tag",
+            "Name=alpha",
+        ],
+        &aws_env(&proxy.url),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tagged = parse_file(&hosts_path);
+    assert_eq!(tagged.len(), 1, "{tagged:?}");
+    assert_eq!(tagged[0]["targets"][0], format!("{}:9100", t.named.1));
+    assert_eq!(tagged[0]["labels"]["instance"], "alpha");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
