@@ -3,7 +3,8 @@
 #
 #   scripts/test.sh            install the test stack if needed, then run every gate:
 #                              rustfmt, clippy, unit + integration tests (moto server,
-#                              Prometheus), the end-to-end demo in --check mode
+#                              Prometheus), the end-to-end demo in --check mode, and the
+#                              Terraform module tests (validate, checkov, apply on moto)
 #
 # Builds go to CARGO_TARGET_DIR (default: ~/.cache/cloudmap-sd/target, outside the
 # clone, so a second run on the same machine rebuilds only what changed).
@@ -32,15 +33,26 @@ cargo fmt --all -- --check || die "the tree is not formatted: run cargo fmt"
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+log="$CARGO_TARGET_DIR/test-output.txt"
+: >"$log"
+
 step "cargo test (unit and integration)"
-if ! cargo test --all-targets --locked 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"; then
+if ! cargo test --all-targets --locked 2>&1 | tee -a "$log"; then
     die "cargo test failed (output above)"
 fi
 
 step "end-to-end demo (scripts/demo.sh --check)"
 bash scripts/demo.sh --check
 
-# One summary line over every test binary.
-awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' \
-    "$CARGO_TARGET_DIR/test-output.txt"
+step "terraform: fmt, validate, checkov, plan/apply against moto (scripts/terraform-test.sh)"
+if ! bash scripts/terraform-test.sh 2>&1 | tee -a "$log"; then
+    die "terraform tests failed (output above)"
+fi
+
+# One summary line over every test binary and script.
+awk '
+    /^test result:/ { p += $4; f += $6 }
+    /^[a-z]+: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+    END { printf "\ntests: %d passed, %d failed\n", p, f }
+' "$log"
 printf 'suite time: %ss\n' "$(( $(date +%s) - started ))"
