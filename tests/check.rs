@@ -2,12 +2,10 @@
 //! botocore-verified SigV4 server (AMP stand-in) and Prometheus configuration files.
 
 mod common;
-mod rw_support;
 
 use std::path::Path;
 
 use common::*;
-use rw_support::Sigv4Server;
 
 const AMP: &str =
     "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-0a1b2c/api/v1/remote_write";

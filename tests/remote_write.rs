@@ -3,7 +3,7 @@
 //! remote_writes to a second real Prometheus (the AMP stand-in) which stops and
 //! comes back.
 
-mod rw_support;
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use cloudmap_sd::metrics::Metrics;
 use cloudmap_sd::remote_write::{AmpProbe, ProbeResult, WatchConfig, watch};
 use tokio_util::sync::CancellationToken;
 
-use rw_support::{Sigv4Server, free_port, get_status, prometheus_on, wait_for_async};
+use common::{Sigv4Server, free_port, get_status, prometheus_on, wait_for_async};
 
 const KEY: &str = "AKIDCLOUDMAPSDTEST";
 const SECRET: &str = "probe-secret";

@@ -668,9 +668,9 @@ pub fn read_targets(path: &Path) -> Vec<String> {
     v
 }
 
-/// Starts a real Prometheus with `config` (YAML) in `dir`.
-pub fn prometheus(dir: &Path, config: &str) -> (Proc, String) {
-    let bin = std::env::var_os("CLOUDMAP_SD_PROMETHEUS")
+/// The Prometheus binary; panics with instructions when there is none.
+pub fn prometheus_bin() -> PathBuf {
+    std::env::var_os("CLOUDMAP_SD_PROMETHEUS")
         .map(PathBuf::from)
         .or_else(|| which("prometheus"))
         .unwrap_or_else(|| {
@@ -678,19 +678,91 @@ pub fn prometheus(dir: &Path, config: &str) -> (Proc, String) {
                 "prometheus not found on PATH (set CLOUDMAP_SD_PROMETHEUS or run \
                  `scripts/stack.sh install`, which installs it with apt)"
             )
-        });
+        })
+}
+
+/// Starts Prometheus on 127.0.0.1:`port` with `config` (YAML), data in `dir`
+/// (a fixed port lets a stopped Prometheus come back at the same address).
+pub fn prometheus_on(dir: &Path, port: u16, config: &str, extra: &[&str]) -> Proc {
+    std::fs::create_dir_all(dir).unwrap();
     let cfg = dir.join("prometheus.yml");
     std::fs::write(&cfg, config).unwrap();
-    let port = free_port();
-    let mut cmd = Command::new(bin);
+    let mut cmd = Command::new(prometheus_bin());
     cmd.arg(format!("--config.file={}", cfg.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
             dir.join("tsdb").display()
         ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
-    let p = spawn_logged(cmd, "prometheus", dir);
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(extra);
+    spawn_logged(cmd, "prometheus", dir)
+}
+
+/// Starts a real Prometheus with `config` (YAML) in `dir`; returns it and its URL.
+pub fn prometheus(dir: &Path, config: &str) -> (Proc, String) {
+    let port = free_port();
+    let p = prometheus_on(dir, port, config, &[]);
     (p, format!("http://127.0.0.1:{port}"))
+}
+
+/// The test venv's Python (with boto3 / botocore).
+pub fn python() -> PathBuf {
+    tool(
+        "CLOUDMAP_SD_PYTHON",
+        repo().join(".venv/bin/python"),
+        "Python with botocore",
+    )
+}
+
+/// The botocore-verified AMP stand-in (tests/common/sigv4_server.py): checks each
+/// request's SigV4 signature independently of our code and answers `statuses` in turn.
+pub struct Sigv4Server {
+    pub url: String,
+    pub proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Sigv4Server {
+    pub fn start(access_key: &str, secret: &str, region: &str, statuses: &[u16]) -> Sigv4Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port_file = dir.path().join("port");
+        let statuses: Vec<String> = statuses.iter().map(u16::to_string).collect();
+        let mut cmd = Command::new(python());
+        cmd.arg(repo().join("tests/common/sigv4_server.py"))
+            .arg(&port_file)
+            .args([access_key, secret, region, &statuses.join(",")]);
+        let mut proc = spawn_logged(cmd, "sigv4-server", dir.path());
+        let start = Instant::now();
+        let port = loop {
+            if let Ok(p) = std::fs::read_to_string(&port_file) {
+                break p.trim().to_string();
+            }
+            if let Some(st) = proc.child.try_wait().unwrap() {
+                panic!("sigv4_server.py exited ({st}): {}", proc.log_text());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "sigv4_server.py did not start: {}",
+                proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Sigv4Server {
+            url: format!("http://127.0.0.1:{port}"),
+            proc,
+            _dir: dir,
+        }
+    }
+
+    /// One line per request: `ok STATUS` or `bad REASON`.
+    pub fn lines(&self) -> Vec<String> {
+        self.proc.log_text().lines().map(str::to_string).collect()
+    }
+}
+
+/// The status of `GET url`; None when it cannot connect.
+pub async fn get_status(url: &str) -> Option<u16> {
+    http_get(url).await.map(|(status, _)| status)
 }
 
 pub fn which(name: &str) -> Option<PathBuf> {
