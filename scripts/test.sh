@@ -4,7 +4,8 @@
 #   scripts/test.sh            install the test stack if needed, then run every gate:
 #                              rustfmt, clippy, unit + integration tests (moto server,
 #                              Prometheus), the end-to-end demo in --check mode, and the
-#                              Terraform module tests (validate, checkov, apply on moto)
+#                              Terraform module tests (validate, checkov, apply on moto),
+#                              and the container image (built with podman, run on moto)
 #
 # Builds go to CARGO_TARGET_DIR (default: ~/.cache/cloudmap-sd/target, outside the
 # clone, so a second run on the same machine rebuilds only what changed).
@@ -47,6 +48,11 @@ bash scripts/demo.sh --check
 step "terraform: fmt, validate, checkov, plan/apply against moto (scripts/terraform-test.sh)"
 if ! bash scripts/terraform-test.sh 2>&1 | tee -a "$log"; then
     die "terraform tests failed (output above)"
+fi
+
+step "container image: build with podman, run against moto (scripts/image-test.sh)"
+if ! bash scripts/image-test.sh 2>&1 | tee -a "$log"; then
+    die "container image tests failed (output above)"
 fi
 
 # One summary line over every test binary and script.
