@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use aws_sdk_ec2::Client;
+use aws_sdk_ec2::operation::describe_instances::builders::DescribeInstancesFluentBuilder;
 use aws_sdk_ec2::types::{Filter, Instance};
 
 use super::{AwsError, BATCH, Ec2, Host, record};
@@ -18,6 +19,30 @@ pub struct SdkEc2 {
 impl SdkEc2 {
     pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
         SdkEc2 { client, metrics }
+    }
+
+    /// Every host a DescribeInstances request returns, all pages, each page counted.
+    async fn all_pages(
+        &self,
+        request: DescribeInstancesFluentBuilder,
+    ) -> Result<Vec<Host>, AwsError> {
+        const OP: &str = "DescribeInstances";
+        let mut pages = request.into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = record(
+                &self.metrics,
+                OP,
+                page.map_err(|e| AwsError::from_sdk(OP, e)),
+            )?;
+            out.extend(
+                page.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter_map(host),
+            );
+        }
+        Ok(out)
     }
 }
 
@@ -42,42 +67,23 @@ fn host(i: &Instance) -> Option<Host> {
 
 impl Ec2 for SdkEc2 {
     async fn hosts(&self, ids: &[String]) -> Result<Vec<Host>, AwsError> {
-        const OP: &str = "DescribeInstances";
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(BATCH) {
             // A filter rather than InstanceIds: an id that no longer exists is left
             // out instead of failing the whole batch.
-            let mut pages = self
-                .client
-                .describe_instances()
-                .filters(
-                    Filter::builder()
-                        .name("instance-id")
-                        .set_values(Some(chunk.to_vec()))
-                        .build(),
-                )
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = record(
-                    &self.metrics,
-                    OP,
-                    page.map_err(|e| AwsError::from_sdk(OP, e)),
-                )?;
-                out.extend(
-                    page.reservations()
-                        .iter()
-                        .flat_map(|r| r.instances())
-                        .filter_map(host),
-                );
-            }
+            let request = self.client.describe_instances().filters(
+                Filter::builder()
+                    .name("instance-id")
+                    .set_values(Some(chunk.to_vec()))
+                    .build(),
+            );
+            out.extend(self.all_pages(request).await?);
         }
         Ok(out)
     }
 
     async fn hosts_tagged(&self, key: &str, value: &str) -> Result<Vec<Host>, AwsError> {
-        const OP: &str = "DescribeInstances";
-        let mut pages = self
+        let request = self
             .client
             .describe_instances()
             .filters(
@@ -91,23 +97,7 @@ impl Ec2 for SdkEc2 {
                     .name("instance-state-name")
                     .values("running")
                     .build(),
-            )
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = record(
-                &self.metrics,
-                OP,
-                page.map_err(|e| AwsError::from_sdk(OP, e)),
-            )?;
-            out.extend(
-                page.reservations()
-                    .iter()
-                    .flat_map(|r| r.instances())
-                    .filter_map(host),
             );
-        }
-        Ok(out)
+        self.all_pages(request).await
     }
 }

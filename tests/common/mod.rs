@@ -454,6 +454,17 @@ pub fn aws_env(url: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// SDK configuration for moto at `url` with test credentials.
+pub async fn sdk_config(url: &str) -> aws_config::SdkConfig {
+    let creds = sd::config::Credentials::new("testing", "testing", None, None, "test");
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(creds)
+        .endpoint_url(url)
+        .load()
+        .await
+}
+
 /// Seeds Cloud Map in moto through the real SDK.
 pub struct Seeder {
     pub sd: sd::Client,
@@ -461,15 +472,8 @@ pub struct Seeder {
 
 impl Seeder {
     pub async fn new(url: &str) -> Seeder {
-        let creds = sd::config::Credentials::new("testing", "testing", None, None, "test");
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
-            .credentials_provider(creds)
-            .endpoint_url(url)
-            .load()
-            .await;
         Seeder {
-            sd: cloudmap_sd::aws::endpoint::servicediscovery_client(&conf),
+            sd: cloudmap_sd::aws::endpoint::servicediscovery_client(&sdk_config(url).await),
         }
     }
 
@@ -781,13 +785,7 @@ pub struct EcsSeeder {
 
 impl EcsSeeder {
     pub async fn new(url: &str) -> EcsSeeder {
-        let creds = sd::config::Credentials::new("testing", "testing", None, None, "test");
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
-            .credentials_provider(creds)
-            .endpoint_url(url)
-            .load()
-            .await;
+        let conf = sdk_config(url).await;
         EcsSeeder {
             ecs: aws_sdk_ecs::Client::new(&conf),
             ec2: aws_sdk_ec2::Client::new(&conf),
