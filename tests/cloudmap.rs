@@ -19,6 +19,17 @@ fn targets_of(json: &[u8]) -> Vec<serde_json::Value> {
     })
 }
 
+/// moto with namespace `apps`, service `web` (METRICS_PATH=/m) and one task at
+/// 10.0.0.1:80.
+async fn one_task() -> Moto {
+    let moto = Moto::start();
+    let s = Seeder::new(&moto.url).await;
+    let ns = s.http_namespace("apps").await;
+    let svc = s.service(&ns, "web", &[("METRICS_PATH", "/m")]).await;
+    s.task(&svc, "t1", "10.0.0.1", Some(80)).await;
+    moto
+}
+
 fn once_stdout(url: &str, extra: &[&str]) -> Vec<serde_json::Value> {
     let mut args = vec!["once", "--output", "-"];
     args.extend_from_slice(extra);
@@ -202,11 +213,7 @@ async fn untagged_ignored_and_malformed_skipped_with_a_warning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_writes_nothing_when_aws_fails() {
-    let moto = Moto::start();
-    let s = Seeder::new(&moto.url).await;
-    let ns = s.http_namespace("apps").await;
-    let svc = s.service(&ns, "web", &[("METRICS_PATH", "/m")]).await;
-    s.task(&svc, "t1", "10.0.0.1", Some(80)).await;
+    let moto = one_task().await;
     let proxy = Proxy::start(&moto.url).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.json");
@@ -462,11 +469,7 @@ async fn readers_never_see_a_partial_file_under_churn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_promptly_and_leaves_no_temp_file() {
-    let moto = Moto::start();
-    let s = Seeder::new(&moto.url).await;
-    let ns = s.http_namespace("apps").await;
-    let svc = s.service(&ns, "web", &[("METRICS_PATH", "/m")]).await;
-    s.task(&svc, "t1", "10.0.0.1", Some(80)).await;
+    let moto = one_task().await;
     let dir = tempfile::tempdir().unwrap();
     let mut sc = Sidecar::start(dir.path(), &moto.url, &["--interval", "1s"]);
     sc.wait_ready(T).await;
@@ -501,11 +504,7 @@ async fn sigterm_stops_promptly_and_leaves_no_temp_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_until_a_complete_first_discovery() {
-    let moto = Moto::start();
-    let s = Seeder::new(&moto.url).await;
-    let ns = s.http_namespace("apps").await;
-    let svc = s.service(&ns, "web", &[("METRICS_PATH", "/m")]).await;
-    s.task(&svc, "t1", "10.0.0.1", Some(80)).await;
+    let moto = one_task().await;
     let proxy = Proxy::start(&moto.url).await;
     proxy.set_fault(Fault::ServerError);
     let dir = tempfile::tempdir().unwrap();

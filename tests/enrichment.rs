@@ -27,6 +27,28 @@ fn labels_of(groups: &[Value], addr: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// moto, the proxy in front of it, and the seeders. ECS goes through the proxy,
+/// whose type fix moto's ECS answers need for the Rust SDK.
+struct Stack {
+    _moto: Moto,
+    proxy: Proxy,
+    s: Seeder,
+    e: EcsSeeder,
+}
+
+async fn stack() -> Stack {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.url).await;
+    let s = Seeder::new(&moto.url).await;
+    let e = EcsSeeder::new(&proxy.url).await;
+    Stack {
+        _moto: moto,
+        proxy,
+        s,
+        e,
+    }
+}
+
 struct Topology {
     named: (String, String),
     unnamed: (String, String),
@@ -65,11 +87,7 @@ async fn topology(s: &Seeder, e: &EcsSeeder) -> Topology {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ec2_fargate_and_unnamed_hosts_get_the_right_labels() {
-    let moto = Moto::start();
-    // moto's ECS answers need the proxy's type fix for the Rust SDK.
-    let proxy = Proxy::start(&moto.url).await;
-    let s = Seeder::new(&moto.url).await;
-    let e = EcsSeeder::new(&proxy.url).await;
+    let Stack { _moto, proxy, s, e } = stack().await;
     let t = topology(&s, &e).await;
     let dir = tempfile::tempdir().unwrap();
     let hosts_path = dir.path().join("hosts.json");
@@ -172,11 +190,7 @@ async fn ec2_fargate_and_unnamed_hosts_get_the_right_labels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_cold_cycle_and_a_steady_cycle_without_ecs_or_ec2_calls() {
-    let moto = Moto::start();
-    // moto's ECS answers need the proxy's type fix for the Rust SDK.
-    let proxy = Proxy::start(&moto.url).await;
-    let s = Seeder::new(&moto.url).await;
-    let e = EcsSeeder::new(&proxy.url).await;
+    let Stack { _moto, proxy, s, e } = stack().await;
     let (host, _) = e.host(Some("big")).await;
     e.task_definition().await;
     e.cluster("prod").await;
@@ -230,11 +244,7 @@ async fn batched_cold_cycle_and_a_steady_cycle_without_ecs_or_ec2_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renamed_host_changes_only_ec2_name() {
-    let moto = Moto::start();
-    // moto's ECS answers need the proxy's type fix for the Rust SDK.
-    let proxy = Proxy::start(&moto.url).await;
-    let s = Seeder::new(&moto.url).await;
-    let e = EcsSeeder::new(&proxy.url).await;
+    let Stack { _moto, proxy, s, e } = stack().await;
     let t = topology(&s, &e).await;
     let dir = tempfile::tempdir().unwrap();
     let sc = Sidecar::start(
@@ -264,11 +274,7 @@ async fn a_renamed_host_changes_only_ec2_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ecs_errors_keep_published_labels_and_hold_new_tasks() {
-    let moto = Moto::start();
-    // moto's ECS answers need the proxy's type fix for the Rust SDK.
-    let proxy = Proxy::start(&moto.url).await;
-    let s = Seeder::new(&moto.url).await;
-    let e = EcsSeeder::new(&proxy.url).await;
+    let Stack { _moto, proxy, s, e } = stack().await;
     let t = topology(&s, &e).await;
     let dir = tempfile::tempdir().unwrap();
     let sc = Sidecar::start(
@@ -324,11 +330,7 @@ async fn ecs_errors_keep_published_labels_and_hold_new_tasks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_reads_the_hosts_file_with_instance_set_to_the_name() {
-    let moto = Moto::start();
-    // moto's ECS answers need the proxy's type fix for the Rust SDK.
-    let proxy = Proxy::start(&moto.url).await;
-    let s = Seeder::new(&moto.url).await;
-    let e = EcsSeeder::new(&proxy.url).await;
+    let Stack { _moto, proxy, s, e } = stack().await;
     let t = topology(&s, &e).await;
     let dir = tempfile::tempdir().unwrap();
     let sd = dir.path().join("sd");
@@ -384,10 +386,7 @@ async fn prometheus_reads_the_hosts_file_with_instance_set_to_the_name() {
 /// counted on the wire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cost_of_20_services_by_10_tasks_on_5_hosts() {
-    let moto = Moto::start();
-    let proxy = Proxy::start(&moto.url).await;
-    let s = Seeder::new(&moto.url).await;
-    let e = EcsSeeder::new(&proxy.url).await;
+    let Stack { _moto, proxy, s, e } = stack().await;
     e.task_definition().await;
     e.cluster("prod").await;
     for i in 0..5 {
