@@ -335,24 +335,19 @@ impl<C: CloudMap> Discovery<C> {
         }
 
         // A namespace created since the last read: read the list again, once.
-        let names = |this: &Self| {
+        let known = |this: &Self, ns: &str| {
             this.namespaces
                 .as_ref()
-                .map(|(_, m)| m.clone())
-                .unwrap_or_default()
+                .is_some_and(|(_, m)| m.contains_key(ns))
         };
-        let mut ns_names = names(self);
         let needs_ns = listed.iter().any(|s| {
             self.service_namespace
                 .get(&s.id)
-                .is_some_and(|ns| !ns_names.contains_key(ns))
+                .is_some_and(|ns| !known(self, ns))
         });
         if needs_ns && !*ns_fresh {
             match self.refresh_namespaces(now).await {
-                Ok(()) => {
-                    *ns_fresh = true;
-                    ns_names = names(self);
-                }
+                Ok(()) => *ns_fresh = true,
                 Err(e) => warn!(error = %e, "could not re-read namespaces for a new service"),
             }
         }
@@ -360,6 +355,8 @@ impl<C: CloudMap> Discovery<C> {
         let listed_ids: BTreeSet<&str> = listed.iter().map(|s| s.id.as_str()).collect();
         self.service_namespace
             .retain(|id, _| listed_ids.contains(id.as_str()));
+        let no_namespaces = HashMap::new();
+        let ns_names = self.namespaces.as_ref().map_or(&no_namespaces, |(_, m)| m);
         let mut next = BTreeMap::new();
         for s in listed {
             let Some(ns_name) = self
