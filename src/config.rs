@@ -105,6 +105,12 @@ pub struct Options {
     #[arg(long, env = "CLOUDMAP_SD_TAGS_REFRESH", default_value = "5m", value_parser = parse_duration, global = true)]
     pub tags_refresh: Duration,
 
+    /// How often the list of Cloud Map services (ListServices, every page) is read
+    /// again to find new services. Known services are checked every --interval
+    /// whatever this says, and a deleted service drops out at once.
+    #[arg(long, env = "CLOUDMAP_SD_SERVICES_REFRESH", default_value = "1m", value_parser = parse_duration, global = true)]
+    pub services_refresh: Duration,
+
     /// How often a service's instances are read in full even when its
     /// DiscoverInstancesRevision has not changed (the revision ignores health changes).
     #[arg(long, env = "CLOUDMAP_SD_FULL_REFRESH", default_value = "5m", value_parser = parse_duration, global = true)]
@@ -117,6 +123,26 @@ pub struct Options {
     /// Deadline for one AWS API call, retries included.
     #[arg(long, env = "CLOUDMAP_SD_API_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
     pub api_timeout: Duration,
+
+    /// Deadline for one whole discovery cycle, so a stalled endpoint cannot stall
+    /// the loop: calls still running then are abandoned, their services keep their
+    /// last known targets, and the file is written with what is known. Default: the
+    /// --interval.
+    #[arg(long, env = "CLOUDMAP_SD_CYCLE_TIMEOUT", value_parser = parse_duration, global = true)]
+    pub cycle_timeout: Option<Duration>,
+
+    /// Publish only this shard's share of the targets, `INDEX/COUNT` (e.g. `0/3`,
+    /// `1/3`, `2/3`): a target belongs to shard md5(key) mod COUNT, the function of
+    /// Prometheus's `hashmod`, so the split is stable across restarts and versions.
+    /// The HA replicas of one shard pass the same INDEX. Unset: every target.
+    #[arg(long, env = "CLOUDMAP_SD_SHARD", value_parser = parse_shard, global = true)]
+    pub shard: Option<Shard>,
+
+    /// What --shard hashes. `service`: `namespace/service`, so a service's targets
+    /// stay together and other shards' services cost no API calls. `task`: the
+    /// Cloud Map instance id (the ECS task id), for a finer split of large services.
+    #[arg(long, env = "CLOUDMAP_SD_SHARD_KEY", value_enum, default_value_t = ShardKey::Service, global = true)]
+    pub shard_key: ShardKey,
 
     /// Log format on stderr. The level comes from RUST_LOG (default `info`).
     #[arg(long, env = "CLOUDMAP_SD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -190,6 +216,40 @@ pub struct Options {
     /// instances only), instead of by the tasks seen on them.
     #[arg(long, env = "CLOUDMAP_SD_EC2_HOSTS_TAG", value_parser = parse_tag_filter, global = true)]
     pub ec2_hosts_tag: Option<TagFilter>,
+}
+
+impl Options {
+    /// The deadline of one cycle: --cycle-timeout, else the interval.
+    pub fn cycle_timeout(&self) -> Duration {
+        self.cycle_timeout.unwrap_or(self.interval)
+    }
+}
+
+/// `--shard INDEX/COUNT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    let bad = || format!("expected INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/3, not {s:?}");
+    let (i, c) = s.split_once('/').ok_or_else(bad)?;
+    let index: u32 = i.trim().parse().map_err(|_| bad())?;
+    let count: u32 = c.trim().parse().map_err(|_| bad())?;
+    if count == 0 || index >= count {
+        return Err(bad());
+    }
+    Ok(Shard { index, count })
+}
+
+/// What `--shard` hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShardKey {
+    /// `namespace/service`: a service's targets stay in one shard.
+    Service,
+    /// The Cloud Map instance id (ECS task id).
+    Task,
 }
 
 /// An EC2 tag filter, `KEY=VALUE`.
@@ -310,6 +370,9 @@ impl Cli {
         if o.api_timeout.is_zero() {
             return err("--api-timeout must be more than 0s".into());
         }
+        if o.cycle_timeout.is_some_and(|d| d < Duration::from_secs(1)) {
+            return err("--cycle-timeout: use 1s or more".into());
+        }
         if let Err(e) = check_http_url(&o.prometheus_url) {
             return err(format!("--prometheus-url {}: {e}", o.prometheus_url));
         }
@@ -413,6 +476,17 @@ mod tests {
     }
 
     #[test]
+    fn shard_and_its_key() {
+        let c = parse(&["--shard", "2/3", "--shard-key", "task"]).unwrap();
+        assert_eq!(c.options.shard, Some(Shard { index: 2, count: 3 }));
+        assert_eq!(c.options.shard_key, ShardKey::Task);
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.options.shard, None);
+        assert_eq!(c.options.shard_key, ShardKey::Service);
+        assert_eq!(c.options.cycle_timeout(), c.options.interval);
+    }
+
+    #[test]
     fn namespaces_repeat_and_dedup() {
         let c = parse(&["--namespace", "b", "--namespace", "a,b"]).unwrap();
         assert_eq!(c.options.namespaces, vec!["a".to_string(), "b".to_string()]);
@@ -440,6 +514,15 @@ mod tests {
             (&["--listen", "nowhere"][..], "--listen"),
             (&["--concurrency", "0"][..], "--concurrency"),
             (&["--ec2-hosts-tag", "novalue"][..], "KEY=VALUE"),
+            (&["--shard", "3/3"][..], "INDEX/COUNT"),
+            (&["--shard", "1"][..], "INDEX/COUNT"),
+            (&["--shard", "0/0"][..], "INDEX/COUNT"),
+            (&["--shard=-1/2"][..], "INDEX/COUNT"),
+            (&["--cycle-timeout", "10ms"][..], "--cycle-timeout"),
+            (
+                &["--services-refresh", "5s", "--interval", "10s"][..],
+                "--services-refresh",
+            ),
             (
                 &["--ec2-hosts-output", "cloudmap-sd.json"][..],
                 "other than --output",

@@ -2,8 +2,9 @@
 //! a [`Snapshot`] of the services and instances to scrape.
 //!
 //! What a cycle costs:
-//! - always: the paginated ListServices, then one DiscoverInstancesRevision per
-//!   tagged service;
+//! - always: one DiscoverInstancesRevision per tagged service;
+//! - the paginated ListServices every `services_refresh` (new services are found on
+//!   that clock; a deleted service drops out at once through its revision call);
 //! - DiscoverInstances only for a service whose revision differs from the one last
 //!   seen, or whose last full read is older than `full_refresh` (the revision does
 //!   not move on health changes, and some endpoints keep it equal across changes);
@@ -15,6 +16,15 @@
 //! instances, and its data ages (exposed per service). A failed service listing
 //! keeps the known services. Only a cycle with no earlier successful listing
 //! returns an error.
+//!
+//! Deadline: every call of a cycle ends by the cycle's deadline. A call still
+//! running then is abandoned and counts as a failed (timed out) read of its
+//! service, which keeps its last known data: one stalled endpoint cannot stall the
+//! loop, and cycles never overlap.
+//!
+//! Sharding by service: a service outside this shard is dropped right after the
+//! listing, so it costs no tag or instance call. Sharding by task filters the
+//! instances of each service.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -23,9 +33,12 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::aws::{AwsError, CloudMap, ErrorKind, Namespace, ServiceSummary};
-use crate::config::HealthStatus;
+use crate::aws::{AwsError, CloudMap, ErrorKind, Namespace, ServiceSummary, by_deadline};
+use crate::config::{HealthStatus, Shard, ShardKey};
 use crate::targets::{Instance, ServiceData, Snapshot, wants_scraping};
+
+/// Failed services named one by one in the log per cycle; the rest are counted.
+const WARN_SERVICES: usize = 10;
 
 /// What discovery looks at and how often it re-reads what it caches.
 #[derive(Debug, Clone)]
@@ -35,8 +48,12 @@ pub struct DiscoveryOptions {
     pub health: HealthStatus,
     pub tags_refresh: Duration,
     pub full_refresh: Duration,
+    /// How often ListServices runs.
+    pub services_refresh: Duration,
     /// Most API calls in flight at once.
     pub concurrency: usize,
+    /// Keep only this shard's services or instances.
+    pub shard: Option<(Shard, ShardKey)>,
 }
 
 /// Cached knowledge about one service.
@@ -114,6 +131,10 @@ pub struct Cycle {
     pub complete: bool,
     /// The service listing failed; known services were used.
     pub listing_error: Option<AwsError>,
+    /// Some calls were cut by the cycle deadline.
+    pub deadline_exceeded: bool,
+    /// Services or instances left to other shards.
+    pub shard_excluded: usize,
     pub failures: Vec<ServiceFailure>,
     pub ages: Vec<ServiceAge>,
     pub stats: CycleStats,
@@ -130,6 +151,10 @@ pub struct Discovery<C> {
     /// Selected services by id.
     services: BTreeMap<String, ServiceState>,
     listed_once: bool,
+    /// When ListServices last succeeded.
+    listed_at: Option<Instant>,
+    /// Listed services of other shards (`--shard-key service`).
+    excluded_services: usize,
     missing_warned: BTreeSet<String>,
 }
 
@@ -148,6 +173,8 @@ impl<C: CloudMap> Discovery<C> {
             service_namespace: HashMap::new(),
             services: BTreeMap::new(),
             listed_once: false,
+            listed_at: None,
+            excluded_services: 0,
             missing_warned: BTreeSet::new(),
         }
     }
@@ -157,8 +184,9 @@ impl<C: CloudMap> Discovery<C> {
         &self.client
     }
 
-    async fn refresh_namespaces(&mut self, now: Instant) -> Result<(), AwsError> {
-        let list: Vec<Namespace> = self.client.namespaces().await?;
+    async fn refresh_namespaces(&mut self, now: Instant, deadline: Instant) -> Result<(), AwsError> {
+        let list: Vec<Namespace> =
+            by_deadline(deadline, "ListNamespaces", self.client.namespaces()).await?;
         let map = list.into_iter().map(|n| (n.id, n.name)).collect();
         self.namespaces = Some((now, map));
         Ok(())
@@ -168,19 +196,21 @@ impl<C: CloudMap> Discovery<C> {
         self.opts.namespaces.is_empty() || self.opts.namespaces.iter().any(|n| n == namespace)
     }
 
-    /// Runs one cycle. `Err` only when nothing is known yet and the listing failed.
-    pub async fn cycle(&mut self, now: Instant) -> Result<Cycle, AwsError> {
+    /// Runs one cycle whose calls all end by `deadline`. `Err` only when nothing
+    /// is known yet and the listing failed.
+    pub async fn cycle(&mut self, now: Instant, deadline: Instant) -> Result<Cycle, AwsError> {
         let mut failures = Vec::new();
         let mut stats = CycleStats::default();
+        let listing_due = ServiceState::due(self.listed_at, self.opts.services_refresh, now);
 
-        // Namespaces: cached, re-read on the tags clock.
+        // Namespaces: cached, re-read on the tags clock (only needed to list).
         let ns_due = self
             .namespaces
             .as_ref()
             .is_none_or(|(at, _)| now.saturating_duration_since(*at) >= self.opts.tags_refresh);
         let mut ns_fresh = false;
-        if ns_due {
-            match self.refresh_namespaces(now).await {
+        if ns_due && listing_due {
+            match self.refresh_namespaces(now, deadline).await {
                 Ok(()) => ns_fresh = true,
                 Err(e) if self.namespaces.is_some() => {
                     warn!(error = %e, "could not re-read namespaces; using the cached list");
@@ -189,62 +219,78 @@ impl<C: CloudMap> Discovery<C> {
             }
         }
 
-        // Services: listed in full every cycle, to see new and removed services.
+        // Services: listed in full on their clock, to see new services.
         let mut listing_error = None;
-        match self.client.services().await {
-            Ok(listed) => {
-                self.listed_once = true;
-                self.apply_listing(listed, now, &mut ns_fresh, &mut failures)
-                    .await;
+        if listing_due {
+            match by_deadline(deadline, "ListServices", self.client.services()).await {
+                Ok(listed) => {
+                    self.listed_once = true;
+                    self.listed_at = Some(now);
+                    self.apply_listing(listed, now, deadline, &mut ns_fresh, &mut failures)
+                        .await;
+                }
+                Err(e) if self.listed_once => {
+                    warn!(error = %e, "could not list services; keeping the known services");
+                    listing_error = Some(e);
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) if self.listed_once => {
-                warn!(error = %e, "could not list services; keeping the known services");
-                listing_error = Some(e);
-            }
-            Err(e) => return Err(e),
+            self.warn_missing_namespaces();
         }
-        self.warn_missing_namespaces();
 
-        // Per-service reads, bounded concurrency.
-        let states = std::mem::take(&mut self.services);
+        // Per-service reads, bounded concurrency, all ending by the deadline. A read
+        // cut short leaves the state as the calls that did finish made it.
         let client = &self.client;
         let opts = &self.opts;
-        let results: Vec<(String, ServiceState, Outcome, bool, bool)> =
-            futures::stream::iter(states)
+        let results: Vec<(String, Outcome, bool, bool)> =
+            futures::stream::iter(self.services.iter_mut())
                 .map(|(id, st)| async move {
-                    let (st, outcome, tags_read, full_read) =
-                        refresh_service(client, opts, st, now).await;
-                    (id, st, outcome, tags_read, full_read)
+                    let read = refresh_service(client, opts, st, now);
+                    let (outcome, tags_read, full_read) =
+                        match tokio::time::timeout_at(deadline, read).await {
+                            Ok(r) => r,
+                            Err(_) => (
+                                Outcome::Failed(AwsError::deadline("service read")),
+                                false,
+                                false,
+                            ),
+                        };
+                    (id.clone(), outcome, tags_read, full_read)
                 })
                 .buffer_unordered(self.opts.concurrency.max(1))
                 .collect()
                 .await;
 
-        for (id, st, outcome, tags_read, full_read) in results {
+        for (id, outcome, tags_read, full_read) in results {
             stats.tag_reads += usize::from(tags_read);
             stats.instance_reads += usize::from(full_read);
             match outcome {
                 Outcome::Fresh => {}
                 Outcome::Gone => {
-                    debug!(namespace = %st.namespace, service = %st.summary.name, "service is gone");
+                    if let Some(st) = self.services.remove(&id) {
+                        debug!(namespace = %st.namespace, service = %st.summary.name, "service is gone");
+                    }
                     self.service_namespace.remove(&id);
-                    continue;
                 }
                 Outcome::Failed(error) => {
+                    let Some(st) = self.services.get(&id) else {
+                        continue;
+                    };
                     let kept = st.tags.is_some()
                         && (st.instances.is_some()
                             || !st.tags.as_ref().is_some_and(wants_scraping));
-                    warn!(
-                        namespace = %st.namespace,
-                        service = %st.summary.name,
-                        error = %error,
-                        "{}",
-                        if kept {
-                            "service read failed; keeping its last known targets"
-                        } else {
-                            "service read failed; it has no known targets yet"
-                        }
-                    );
+                    let what = if kept {
+                        "service read failed; keeping its last known targets"
+                    } else {
+                        "service read failed; it has no known targets yet"
+                    };
+                    // A storm (throttling, an outage) fails every service: name the
+                    // first few, count the rest in one line below.
+                    if failures.len() < WARN_SERVICES {
+                        warn!(namespace = %st.namespace, service = %st.summary.name, error = %error, "{what}");
+                    } else {
+                        debug!(namespace = %st.namespace, service = %st.summary.name, error = %error, "{what}");
+                    }
                     failures.push(ServiceFailure {
                         namespace: st.namespace.clone(),
                         service: st.summary.name.clone(),
@@ -253,9 +299,20 @@ impl<C: CloudMap> Discovery<C> {
                     });
                 }
             }
-            self.services.insert(id, st);
         }
 
+        if failures.len() > WARN_SERVICES {
+            warn!(
+                more = failures.len() - WARN_SERVICES,
+                "more service reads failed (RUST_LOG=debug names each); they keep their last known targets"
+            );
+        }
+
+        let task_shard = match self.opts.shard {
+            Some((shard, ShardKey::Task)) => Some(shard),
+            _ => None,
+        };
+        let mut shard_excluded = self.excluded_services;
         let mut snapshot = Snapshot::default();
         let mut ages = Vec::new();
         for st in self.services.values() {
@@ -267,6 +324,18 @@ impl<C: CloudMap> Discovery<C> {
                 continue;
             }
             stats.tagged += 1;
+            let instances: Vec<Instance> = match task_shard {
+                Some(shard) => {
+                    let kept: Vec<Instance> = instances
+                        .iter()
+                        .filter(|i| shard.keeps(&i.id))
+                        .cloned()
+                        .collect();
+                    shard_excluded += instances.len() - kept.len();
+                    kept
+                }
+                None => instances.clone(),
+            };
             stats.instances += instances.len();
             ages.push(ServiceAge {
                 namespace: st.namespace.clone(),
@@ -279,16 +348,20 @@ impl<C: CloudMap> Discovery<C> {
                 namespace: st.namespace.clone(),
                 service: st.summary.name.clone(),
                 tags: tags.clone(),
-                instances: instances.clone(),
+                instances,
             });
         }
         snapshot
             .services
             .sort_by(|a, b| (&a.namespace, &a.service).cmp(&(&b.namespace, &b.service)));
+        let deadline_exceeded = failures.iter().any(|f| f.error.is_deadline())
+            || listing_error.as_ref().is_some_and(AwsError::is_deadline);
         Ok(Cycle {
             snapshot,
             complete: listing_error.is_none() && failures.is_empty(),
             listing_error,
+            deadline_exceeded,
+            shard_excluded,
             failures,
             ages,
             stats,
@@ -301,6 +374,7 @@ impl<C: CloudMap> Discovery<C> {
         &mut self,
         listed: Vec<ServiceSummary>,
         now: Instant,
+        deadline: Instant,
         ns_fresh: &mut bool,
         failures: &mut Vec<ServiceFailure>,
     ) {
@@ -311,7 +385,10 @@ impl<C: CloudMap> Discovery<C> {
         let client = &self.client;
         let resolved: Vec<(&ServiceSummary, Result<String, AwsError>)> =
             futures::stream::iter(unknown)
-                .map(|s| async move { (s, client.service_namespace(&s.id).await) })
+                .map(|s| async move {
+                    let ns = by_deadline(deadline, "GetService", client.service_namespace(&s.id));
+                    (s, ns.await)
+                })
                 .buffer_unordered(self.opts.concurrency.max(1))
                 .collect()
                 .await;
@@ -346,7 +423,7 @@ impl<C: CloudMap> Discovery<C> {
                 .is_some_and(|ns| !known(self, ns))
         });
         if needs_ns && !*ns_fresh {
-            match self.refresh_namespaces(now).await {
+            match self.refresh_namespaces(now, deadline).await {
                 Ok(()) => *ns_fresh = true,
                 Err(e) => warn!(error = %e, "could not re-read namespaces for a new service"),
             }
@@ -357,6 +434,11 @@ impl<C: CloudMap> Discovery<C> {
             .retain(|id, _| listed_ids.contains(id.as_str()));
         let no_namespaces = HashMap::new();
         let ns_names = self.namespaces.as_ref().map_or(&no_namespaces, |(_, m)| m);
+        let service_shard = match self.opts.shard {
+            Some((shard, ShardKey::Service)) => Some(shard),
+            _ => None,
+        };
+        self.excluded_services = 0;
         let mut next = BTreeMap::new();
         for s in listed {
             let Some(ns_name) = self
@@ -368,6 +450,10 @@ impl<C: CloudMap> Discovery<C> {
                 continue;
             };
             if !self.selected(&ns_name) {
+                continue;
+            }
+            if service_shard.is_some_and(|sh| !sh.keeps(&Shard::service_key(&ns_name, &s.name))) {
+                self.excluded_services += 1;
                 continue;
             }
             let st = match self.services.remove(&s.id) {
@@ -402,9 +488,9 @@ impl<C: CloudMap> Discovery<C> {
 async fn refresh_service<C: CloudMap>(
     client: &C,
     opts: &DiscoveryOptions,
-    mut st: ServiceState,
+    st: &mut ServiceState,
     now: Instant,
-) -> (ServiceState, Outcome, bool, bool) {
+) -> (Outcome, bool, bool) {
     let mut tags_read = false;
     let mut tag_error = None;
     if ServiceState::due(st.tags_read_at, opts.tags_refresh, now) {
@@ -414,9 +500,9 @@ async fn refresh_service<C: CloudMap>(
                 st.tags = Some(t);
                 st.tags_read_at = Some(now);
             }
-            Err(e) if e.kind == ErrorKind::NotFound => return (st, Outcome::Gone, true, false),
+            Err(e) if e.kind == ErrorKind::NotFound => return (Outcome::Gone, true, false),
             Err(e) if st.tags.is_some() => tag_error = Some(e),
-            Err(e) => return (st, Outcome::Failed(e), true, false),
+            Err(e) => return (Outcome::Failed(e), true, false),
         }
     }
     let tagged = st.tags.as_ref().is_some_and(wants_scraping);
@@ -426,10 +512,10 @@ async fn refresh_service<C: CloudMap>(
         st.revision = None;
         st.instances_read_at = None;
         return match tag_error {
-            Some(e) => (st, Outcome::Failed(e), tags_read, false),
+            Some(e) => (Outcome::Failed(e), tags_read, false),
             None => {
                 st.confirmed_at = Some(now);
-                (st, Outcome::Fresh, tags_read, false)
+                (Outcome::Fresh, tags_read, false)
             }
         };
     }
@@ -438,8 +524,8 @@ async fn refresh_service<C: CloudMap>(
     let name = st.summary.name.clone();
     let revision = match client.instances_revision(&ns, &name).await {
         Ok(r) => r,
-        Err(e) if e.kind == ErrorKind::NotFound => return (st, Outcome::Gone, tags_read, false),
-        Err(e) => return (st, Outcome::Failed(e), tags_read, false),
+        Err(e) if e.kind == ErrorKind::NotFound => return (Outcome::Gone, tags_read, false),
+        Err(e) => return (Outcome::Failed(e), tags_read, false),
     };
     let full = st.instances.is_none()
         || st.revision != Some(revision)
@@ -452,16 +538,16 @@ async fn refresh_service<C: CloudMap>(
                 st.instances_read_at = Some(now);
             }
             Err(e) if e.kind == ErrorKind::NotFound => {
-                return (st, Outcome::Gone, tags_read, true);
+                return (Outcome::Gone, tags_read, true);
             }
-            Err(e) => return (st, Outcome::Failed(e), tags_read, true),
+            Err(e) => return (Outcome::Failed(e), tags_read, true),
         }
     }
     match tag_error {
-        Some(e) => (st, Outcome::Failed(e), tags_read, full),
+        Some(e) => (Outcome::Failed(e), tags_read, full),
         None => {
             st.confirmed_at = Some(now);
-            (st, Outcome::Fresh, tags_read, full)
+            (Outcome::Fresh, tags_read, full)
         }
     }
 }
@@ -485,7 +571,14 @@ mod tests {
         instances: HashMap<String, (i64, Vec<Instance>)>,
         failing: BTreeSet<&'static str>,
         failing_services: BTreeSet<String>,
+        /// Services whose revision call never answers.
+        stalling_services: BTreeSet<String>,
         calls: Vec<&'static str>,
+    }
+
+    /// A deadline no unit test reaches.
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
     }
 
     fn err(op: &'static str) -> AwsError {
@@ -566,6 +659,10 @@ mod tests {
         }
         async fn instances_revision(&self, _ns: &str, svc: &str) -> Result<i64, AwsError> {
             self.call("DiscoverInstancesRevision", Some(svc))?;
+            let stall = self.state.lock().unwrap().stalling_services.contains(svc);
+            if stall {
+                std::future::pending::<()>().await;
+            }
             let s = self.state.lock().unwrap();
             match s.instances.get(svc) {
                 Some(x) => Ok(x.0),
@@ -593,7 +690,9 @@ mod tests {
             health: HealthStatus::HealthyOrElseAll,
             tags_refresh: Duration::from_secs(300),
             full_refresh: Duration::from_secs(600),
+            services_refresh: Duration::from_secs(60),
             concurrency: 4,
+            shard: None,
         }
     }
 
@@ -627,7 +726,7 @@ mod tests {
     async fn cold_then_steady_cycle_costs() {
         let mut d = Discovery::new(topology(), opts(&[]));
         let t0 = Instant::now();
-        let c = d.cycle(t0).await.unwrap();
+        let c = d.cycle(t0, far()).await.unwrap();
         assert!(c.complete);
         assert_eq!(ips(&c), vec!["10.0.0.1", "10.0.0.2", "10.0.1.1"]);
         assert_eq!(c.stats.services, 3);
@@ -651,9 +750,16 @@ mod tests {
             ]
         );
 
-        let c2 = d.cycle(t0 + Duration::from_secs(30)).await.unwrap();
+        let c2 = d.cycle(t0 + Duration::from_secs(30), far()).await.unwrap();
         assert!(c2.complete);
         assert_eq!(c2.snapshot, c.snapshot);
+        assert_eq!(
+            d.client().take_calls(),
+            vec!["DiscoverInstancesRevision", "DiscoverInstancesRevision"],
+            "steady state: one revision call per tagged service"
+        );
+        let c3 = d.cycle(t0 + Duration::from_secs(60), far()).await.unwrap();
+        assert_eq!(c3.snapshot, c.snapshot);
         assert_eq!(
             d.client().take_calls(),
             vec![
@@ -661,18 +767,111 @@ mod tests {
                 "DiscoverInstancesRevision",
                 "ListServices"
             ],
-            "steady state: listing plus one revision call per tagged service"
+            "the service listing on its own clock"
         );
+    }
+
+    #[tokio::test]
+    async fn a_new_service_is_found_at_the_next_listing() {
+        let mut d = Discovery::new(topology(), opts(&[]));
+        let t0 = Instant::now();
+        d.cycle(t0, far()).await.unwrap();
+        d.client().add_service("apps", "new", &[("METRICS_PATH", "/m")]);
+        d.client().register("new", "t9", "10.0.0.9");
+        let c = d.cycle(t0 + Duration::from_secs(30), far()).await.unwrap();
+        assert!(!ips(&c).contains(&"10.0.0.9".to_string()));
+        let c = d.cycle(t0 + Duration::from_secs(60), far()).await.unwrap();
+        assert!(ips(&c).contains(&"10.0.0.9".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_call_ends_at_the_deadline_and_keeps_last_known_data() {
+        let mut d = Discovery::new(topology(), opts(&[]));
+        let t0 = Instant::now();
+        let first = d.cycle(t0, far()).await.unwrap();
+        d.client()
+            .state
+            .lock()
+            .unwrap()
+            .stalling_services
+            .insert("web".into());
+        d.client().register("api", "t5", "10.0.1.5");
+        let started = Instant::now();
+        let c = d
+            .cycle(started, started + Duration::from_millis(200))
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "cycle took {took:?}");
+        assert!(c.deadline_exceeded && !c.complete);
+        assert_eq!(c.failures.len(), 1);
+        assert_eq!(c.failures[0].service, "web");
+        assert!(c.failures[0].kept && c.failures[0].error.is_deadline());
+        // web kept as it was; api (not stalled) moved on.
+        let mut want = ips(&first);
+        want.push("10.0.1.5".into());
+        want.sort();
+        assert_eq!(ips(&c), want);
+    }
+
+    fn many(services: usize) -> Fake {
+        let f = Fake::default();
+        for i in 0..services {
+            let name = format!("s{i}");
+            f.add_service("apps", &name, &[("METRICS_PATH", "/m")]);
+            for j in 0..4 {
+                f.register(&name, &format!("{name}-t{j}"), &format!("10.{i}.0.{j}"));
+            }
+        }
+        f
+    }
+
+    #[tokio::test]
+    async fn service_shards_split_services_and_skip_other_shards_calls() {
+        let count = 3;
+        let mut seen = BTreeMap::new();
+        for index in 0..count {
+            let mut o = opts(&[]);
+            o.shard = Some((Shard { index, count }, ShardKey::Service));
+            let mut d = Discovery::new(many(30), o);
+            let c = d.cycle(Instant::now(), far()).await.unwrap();
+            let calls = d.client().take_calls();
+            let tags = calls.iter().filter(|c| **c == "ListTagsForResource").count();
+            assert_eq!(tags, c.snapshot.services.len(), "no calls for other shards' services");
+            assert_eq!(c.shard_excluded, 30 - c.snapshot.services.len());
+            for s in &c.snapshot.services {
+                assert_eq!(s.instances.len(), 4, "a service's targets stay together");
+                assert!(seen.insert(s.service.clone(), index).is_none(), "{} twice", s.service);
+            }
+        }
+        assert_eq!(seen.len(), 30, "every service in exactly one shard");
+    }
+
+    #[tokio::test]
+    async fn task_shards_split_instances() {
+        let count = 2;
+        let mut seen = BTreeSet::new();
+        for index in 0..count {
+            let mut o = opts(&[]);
+            o.shard = Some((Shard { index, count }, ShardKey::Task));
+            let mut d = Discovery::new(many(10), o);
+            let c = d.cycle(Instant::now(), far()).await.unwrap();
+            for i in c.snapshot.services.iter().flat_map(|s| &s.instances) {
+                assert!(seen.insert(i.id.clone()), "{} twice", i.id);
+            }
+            assert_eq!(c.shard_excluded + c.stats.instances, 40);
+        }
+        assert_eq!(seen.len(), 40, "every instance in exactly one shard");
     }
 
     #[tokio::test]
     async fn a_changed_revision_reads_only_that_service() {
         let mut d = Discovery::new(topology(), opts(&[]));
         let t0 = Instant::now();
-        d.cycle(t0).await.unwrap();
+        d.cycle(t0, far()).await.unwrap();
         d.client().take_calls();
         d.client().register("web", "t4", "10.0.0.4");
-        let c = d.cycle(t0 + Duration::from_secs(30)).await.unwrap();
+        let c = d.cycle(t0 + Duration::from_secs(30), far()).await.unwrap();
         assert_eq!(
             ips(&c),
             vec!["10.0.0.1", "10.0.0.2", "10.0.0.4", "10.0.1.1"]
@@ -688,21 +887,21 @@ mod tests {
     async fn tags_and_full_reads_happen_on_their_clocks() {
         let mut d = Discovery::new(topology(), opts(&[]));
         let t0 = Instant::now();
-        d.cycle(t0).await.unwrap();
+        d.cycle(t0, far()).await.unwrap();
         d.client().take_calls();
-        let c = d.cycle(t0 + Duration::from_secs(300)).await.unwrap();
+        let c = d.cycle(t0 + Duration::from_secs(300), far()).await.unwrap();
         assert_eq!(c.stats.tag_reads, 3);
         assert_eq!(c.stats.instance_reads, 0);
         let calls = d.client().take_calls();
         assert!(calls.contains(&"ListNamespaces"));
-        let c = d.cycle(t0 + Duration::from_secs(600)).await.unwrap();
+        let c = d.cycle(t0 + Duration::from_secs(600), far()).await.unwrap();
         assert_eq!(c.stats.instance_reads, 2);
     }
 
     #[tokio::test]
     async fn namespace_selection() {
         let mut d = Discovery::new(topology(), opts(&["other", "nope"]));
-        let c = d.cycle(Instant::now()).await.unwrap();
+        let c = d.cycle(Instant::now(), far()).await.unwrap();
         assert_eq!(ips(&c), vec!["10.0.1.1"]);
         assert_eq!(c.stats.services, 1);
     }
@@ -711,7 +910,7 @@ mod tests {
     async fn failures_keep_last_known_data_and_report_age() {
         let mut d = Discovery::new(topology(), opts(&[]));
         let t0 = Instant::now();
-        let first = d.cycle(t0).await.unwrap();
+        let first = d.cycle(t0, far()).await.unwrap();
         d.client()
             .state
             .lock()
@@ -719,7 +918,7 @@ mod tests {
             .failing_services
             .insert("web".into());
         d.client().register("api", "t5", "10.0.1.5");
-        let c = d.cycle(t0 + Duration::from_secs(30)).await.unwrap();
+        let c = d.cycle(t0 + Duration::from_secs(30), far()).await.unwrap();
         assert!(!c.complete);
         assert_eq!(c.failures.len(), 1);
         assert!(c.failures[0].kept);
@@ -738,7 +937,7 @@ mod tests {
             .unwrap()
             .failing
             .extend(["ListServices", "DiscoverInstancesRevision"]);
-        let c = d.cycle(t0 + Duration::from_secs(60)).await.unwrap();
+        let c = d.cycle(t0 + Duration::from_secs(60), far()).await.unwrap();
         assert!(c.listing_error.is_some());
         assert_eq!(
             ips(&c),
@@ -752,7 +951,7 @@ mod tests {
             s.failing_services.clear();
         }
         d.client().register("web", "t6", "10.0.0.6");
-        let c = d.cycle(t0 + Duration::from_secs(90)).await.unwrap();
+        let c = d.cycle(t0 + Duration::from_secs(90), far()).await.unwrap();
         assert!(c.complete);
         assert!(ips(&c).contains(&"10.0.0.6".to_string()));
     }
@@ -762,7 +961,7 @@ mod tests {
         let f = topology();
         f.state.lock().unwrap().failing.insert("ListServices");
         let mut d = Discovery::new(f, opts(&[]));
-        assert!(d.cycle(Instant::now()).await.is_err());
+        assert!(d.cycle(Instant::now(), far()).await.is_err());
     }
 
     #[tokio::test]
@@ -774,7 +973,7 @@ mod tests {
             .failing_services
             .insert("api".into());
         let mut d = Discovery::new(f, opts(&[]));
-        let c = d.cycle(Instant::now()).await.unwrap();
+        let c = d.cycle(Instant::now(), far()).await.unwrap();
         assert!(!c.complete);
         assert!(!c.failures[0].kept);
         assert_eq!(ips(&c), vec!["10.0.0.1", "10.0.0.2"]);
@@ -784,15 +983,19 @@ mod tests {
     async fn removed_services_disappear_after_a_good_listing() {
         let mut d = Discovery::new(topology(), opts(&[]));
         let t0 = Instant::now();
-        d.cycle(t0).await.unwrap();
+        d.cycle(t0, far()).await.unwrap();
         d.client()
             .state
             .lock()
             .unwrap()
             .services
             .retain(|s| s.0.name != "api");
-        let c = d.cycle(t0 + Duration::from_secs(30)).await.unwrap();
+        d.client().state.lock().unwrap().instances.remove("api");
+        // Between listings: the revision call answers ServiceNotFound.
+        let c = d.cycle(t0 + Duration::from_secs(30), far()).await.unwrap();
         assert!(c.complete);
+        assert_eq!(ips(&c), vec!["10.0.0.1", "10.0.0.2"]);
+        let c = d.cycle(t0 + Duration::from_secs(60), far()).await.unwrap();
         assert_eq!(ips(&c), vec!["10.0.0.1", "10.0.0.2"]);
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::aws::{AwsError, Ec2, Ecs, ErrorKind, Host, TaskFacts};
+use crate::aws::{AwsError, Ec2, Ecs, ErrorKind, Host, TaskFacts, by_deadline};
 use crate::targets::{HostTarget, Snapshot, TaskInfo, attr};
 
 /// How enrichment behaves.
@@ -90,8 +90,10 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
         now.saturating_duration_since(at) >= self.opts.name_refresh
     }
 
-    /// Enriches the ECS tasks of `snapshot`.
-    pub async fn enrich(&mut self, snapshot: &Snapshot, now: Instant) -> Enriched {
+    /// Enriches the ECS tasks of `snapshot`; every call ends by `deadline` (a call
+    /// abandoned then fails like any other: new tasks are held, known ones keep
+    /// their cached facts).
+    pub async fn enrich(&mut self, snapshot: &Snapshot, now: Instant, deadline: Instant) -> Enriched {
         let mut out = Enriched::default();
 
         // ECS tasks in the snapshot, by cluster.
@@ -117,7 +119,7 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
         }
         for (cluster, mut ids) in unknown {
             ids.sort();
-            match self.ecs.tasks(cluster, &ids).await {
+            match by_deadline(deadline, "DescribeTasks", self.ecs.tasks(cluster, &ids)).await {
                 Ok(found) => {
                     let mut found: HashMap<String, TaskFacts> =
                         found.into_iter().map(|f| (f.task_id.clone(), f)).collect();
@@ -165,7 +167,8 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
         }
         for (cluster, arns) in cis {
             let arns: Vec<String> = arns.into_iter().collect();
-            match self.ecs.container_instances(cluster, &arns).await {
+            let call = self.ecs.container_instances(cluster, &arns);
+            match by_deadline(deadline, "DescribeContainerInstances", call).await {
                 Ok(pairs) => self.container_instances.extend(pairs),
                 Err(e) => {
                     warn!(cluster, error = %e, "could not describe container instances");
@@ -188,7 +191,7 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                 .as_ref()
                 .is_none_or(|(at, _)| self.due(*at, now))
         {
-            match self.ec2.hosts_tagged(&key, &value).await {
+            match by_deadline(deadline, "DescribeInstances", self.ec2.hosts_tagged(&key, &value)).await {
                 Ok(hosts) => {
                     let ids = hosts.iter().map(|h| h.instance_id.clone()).collect();
                     for h in hosts {
@@ -211,7 +214,7 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
             .cloned()
             .collect();
         if !due.is_empty() {
-            match self.ec2.hosts(&due).await {
+            match by_deadline(deadline, "DescribeInstances", self.ec2.hosts(&due)).await {
                 Ok(hosts) => {
                     for h in hosts {
                         self.hosts.insert(h.instance_id.clone(), (h, now));
@@ -326,6 +329,11 @@ mod tests {
     use super::*;
     use crate::targets::{Instance, ServiceData};
     use std::sync::Mutex;
+
+    /// A deadline no unit test reaches.
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
 
     #[derive(Default)]
     struct Fake {
@@ -451,7 +459,8 @@ mod tests {
         let f = fake();
         let mut e = Enricher::new(&f, &f, opts());
         let t0 = Instant::now();
-        let r = e.enrich(&snapshot(&["t1", "t2"]), t0).await;
+        let r = e.enrich(&snapshot(&["t1", "t2"]), t0, far())
+            .await;
         assert!(r.errors.is_empty() && r.held.is_empty());
         let t1 = &r.tasks["t1"];
         assert_eq!(t1.ec2_name.as_deref(), Some("host-a"));
@@ -468,7 +477,7 @@ mod tests {
 
         f.calls.lock().unwrap().clear();
         let again = e
-            .enrich(&snapshot(&["t1", "t2"]), t0 + Duration::from_secs(30))
+            .enrich(&snapshot(&["t1", "t2"]), t0 + Duration::from_secs(30), far())
             .await;
         assert_eq!(again.tasks, r.tasks);
         assert!(
@@ -479,11 +488,11 @@ mod tests {
         // Rename: picked up on the Name clock only.
         f.hosts.lock().unwrap()[0].name = Some("renamed".into());
         let r = e
-            .enrich(&snapshot(&["t1", "t2"]), t0 + Duration::from_secs(60))
+            .enrich(&snapshot(&["t1", "t2"]), t0 + Duration::from_secs(60), far())
             .await;
         assert_eq!(r.tasks["t1"].ec2_name.as_deref(), Some("host-a"));
         let r = e
-            .enrich(&snapshot(&["t1", "t2"]), t0 + Duration::from_secs(300))
+            .enrich(&snapshot(&["t1", "t2"]), t0 + Duration::from_secs(300), far())
             .await;
         assert_eq!(r.tasks["t1"].ec2_name.as_deref(), Some("renamed"));
         assert_eq!(*f.calls.lock().unwrap(), vec![("DescribeInstances", 1)]);
@@ -494,10 +503,11 @@ mod tests {
         let f = fake();
         let mut e = Enricher::new(&f, &f, opts());
         let t0 = Instant::now();
-        e.enrich(&snapshot(&["t2"]), t0).await;
+        e.enrich(&snapshot(&["t2"]), t0, far())
+            .await;
         *f.fail_ecs.lock().unwrap() = true;
         let r = e
-            .enrich(&snapshot(&["t1", "t2"]), t0 + Duration::from_secs(30))
+            .enrich(&snapshot(&["t1", "t2"]), t0 + Duration::from_secs(30), far())
             .await;
         assert_eq!(r.held, BTreeSet::from(["t1".to_string()]));
         assert_eq!(r.errors.len(), 1);
@@ -507,7 +517,7 @@ mod tests {
             "known task kept"
         );
         let r = e
-            .enrich(&snapshot(&["t1", "t2"]), t0 + Duration::from_secs(95))
+            .enrich(&snapshot(&["t1", "t2"]), t0 + Duration::from_secs(95), far())
             .await;
         assert!(r.held.is_empty(), "released after the hold time");
         assert_eq!(r.tasks["t1"], TaskInfo::default());
@@ -523,7 +533,8 @@ mod tests {
             .collect();
         let mut e = Enricher::new(&f, &f, opts());
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let r = e.enrich(&snapshot(&refs), Instant::now()).await;
+        let r = e.enrich(&snapshot(&refs), Instant::now(), far())
+            .await;
         assert_eq!(r.tasks.len(), 250);
         // The adapter splits into batches of 100 (checked on the wire against moto).
         assert_eq!(*f.calls.lock().unwrap(), vec![("DescribeTasks", 250)]);

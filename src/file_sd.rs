@@ -23,12 +23,44 @@ pub enum Publish {
 
 /// A failed write, naming the step and the path. The previous file is intact.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {step} {path}: {source}")]
+#[error("cannot {step} {path}: {source}{}", self.hint().map(|h| format!(" ({h})")).unwrap_or_default())]
 pub struct WriteError {
     pub step: &'static str,
     pub path: PathBuf,
     #[source]
     pub source: io::Error,
+}
+
+impl WriteError {
+    /// A short class of the failure, usable as a metric label.
+    pub fn reason(&self) -> &'static str {
+        match self.source.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => "no_space",
+            io::ErrorKind::ReadOnlyFilesystem => "read_only",
+            io::ErrorKind::NotFound => "missing_directory",
+            io::ErrorKind::PermissionDenied => "permission_denied",
+            _ => "other",
+        }
+    }
+
+    /// What an operator does about it.
+    fn hint(&self) -> Option<&'static str> {
+        match self.reason() {
+            "no_space" => Some("the filesystem is full: free space or grow the volume"),
+            "read_only" => Some("the filesystem is mounted read-only: mount the volume read-write"),
+            "missing_directory" => Some("the directory does not exist: create it or mount the volume"),
+            "permission_denied" => Some("the sidecar's user may not write there: fix the owner or mode of the directory"),
+            _ => None,
+        }
+    }
+
+    pub const REASONS: [&'static str; 5] = [
+        "no_space",
+        "read_only",
+        "missing_directory",
+        "permission_denied",
+        "other",
+    ];
 }
 
 /// Writes one file_sd file.
@@ -204,6 +236,21 @@ mod tests {
     }
 
     #[test]
+    fn failures_are_classified_for_operators() {
+        let e = |kind| WriteError {
+            step: "write",
+            path: PathBuf::from("/sd/t.json"),
+            source: io::Error::from(kind),
+        };
+        assert_eq!(e(io::ErrorKind::StorageFull).reason(), "no_space");
+        assert!(e(io::ErrorKind::StorageFull).to_string().contains("filesystem is full"));
+        assert_eq!(e(io::ErrorKind::ReadOnlyFilesystem).reason(), "read_only");
+        assert_eq!(e(io::ErrorKind::PermissionDenied).reason(), "permission_denied");
+        assert_eq!(e(io::ErrorKind::Interrupted).reason(), "other");
+        assert!(!e(io::ErrorKind::Interrupted).to_string().contains('('));
+    }
+
+    #[test]
     fn missing_directory_is_a_clear_error_and_recovers() {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("sd");
@@ -213,6 +260,8 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("create a temporary file in"), "{msg}");
         assert!(msg.contains(&sub.display().to_string()), "{msg}");
+        assert_eq!(e.reason(), "missing_directory");
+        assert!(msg.contains("the directory does not exist"), "{msg}");
         fs::create_dir(&sub).unwrap();
         assert_eq!(w.publish(b"[]").unwrap(), Publish::Written);
     }

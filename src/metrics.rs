@@ -37,6 +37,13 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileReasonLabels {
+    /// `targets` (--output) or `hosts` (--ec2-hosts-output).
+    pub file: &'static str,
+    pub reason: &'static str,
+}
+
 /// Every metric the sidecar exports, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -67,6 +74,13 @@ pub struct Metrics {
     pub remote_write: crate::remote_write::RemoteWriteMetrics,
     /// New tasks held out of the file while their ECS/EC2 facts are unknown.
     pub tasks_held: Gauge,
+    /// 1 while the last write of a file failed, by file and reason.
+    pub write_failing: Family<FileReasonLabels, Gauge>,
+    /// Cycles cut short by --cycle-timeout.
+    pub cycle_deadline_exceeded: Counter,
+    /// Services (--shard-key service) or instances (--shard-key task) left to other
+    /// shards in the last cycle.
+    pub shard_excluded: Gauge,
 }
 
 impl Default for Metrics {
@@ -94,6 +108,9 @@ impl Metrics {
             ready: Gauge::default(),
             remote_write: Default::default(),
             tasks_held: Gauge::default(),
+            write_failing: Family::default(),
+            cycle_deadline_exceeded: Counter::default(),
+            shard_excluded: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -156,7 +173,29 @@ impl Metrics {
             "New tasks held out of the file while their ECS/EC2 facts are unknown",
             m.tasks_held.clone(),
         );
+        registry.register(
+            "write_failing",
+            "1 while the last write of a file failed (file: targets or hosts; reason: no_space, read_only, missing_directory, permission_denied, other)",
+            m.write_failing.clone(),
+        );
+        registry.register(
+            "cycle_deadline_exceeded",
+            "Discovery cycles cut short by --cycle-timeout; unfinished services kept their last known targets",
+            m.cycle_deadline_exceeded.clone(),
+        );
+        registry.register(
+            "shard_excluded",
+            "Services (--shard-key service) or instances (--shard-key task) left to other shards in the last cycle",
+            m.shard_excluded.clone(),
+        );
         m.remote_write.register(&mut registry);
+        for file in ["targets", "hosts"] {
+            for reason in crate::file_sd::WriteError::REASONS {
+                m.write_failing
+                    .get_or_create(&FileReasonLabels { file, reason })
+                    .set(0);
+            }
+        }
         for reason in crate::targets::SkipReason::ALL {
             m.skipped_endpoints
                 .get_or_create(&ReasonLabels {

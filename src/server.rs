@@ -1,10 +1,11 @@
 //! The HTTP server on `--listen`: `/-/healthy` (liveness), `/-/ready` (readiness:
-//! true after the first successful write) and `/metrics`, the paths Prometheus
-//! itself uses. It only reads shared state.
+//! true after the first successful write, false again while the file cannot be
+//! written) and `/metrics`, the paths Prometheus itself uses. It only reads shared
+//! state.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -22,6 +23,8 @@ use crate::metrics::Metrics;
 pub struct Shared {
     pub metrics: Arc<Metrics>,
     ready: AtomicBool,
+    /// The error of the last write, while it is the last word.
+    write_error: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -29,18 +32,40 @@ impl Shared {
         Shared {
             metrics,
             ready: AtomicBool::new(false),
+            write_error: Mutex::new(None),
         }
     }
 
-    /// Marks the sidecar ready (after the first successful write). Never unset:
-    /// the file stays valid even when later writes fail, and metrics say so.
+    /// Records a successful write: the sidecar is ready, and stays so until a
+    /// write fails.
     pub fn set_ready(&self) {
+        *self.write_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.ready.store(true, Ordering::Release);
         self.metrics.ready.set(1);
     }
 
-    pub fn is_ready(&self) -> bool {
+    /// Records a failed write: not ready until a write succeeds again (the
+    /// previous file is intact but no longer follows Cloud Map).
+    pub fn set_write_error(&self, error: String) {
+        *self.write_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+        self.metrics.ready.set(0);
+    }
+
+    /// True once a write succeeded, whatever happened after (the first publish
+    /// rules use this).
+    pub fn has_written(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Ready: a write succeeded and the last write did not fail; else why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if let Some(e) = &*self.write_error.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(format!("the last write failed: {e}"));
+        }
+        if !self.has_written() {
+            return Err("no successful write yet".to_string());
+        }
+        Ok(())
     }
 }
 
@@ -107,7 +132,7 @@ pub async fn serve(
 }
 
 async fn index() -> &'static str {
-    "cloudmap-sd\n/-/healthy  liveness\n/-/ready    readiness (after the first successful write)\n/metrics    metrics\n"
+    "cloudmap-sd\n/-/healthy  liveness\n/-/ready    readiness (a write succeeded and the last one did not fail)\n/metrics    metrics\n"
 }
 
 async fn healthy() -> &'static str {
@@ -115,13 +140,12 @@ async fn healthy() -> &'static str {
 }
 
 async fn ready(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    if s.is_ready() {
-        (StatusCode::OK, "cloudmap-sd is Ready.\n")
-    } else {
-        (
+    match s.readiness() {
+        Ok(()) => (StatusCode::OK, "cloudmap-sd is Ready.\n".to_string()),
+        Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "cloudmap-sd is not ready: no successful write yet.\n",
-        )
+            format!("cloudmap-sd is not ready: {why}.\n"),
+        ),
     }
 }
 

@@ -14,7 +14,7 @@ use crate::config::{Cli, Options};
 use crate::discovery::{Cycle, Discovery, DiscoveryOptions};
 use crate::enrich::{EnrichOptions, Enriched, Enricher};
 use crate::file_sd::{FileSd, Publish, WriteError};
-use crate::metrics::{Metrics, OutcomeLabels, ReasonLabels, ServiceLabels};
+use crate::metrics::{FileReasonLabels, Metrics, OutcomeLabels, ReasonLabels, ServiceLabels};
 use crate::server::{self, Shared};
 use crate::targets::{self, Built, SkipReason, Skipped, TargetOptions};
 
@@ -47,7 +47,9 @@ impl DiscoveryOptions {
             health: o.health_status,
             tags_refresh: o.tags_refresh,
             full_refresh: o.full_refresh,
+            services_refresh: o.services_refresh,
             concurrency: usize::from(o.concurrency),
+            shard: o.shard.map(|s| (s, o.shard_key)),
         }
     }
 }
@@ -94,11 +96,12 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Pipeline<C, E, X> {
         }
     }
 
-    /// A discovery cycle with the enrichment folded into its snapshot.
-    async fn pass(&mut self, now: Instant) -> Result<(Cycle, Enriched), AwsError> {
-        let mut cycle = self.discovery.cycle(now).await?;
+    /// A discovery cycle with the enrichment folded into its snapshot; every call
+    /// ends by `deadline`.
+    async fn pass(&mut self, now: Instant, deadline: Instant) -> Result<(Cycle, Enriched), AwsError> {
+        let mut cycle = self.discovery.cycle(now, deadline).await?;
         let mut enriched = match self.enricher.as_mut() {
-            Some(e) => e.enrich(&cycle.snapshot, now).await,
+            Some(e) => e.enrich(&cycle.snapshot, now, deadline).await,
             None => Enriched::default(),
         };
         cycle.snapshot.tasks = std::mem::take(&mut enriched.tasks);
@@ -114,6 +117,68 @@ impl TargetOptions {
             label_style: o.label_style,
             default_port: o.default_port,
         }
+    }
+}
+
+/// One discovery pass, rendered.
+pub struct Pass {
+    pub cycle: Cycle,
+    pub enriched: Enriched,
+    /// The targets file content.
+    pub content: Vec<u8>,
+    pub built: Built,
+    /// The hosts file content, when --ec2-hosts-output is set and hosts are known.
+    pub hosts: Option<Vec<u8>>,
+}
+
+/// The sidecar's discovery state and rendering: AWS calls and caches in, file
+/// content out, with no clock or file of its own. [`run`] drives it every interval;
+/// the benchmark drives it directly.
+pub struct Engine<C, E, X> {
+    pipeline: Pipeline<C, E, X>,
+    publisher: Publisher,
+    cycle_timeout: Duration,
+    hosts_ports: Option<Vec<u16>>,
+}
+
+impl<C: CloudMap, E: Ecs, X: Ec2> Engine<C, E, X> {
+    pub fn new(clients: Clients<C, E, X>, options: &Options, metrics: Arc<Metrics>) -> Self {
+        Engine {
+            pipeline: Pipeline::new(clients, options),
+            publisher: Publisher::new(TargetOptions::from_options(options), metrics),
+            cycle_timeout: options.cycle_timeout(),
+            hosts_ports: options
+                .ec2_hosts_output
+                .as_ref()
+                .map(|_| options.ec2_hosts_ports.clone()),
+        }
+    }
+
+    /// One pass started at `started`, all calls ending by `started` plus the cycle
+    /// timeout. `Err` only when nothing is known yet and the service listing failed.
+    pub async fn pass(&mut self, started: Instant) -> Result<Pass, AwsError> {
+        let deadline = started + self.cycle_timeout;
+        let (cycle, enriched) = self.pipeline.pass(started, deadline).await?;
+        self.publisher.record_cycle(&cycle);
+        let (content, built) = self.publisher.render(&cycle);
+        let hosts = match (&self.hosts_ports, &enriched.hosts) {
+            (Some(ports), Some(hosts)) => {
+                Some(targets::to_json(&targets::host_groups(hosts, ports)))
+            }
+            _ => None,
+        };
+        Ok(Pass {
+            cycle,
+            enriched,
+            content,
+            built,
+            hosts,
+        })
+    }
+
+    /// The Cloud Map adapter (the benchmark reads its call counts).
+    pub fn cloudmap(&self) -> &C {
+        self.pipeline.discovery.client()
     }
 }
 
@@ -260,37 +325,35 @@ pub async fn once<C: CloudMap, E: Ecs, X: Ec2>(
     options: &Options,
     metrics: Arc<Metrics>,
 ) -> Result<(), Error> {
-    let mut pipeline = Pipeline::new(clients, options);
-    let mut publisher = Publisher::new(TargetOptions::from_options(options), metrics);
+    let mut engine = Engine::new(clients, options, metrics);
     let started = Instant::now();
-    let (cycle, enriched) = pipeline.pass(started).await.map_err(Error::Discovery)?;
+    let pass = engine.pass(started).await.map_err(Error::Discovery)?;
+    let (cycle, enriched) = (&pass.cycle, &pass.enriched);
     if !cycle.complete || !enriched.errors.is_empty() {
-        let mut problems = vec![describe_failures(&cycle)];
+        let mut problems = vec![describe_failures(cycle)];
         problems.extend(enriched.errors.iter().map(|e| e.to_string()));
         problems.retain(|p| !p.is_empty());
         return Err(Error::Incomplete(problems.join("; ")));
     }
-    let (content, built) = publisher.render(&cycle);
-    if let (Some(path), Some(hosts)) = (&options.ec2_hosts_output, &enriched.hosts) {
-        let json = targets::to_json(&targets::host_groups(hosts, &options.ec2_hosts_ports));
+    if let (Some(path), Some(json)) = (&options.ec2_hosts_output, pass.hosts) {
         write(FileSd::open(path), json).await.1?;
     }
     let outcome = if Cli::is_stdout(&options.output) {
-        crate::file_sd::write_stdout(&content).map_err(Error::Stdout)?;
+        crate::file_sd::write_stdout(&pass.content).map_err(Error::Stdout)?;
         "printed"
     } else {
-        let (_, r) = write(FileSd::open(&options.output), content).await;
+        let (_, r) = write(FileSd::open(&options.output), pass.content).await;
         match r? {
             Publish::Written => "written",
             Publish::Unchanged => "unchanged",
         }
     };
     info!(
-        services = cycle.stats.services,
-        tagged = cycle.stats.tagged,
-        instances = cycle.stats.instances,
-        targets = built.groups.len(),
-        skipped = built.skipped.len(),
+        services = pass.cycle.stats.services,
+        tagged = pass.cycle.stats.tagged,
+        instances = pass.cycle.stats.instances,
+        targets = pass.built.groups.len(),
+        skipped = pass.built.skipped.len(),
         file = outcome,
         duration_ms = started.elapsed().as_millis() as u64,
         "discovery pass done"
@@ -298,8 +361,20 @@ pub async fn once<C: CloudMap, E: Ecs, X: Ec2>(
     Ok(())
 }
 
+/// Marks the write-failure gauges of `file`: `reason` set, the others cleared.
+fn write_failing(metrics: &Metrics, file: &'static str, reason: Option<&'static str>) {
+    for r in WriteError::REASONS {
+        metrics
+            .write_failing
+            .get_or_create(&FileReasonLabels { file, reason: r })
+            .set(i64::from(reason == Some(r)));
+    }
+}
+
 /// The sidecar: serves HTTP and runs a discovery cycle every interval until
 /// `shutdown` is cancelled. A write in progress is finished, never abandoned.
+/// Cycles never overlap: each ends by --cycle-timeout, and a late one delays the
+/// next tick instead of bunching ticks up.
 pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
     clients: Clients<C, E, X>,
     options: &Options,
@@ -315,13 +390,14 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
     let shared = Arc::new(Shared::new(metrics.clone()));
     info!(listen = %options.listen, output = %options.output.display(),
         interval = %humantime::format_duration(options.interval),
+        cycle_timeout = %humantime::format_duration(options.cycle_timeout()),
         namespaces = %if options.namespaces.is_empty() { "(all)".to_string() } else { options.namespaces.join(",") },
+        shard = %options.shard.map_or("(none)".to_string(), |s| format!("{}/{} by {:?}", s.index, s.count, options.shard_key).to_lowercase()),
         "cloudmap-sd starting");
     let server = tokio::spawn(server::serve(listener, shared.clone(), shutdown.clone()));
     let remote_write = crate::remote_write::spawn(options, metrics.clone(), shutdown.clone());
 
-    let mut pipeline = Pipeline::new(clients, options);
-    let mut publisher = Publisher::new(TargetOptions::from_options(options), metrics.clone());
+    let mut engine = Engine::new(clients, options, metrics.clone());
     let mut writer = Some(FileSd::open(&options.output));
     let mut hosts_writer = options.ec2_hosts_output.as_deref().map(FileSd::open);
     let mut ticker = tokio::time::interval(options.interval);
@@ -337,25 +413,34 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
         let span = info_span!("cycle", n);
         let started = Instant::now();
         let result = tokio::select! {
-            r = pipeline.pass(started).instrument(span.clone()) => r,
+            r = engine.pass(started).instrument(span.clone()) => r,
             _ = shutdown.cancelled() => break,
         };
         let _g = span.enter();
         metrics
             .cycle_duration
             .observe(started.elapsed().as_secs_f64());
-        let (cycle, enriched) = match result {
-            Ok(c) => c,
+        let pass = match result {
+            Ok(p) => p,
             Err(e) => {
                 metrics
                     .cycles
                     .get_or_create(&OutcomeLabels { outcome: "failed" })
                     .inc();
+                if e.is_deadline() {
+                    metrics.cycle_deadline_exceeded.inc();
+                }
                 error!(error = %e, "discovery failed before any service was known; the file is left as it is");
                 continue;
             }
         };
-        publisher.record_cycle(&cycle);
+        let Pass {
+            cycle,
+            enriched,
+            content,
+            built,
+            hosts,
+        } = pass;
         metrics
             .cycles
             .get_or_create(&OutcomeLabels {
@@ -366,40 +451,53 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
                 },
             })
             .inc();
+        if cycle.deadline_exceeded {
+            metrics.cycle_deadline_exceeded.inc();
+            warn!(cycle_timeout = %humantime::format_duration(options.cycle_timeout()),
+                "cycle deadline reached; unfinished services keep their last known targets");
+        }
+        metrics.shard_excluded.set(cycle.shard_excluded as i64);
         metrics.tasks_held.set(cycle.snapshot.held.len() as i64);
-        if !cycle.complete && !shared.is_ready() {
+        if !cycle.complete && !shared.has_written() {
             warn!(problems = %describe_failures(&cycle),
                 "first discovery incomplete; not publishing a partial list, trying again next cycle");
             continue;
         }
-        if !cycle.snapshot.held.is_empty() && !shared.is_ready() {
+        if !cycle.snapshot.held.is_empty() && !shared.has_written() {
             warn!(
                 held = cycle.snapshot.held.len(),
                 "first publish waits for the ECS/EC2 facts of new tasks (at most --enrichment-hold)"
             );
             continue;
         }
-        if let (Some(hw), Some(hosts)) = (hosts_writer.take(), &enriched.hosts) {
-            let json = targets::to_json(&targets::host_groups(hosts, &options.ec2_hosts_ports));
+        if let (Some(hw), Some(json)) = (hosts_writer.take(), hosts) {
             let (w, r) = write(hw, json).await;
-            if let Err(e) = r {
-                metrics
-                    .writes
-                    .get_or_create(&OutcomeLabels { outcome: "failed" })
-                    .inc();
-                error!(error = %e, "could not write the EC2 hosts file; the previous file is intact");
+            match r {
+                Ok(_) => write_failing(&metrics, "hosts", None),
+                Err(e) => {
+                    metrics
+                        .writes
+                        .get_or_create(&OutcomeLabels { outcome: "failed" })
+                        .inc();
+                    write_failing(&metrics, "hosts", Some(e.reason()));
+                    error!(error = %e, "could not write the EC2 hosts file; the previous file is intact");
+                }
             }
             hosts_writer = Some(w);
         }
-        let (content, built) = publisher.render(&cycle);
         let (w, r) = write(writer.take().expect("writer is put back"), content).await;
         writer = Some(w);
         let file = match r {
             Ok(outcome) => {
-                publisher.published(&cycle, &built, outcome);
-                if !shared.is_ready() {
-                    shared.set_ready();
+                engine.publisher.published(&cycle, &built, outcome);
+                write_failing(&metrics, "targets", None);
+                let first = !shared.has_written();
+                let recovered = !first && shared.readiness().is_err();
+                shared.set_ready();
+                if first {
                     info!(file = %options.output.display(), "first write done; ready");
+                } else if recovered {
+                    info!(file = %options.output.display(), "file written again; ready");
                 }
                 match outcome {
                     Publish::Written => "written",
@@ -411,7 +509,9 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
                     .writes
                     .get_or_create(&OutcomeLabels { outcome: "failed" })
                     .inc();
-                error!(error = %e, "could not write the file; the previous file is intact");
+                write_failing(&metrics, "targets", Some(e.reason()));
+                shared.set_write_error(e.to_string());
+                error!(error = %e, "could not write the file; the previous file is intact; not ready until a write succeeds");
                 "failed"
             }
         };

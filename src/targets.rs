@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::config::LabelStyle;
+use crate::config::{LabelStyle, Shard};
 
 /// Service tag holding the primary endpoint's path (required for it to be scraped).
 pub const TAG_METRICS_PATH: &str = "METRICS_PATH";
@@ -79,6 +79,30 @@ pub struct Snapshot {
     pub tasks: BTreeMap<String, TaskInfo>,
     /// Task ids held back until their facts are known.
     pub held: BTreeSet<String>,
+}
+
+impl Shard {
+    /// The shard `key` belongs to among `count`: the md5 of the key, its last 8
+    /// bytes read as a big-endian number, modulo `count`. This is the function of
+    /// Prometheus's `hashmod` relabel action, so an operator can reproduce the split
+    /// with relabelling, and it never changes across restarts or versions.
+    pub fn of(key: &str, count: u32) -> u32 {
+        use md5::{Digest, Md5};
+        let digest = Md5::digest(key.as_bytes());
+        let mut low = [0u8; 8];
+        low.copy_from_slice(&digest[8..16]);
+        (u64::from_be_bytes(low) % u64::from(count.max(1))) as u32
+    }
+
+    /// Whether this shard keeps `key`.
+    pub fn keeps(&self, key: &str) -> bool {
+        Shard::of(key, self.count) == self.index
+    }
+
+    /// The key of a service for `--shard-key service`.
+    pub fn service_key(namespace: &str, service: &str) -> String {
+        format!("{namespace}/{service}")
+    }
 }
 
 /// How targets are labelled.
@@ -1015,5 +1039,32 @@ mod tests {
         assert_eq!(v[0]["targets"][0], "10.0.0.1:80");
         assert_eq!(v[0]["labels"]["cloudmap_service"], "web");
         assert_eq!(to_json(&[]), b"[]\n");
+    }
+
+    #[test]
+    fn shard_function_is_prometheus_hashmod() {
+        // Reference values: md5 of the key, last 8 bytes big-endian (computed with
+        // Python's hashlib), modulo the count.
+        assert_eq!(Shard::of("a", 3), (3585878926028121697u64 % 3) as u32);
+        assert_eq!(Shard::of("prod/api", 7), (4049542640361990847u64 % 7) as u32);
+        assert_eq!(Shard::of("task-1", 3), (2131566220572373302u64 % 3) as u32);
+        assert_eq!(Shard::of("", 7), (16825458760271544958u64 % 7) as u32);
+        assert_eq!(Shard::of("anything", 1), 0);
+    }
+
+    #[test]
+    fn shards_split_keys_exactly_once_and_evenly() {
+        let count = 4;
+        let shards: Vec<Shard> = (0..count).map(|index| Shard { index, count }).collect();
+        let mut per = vec![0usize; count as usize];
+        for i in 0..4000 {
+            let key = Shard::service_key("ns", &format!("svc-{i}"));
+            let owners: Vec<u32> = shards.iter().filter(|s| s.keeps(&key)).map(|s| s.index).collect();
+            assert_eq!(owners.len(), 1, "{key}: {owners:?}");
+            per[owners[0] as usize] += 1;
+        }
+        for n in per {
+            assert!((800..1200).contains(&n), "uneven split: {n} of 4000 in one of 4 shards");
+        }
     }
 }

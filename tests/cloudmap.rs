@@ -375,11 +375,19 @@ async fn last_known_good_survives_aws_failures_and_recovers() {
     sc.wait_ready(T).await;
     assert_eq!(sc.targets(), vec!["10.0.0.1:80", "10.0.0.2:80"]);
 
-    for fault in [Fault::ServerError, Fault::Throttle, Fault::Drop] {
+    for (i, fault) in [
+        Fault::ServerError,
+        Fault::Unavailable,
+        Fault::Throttle,
+        Fault::Drop,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let before = sc.metric("cloudmap_sd_cycles_total").await;
         proxy.set_fault(fault);
         // Registered while AWS fails: must not show up, nothing may vanish.
-        s.task(&a, &format!("x{}", fault as u8), "10.0.0.9", Some(80))
+        s.task(&a, &format!("x{i}"), "10.0.0.9", Some(80))
             .await;
         wait_for_async(T, "two failing cycles", || async {
             (sc.metric("cloudmap_sd_cycles_total").await >= before + 2.0).then_some(())
@@ -391,7 +399,7 @@ async fn last_known_good_survives_aws_failures_and_recovers() {
             "{fault:?}"
         );
         assert!(sc.metric("cloudmap_sd_service_failures_total").await > 0.0);
-        s.deregister(&a, &format!("x{}", fault as u8)).await;
+        s.deregister(&a, &format!("x{i}")).await;
     }
     let (_, m) = http_get(&sc.url("/metrics")).await.unwrap();
     let age = sum_metric(&m, "cloudmap_sd_service_data_age_seconds");

@@ -227,6 +227,31 @@ impl AwsError {
     }
 }
 
+/// The message of a call abandoned at the cycle deadline.
+const DEADLINE: &str = "abandoned at the cycle deadline (--cycle-timeout)";
+
+impl AwsError {
+    /// A call abandoned because the cycle deadline came.
+    pub fn deadline(operation: &'static str) -> Self {
+        AwsError::new(operation, ErrorKind::Timeout, DEADLINE)
+    }
+
+    pub fn is_deadline(&self) -> bool {
+        self.kind == ErrorKind::Timeout && self.message == DEADLINE
+    }
+}
+
+/// Runs `call`, giving up at `deadline` with [`AwsError::deadline`].
+pub async fn by_deadline<T>(
+    deadline: tokio::time::Instant,
+    operation: &'static str,
+    call: impl Future<Output = Result<T, AwsError>>,
+) -> Result<T, AwsError> {
+    tokio::time::timeout_at(deadline, call)
+        .await
+        .unwrap_or_else(|_| Err(AwsError::deadline(operation)))
+}
+
 /// Error kind from an AWS error code and HTTP status.
 pub fn classify(code: Option<&str>, status: u16) -> ErrorKind {
     match code.unwrap_or("") {

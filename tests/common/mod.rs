@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -200,18 +199,72 @@ impl Moto {
     }
 }
 
-/// What the proxy does with requests.
+/// What the proxy does with a request it picks for a fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum Fault {
     /// Forward to moto.
-    Pass = 0,
+    Pass,
     /// Answer 500 InternalFailure.
-    ServerError = 1,
-    /// Answer 400 ThrottlingException.
-    Throttle = 2,
+    ServerError,
+    /// Answer 503 ServiceUnavailable.
+    Unavailable,
+    /// Throttle as the service does: 400 `ThrottlingException` for the JSON
+    /// services, 503 `RequestLimitExceeded` in EC2's XML.
+    Throttle,
+    /// Forward to moto after this delay.
+    Slow(Duration),
     /// Close the connection without an answer.
-    Drop = 3,
+    Drop,
+    /// Never answer; the connection stays open.
+    Stall,
+}
+
+/// A fault and the share of requests it hits (1.0: every request). The share is
+/// exact and deterministic: of every n requests, round(n * rate) are hit.
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    fault: Fault,
+    rate: f64,
+    seen: u64,
+}
+
+impl Rule {
+    fn new(fault: Fault, rate: f64) -> Option<Rule> {
+        (fault != Fault::Pass && rate > 0.0).then_some(Rule {
+            fault,
+            rate: rate.min(1.0),
+            seen: 0,
+        })
+    }
+
+    /// The fault for the next request, or Pass.
+    fn next(&mut self) -> Fault {
+        let before = (self.seen as f64 * self.rate).floor();
+        self.seen += 1;
+        let after = (self.seen as f64 * self.rate).floor();
+        if after > before { self.fault } else { Fault::Pass }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    all: Option<Rule>,
+    per_op: BTreeMap<String, Rule>,
+    /// Requests answered with a fault, by operation.
+    injected: BTreeMap<String, u64>,
+}
+
+impl Faults {
+    fn pick(&mut self, op: &str) -> Fault {
+        let f = match self.per_op.get_mut(op) {
+            Some(r) => r.next(),
+            None => self.all.as_mut().map_or(Fault::Pass, Rule::next),
+        };
+        if f != Fault::Pass {
+            *self.injected.entry(op.to_string()).or_default() += 1;
+        }
+        f
+    }
 }
 
 /// An HTTP proxy in front of moto that counts requests by AWS operation and can
@@ -219,8 +272,7 @@ pub enum Fault {
 pub struct Proxy {
     pub url: String,
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
-    fault: Arc<AtomicU8>,
-    op_faults: Arc<Mutex<BTreeMap<String, Fault>>>,
+    faults: Arc<Mutex<Faults>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -248,34 +300,27 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let counts = Arc::new(Mutex::new(BTreeMap::new()));
-        let fault = Arc::new(AtomicU8::new(Fault::Pass as u8));
-        let op_faults = Arc::new(Mutex::new(BTreeMap::new()));
+        let faults = Arc::new(Mutex::new(Faults::default()));
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
         let upstream: hyper::Uri = upstream.parse().unwrap();
-        let (c2, f2, o2) = (counts.clone(), fault.clone(), op_faults.clone());
+        let (c2, f2) = (counts.clone(), faults.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (counts, fault, ops, client, upstream) = (
-                    c2.clone(),
-                    f2.clone(),
-                    o2.clone(),
-                    client.clone(),
-                    upstream.clone(),
-                );
+                let (counts, faults, client, upstream) =
+                    (c2.clone(), f2.clone(), client.clone(), upstream.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (counts, fault, ops, client, upstream) = (
+                        let (counts, faults, client, upstream) = (
                             counts.clone(),
-                            fault.clone(),
-                            ops.clone(),
+                            faults.clone(),
                             client.clone(),
                             upstream.clone(),
                         );
-                        async move { forward(req, &counts, &fault, &ops, &client, &upstream).await }
+                        async move { forward(req, &counts, &faults, &client, &upstream).await }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -286,24 +331,39 @@ impl Proxy {
         Proxy {
             url: format!("http://{addr}"),
             counts,
-            fault,
-            op_faults,
+            faults,
             task,
         }
     }
 
+    /// A fault for every request of every operation (`Fault::Pass` clears it).
     pub fn set_fault(&self, f: Fault) {
-        self.fault.store(f as u8, Ordering::SeqCst);
+        self.set_fault_rate(f, 1.0);
     }
 
-    /// A fault for one operation only (`Fault::Pass` clears it).
+    /// A fault for a share `rate` (0.0 to 1.0) of all requests.
+    pub fn set_fault_rate(&self, f: Fault, rate: f64) {
+        self.faults.lock().unwrap().all = Rule::new(f, rate);
+    }
+
+    /// A fault for one operation only (`Fault::Pass` clears it); it takes the
+    /// place of the fault for all requests for that operation.
     pub fn set_fault_for(&self, operation: &str, f: Fault) {
-        let mut m = self.op_faults.lock().unwrap();
-        if f == Fault::Pass {
-            m.remove(operation);
-        } else {
-            m.insert(operation.to_string(), f);
-        }
+        self.set_fault_for_rate(operation, f, 1.0);
+    }
+
+    /// A fault for a share `rate` of one operation's requests.
+    pub fn set_fault_for_rate(&self, operation: &str, f: Fault, rate: f64) {
+        let mut m = self.faults.lock().unwrap();
+        match Rule::new(f, rate) {
+            Some(r) => m.per_op.insert(operation.to_string(), r),
+            None => m.per_op.remove(operation),
+        };
+    }
+
+    /// Requests answered with a fault so far, by operation.
+    pub fn injected(&self) -> BTreeMap<String, u64> {
+        self.faults.lock().unwrap().injected.clone()
     }
 
     /// Requests seen so far, by operation.
@@ -331,8 +391,7 @@ pub fn diff(
 async fn forward(
     req: Request<Incoming>,
     counts: &Mutex<BTreeMap<String, u64>>,
-    fault: &AtomicU8,
-    op_faults: &Mutex<BTreeMap<String, Fault>>,
+    faults: &Mutex<Faults>,
     client: &Client<HttpConnector, Full<Bytes>>,
     upstream: &hyper::Uri,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
@@ -349,7 +408,8 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let op_fault = op_faults.lock().unwrap().get(&op).copied();
+    let fault = faults.lock().unwrap().pick(&op);
+    let ec2 = target.is_empty();
     *counts.lock().unwrap().entry(op).or_default() += 1;
     let json = |status: u16, ty: &str| {
         Ok(Response::builder()
@@ -361,11 +421,28 @@ async fn forward(
             ))))
             .unwrap())
     };
-    match op_fault.map_or_else(|| fault.load(Ordering::SeqCst), |f| f as u8) {
-        1 => return json(500, "InternalFailure"),
-        2 => return json(400, "ThrottlingException"),
-        3 => return Err(std::io::Error::other("dropped by the test proxy")),
-        _ => {}
+    let xml = |status: u16, code: &str| {
+        Ok(Response::builder()
+            .status(status)
+            .header("content-type", "text/xml;charset=UTF-8")
+            .body(Full::new(Bytes::from(format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>\
+                 <Code>{code}</Code><Message>injected by the test proxy</Message></Error>\
+                 </Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
+            ))))
+            .unwrap())
+    };
+    match fault {
+        Fault::ServerError if ec2 => return xml(500, "InternalError"),
+        Fault::ServerError => return json(500, "InternalFailure"),
+        Fault::Unavailable if ec2 => return xml(503, "Unavailable"),
+        Fault::Unavailable => return json(503, "ServiceUnavailable"),
+        Fault::Throttle if ec2 => return xml(503, "RequestLimitExceeded"),
+        Fault::Throttle => return json(400, "ThrottlingException"),
+        Fault::Drop => return Err(std::io::Error::other("dropped by the test proxy")),
+        Fault::Stall => std::future::pending::<()>().await,
+        Fault::Slow(d) => tokio::time::sleep(d).await,
+        Fault::Pass => {}
     }
     let pq = parts
         .uri
