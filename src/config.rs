@@ -358,6 +358,7 @@ impl Cli {
         for (flag, d) in [
             ("--tags-refresh", o.tags_refresh),
             ("--full-refresh", o.full_refresh),
+            ("--services-refresh", o.services_refresh),
         ] {
             if d < o.interval {
                 return err(format!(
