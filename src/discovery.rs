@@ -184,7 +184,11 @@ impl<C: CloudMap> Discovery<C> {
         &self.client
     }
 
-    async fn refresh_namespaces(&mut self, now: Instant, deadline: Instant) -> Result<(), AwsError> {
+    async fn refresh_namespaces(
+        &mut self,
+        now: Instant,
+        deadline: Instant,
+    ) -> Result<(), AwsError> {
         let list: Vec<Namespace> =
             by_deadline(deadline, "ListNamespaces", self.client.namespaces()).await?;
         let map = list.into_iter().map(|n| (n.id, n.name)).collect();
@@ -776,7 +780,8 @@ mod tests {
         let mut d = Discovery::new(topology(), opts(&[]));
         let t0 = Instant::now();
         d.cycle(t0, far()).await.unwrap();
-        d.client().add_service("apps", "new", &[("METRICS_PATH", "/m")]);
+        d.client()
+            .add_service("apps", "new", &[("METRICS_PATH", "/m")]);
         d.client().register("new", "t9", "10.0.0.9");
         let c = d.cycle(t0 + Duration::from_secs(30), far()).await.unwrap();
         assert!(!ips(&c).contains(&"10.0.0.9".to_string()));
@@ -836,12 +841,23 @@ mod tests {
             let mut d = Discovery::new(many(30), o);
             let c = d.cycle(Instant::now(), far()).await.unwrap();
             let calls = d.client().take_calls();
-            let tags = calls.iter().filter(|c| **c == "ListTagsForResource").count();
-            assert_eq!(tags, c.snapshot.services.len(), "no calls for other shards' services");
+            let tags = calls
+                .iter()
+                .filter(|c| **c == "ListTagsForResource")
+                .count();
+            assert_eq!(
+                tags,
+                c.snapshot.services.len(),
+                "no calls for other shards' services"
+            );
             assert_eq!(c.shard_excluded, 30 - c.snapshot.services.len());
             for s in &c.snapshot.services {
                 assert_eq!(s.instances.len(), 4, "a service's targets stay together");
-                assert!(seen.insert(s.service.clone(), index).is_none(), "{} twice", s.service);
+                assert!(
+                    seen.insert(s.service.clone(), index).is_none(),
+                    "{} twice",
+                    s.service
+                );
             }
         }
         assert_eq!(seen.len(), 30, "every service in exactly one shard");

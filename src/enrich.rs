@@ -93,7 +93,12 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
     /// Enriches the ECS tasks of `snapshot`; every call ends by `deadline` (a call
     /// abandoned then fails like any other: new tasks are held, known ones keep
     /// their cached facts).
-    pub async fn enrich(&mut self, snapshot: &Snapshot, now: Instant, deadline: Instant) -> Enriched {
+    pub async fn enrich(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        deadline: Instant,
+    ) -> Enriched {
         let mut out = Enriched::default();
 
         // ECS tasks in the snapshot, by cluster.
@@ -191,7 +196,13 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                 .as_ref()
                 .is_none_or(|(at, _)| self.due(*at, now))
         {
-            match by_deadline(deadline, "DescribeInstances", self.ec2.hosts_tagged(&key, &value)).await {
+            match by_deadline(
+                deadline,
+                "DescribeInstances",
+                self.ec2.hosts_tagged(&key, &value),
+            )
+            .await
+            {
                 Ok(hosts) => {
                     let ids = hosts.iter().map(|h| h.instance_id.clone()).collect();
                     for h in hosts {
@@ -459,8 +470,7 @@ mod tests {
         let f = fake();
         let mut e = Enricher::new(&f, &f, opts());
         let t0 = Instant::now();
-        let r = e.enrich(&snapshot(&["t1", "t2"]), t0, far())
-            .await;
+        let r = e.enrich(&snapshot(&["t1", "t2"]), t0, far()).await;
         assert!(r.errors.is_empty() && r.held.is_empty());
         let t1 = &r.tasks["t1"];
         assert_eq!(t1.ec2_name.as_deref(), Some("host-a"));
@@ -477,7 +487,11 @@ mod tests {
 
         f.calls.lock().unwrap().clear();
         let again = e
-            .enrich(&snapshot(&["t1", "t2"]), t0 + Duration::from_secs(30), far())
+            .enrich(
+                &snapshot(&["t1", "t2"]),
+                t0 + Duration::from_secs(30),
+                far(),
+            )
             .await;
         assert_eq!(again.tasks, r.tasks);
         assert!(
@@ -488,11 +502,19 @@ mod tests {
         // Rename: picked up on the Name clock only.
         f.hosts.lock().unwrap()[0].name = Some("renamed".into());
         let r = e
-            .enrich(&snapshot(&["t1", "t2"]), t0 + Duration::from_secs(60), far())
+            .enrich(
+                &snapshot(&["t1", "t2"]),
+                t0 + Duration::from_secs(60),
+                far(),
+            )
             .await;
         assert_eq!(r.tasks["t1"].ec2_name.as_deref(), Some("host-a"));
         let r = e
-            .enrich(&snapshot(&["t1", "t2"]), t0 + Duration::from_secs(300), far())
+            .enrich(
+                &snapshot(&["t1", "t2"]),
+                t0 + Duration::from_secs(300),
+                far(),
+            )
             .await;
         assert_eq!(r.tasks["t1"].ec2_name.as_deref(), Some("renamed"));
         assert_eq!(*f.calls.lock().unwrap(), vec![("DescribeInstances", 1)]);
@@ -503,11 +525,14 @@ mod tests {
         let f = fake();
         let mut e = Enricher::new(&f, &f, opts());
         let t0 = Instant::now();
-        e.enrich(&snapshot(&["t2"]), t0, far())
-            .await;
+        e.enrich(&snapshot(&["t2"]), t0, far()).await;
         *f.fail_ecs.lock().unwrap() = true;
         let r = e
-            .enrich(&snapshot(&["t1", "t2"]), t0 + Duration::from_secs(30), far())
+            .enrich(
+                &snapshot(&["t1", "t2"]),
+                t0 + Duration::from_secs(30),
+                far(),
+            )
             .await;
         assert_eq!(r.held, BTreeSet::from(["t1".to_string()]));
         assert_eq!(r.errors.len(), 1);
@@ -517,7 +542,11 @@ mod tests {
             "known task kept"
         );
         let r = e
-            .enrich(&snapshot(&["t1", "t2"]), t0 + Duration::from_secs(95), far())
+            .enrich(
+                &snapshot(&["t1", "t2"]),
+                t0 + Duration::from_secs(95),
+                far(),
+            )
             .await;
         assert!(r.held.is_empty(), "released after the hold time");
         assert_eq!(r.tasks["t1"], TaskInfo::default());
@@ -533,8 +562,7 @@ mod tests {
             .collect();
         let mut e = Enricher::new(&f, &f, opts());
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let r = e.enrich(&snapshot(&refs), Instant::now(), far())
-            .await;
+        let r = e.enrich(&snapshot(&refs), Instant::now(), far()).await;
         assert_eq!(r.tasks.len(), 250);
         // The adapter splits into batches of 100 (checked on the wire against moto).
         assert_eq!(*f.calls.lock().unwrap(), vec![("DescribeTasks", 250)]);

@@ -48,8 +48,12 @@ impl WriteError {
         match self.reason() {
             "no_space" => Some("the filesystem is full: free space or grow the volume"),
             "read_only" => Some("the filesystem is mounted read-only: mount the volume read-write"),
-            "missing_directory" => Some("the directory does not exist: create it or mount the volume"),
-            "permission_denied" => Some("the sidecar's user may not write there: fix the owner or mode of the directory"),
+            "missing_directory" => {
+                Some("the directory does not exist: create it or mount the volume")
+            }
+            "permission_denied" => Some(
+                "the sidecar's user may not write there: fix the owner or mode of the directory",
+            ),
             _ => None,
         }
     }
@@ -243,9 +247,16 @@ mod tests {
             source: io::Error::from(kind),
         };
         assert_eq!(e(io::ErrorKind::StorageFull).reason(), "no_space");
-        assert!(e(io::ErrorKind::StorageFull).to_string().contains("filesystem is full"));
+        assert!(
+            e(io::ErrorKind::StorageFull)
+                .to_string()
+                .contains("filesystem is full")
+        );
         assert_eq!(e(io::ErrorKind::ReadOnlyFilesystem).reason(), "read_only");
-        assert_eq!(e(io::ErrorKind::PermissionDenied).reason(), "permission_denied");
+        assert_eq!(
+            e(io::ErrorKind::PermissionDenied).reason(),
+            "permission_denied"
+        );
         assert_eq!(e(io::ErrorKind::Interrupted).reason(), "other");
         assert!(!e(io::ErrorKind::Interrupted).to_string().contains('('));
     }

@@ -98,7 +98,11 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Pipeline<C, E, X> {
 
     /// A discovery cycle with the enrichment folded into its snapshot; every call
     /// ends by `deadline`.
-    async fn pass(&mut self, now: Instant, deadline: Instant) -> Result<(Cycle, Enriched), AwsError> {
+    async fn pass(
+        &mut self,
+        now: Instant,
+        deadline: Instant,
+    ) -> Result<(Cycle, Enriched), AwsError> {
         let mut cycle = self.discovery.cycle(now, deadline).await?;
         let mut enriched = match self.enricher.as_mut() {
             Some(e) => e.enrich(&cycle.snapshot, now, deadline).await,
@@ -289,6 +293,9 @@ fn explain(r: SkipReason) -> &'static str {
         }
         SkipReason::MissingPath => "port or scheme tag without the matching path tag",
         SkipReason::MissingAddress => "instance has no AWS_INSTANCE_IPV4 or AWS_INSTANCE_IPV6",
+        SkipReason::InvalidAddress => {
+            "AWS_INSTANCE_IPV4 / AWS_INSTANCE_IPV6 is not an IP address of that family"
+        }
     }
 }
 

@@ -137,11 +137,14 @@ pub enum SkipReason {
     MissingPath,
     /// The instance has neither AWS_INSTANCE_IPV4 nor AWS_INSTANCE_IPV6.
     MissingAddress,
+    /// AWS_INSTANCE_IPV4 / AWS_INSTANCE_IPV6 is not an IP address of that family
+    /// (and the other one gives no usable address either).
+    InvalidAddress,
 }
 
 impl SkipReason {
     /// Every reason, for metrics that must show zeros too.
-    pub const ALL: [SkipReason; 7] = [
+    pub const ALL: [SkipReason; 8] = [
         SkipReason::InvalidPort,
         SkipReason::InvalidPath,
         SkipReason::InvalidScheme,
@@ -149,6 +152,7 @@ impl SkipReason {
         SkipReason::MissingPort,
         SkipReason::MissingPath,
         SkipReason::MissingAddress,
+        SkipReason::InvalidAddress,
     ];
 
     /// Stable snake_case name, used as a metric label value.
@@ -161,6 +165,7 @@ impl SkipReason {
             SkipReason::MissingPort => "missing_port",
             SkipReason::MissingPath => "missing_path",
             SkipReason::MissingAddress => "missing_address",
+            SkipReason::InvalidAddress => "invalid_address",
         }
     }
 }
@@ -342,21 +347,38 @@ fn parse_port(v: &str) -> Option<u16> {
     v.parse::<u16>().ok().filter(|p| *p != 0)
 }
 
-/// `host:port`, with IPv6 addresses in brackets. None when the instance has no address.
-fn address(inst: &Instance, port: u16) -> Option<(String, String)> {
-    if let Some(v4) = inst
-        .attributes
-        .get(attr::IPV4)
-        .filter(|a| !a.trim().is_empty())
-    {
-        let v4 = v4.trim();
-        return Some((format!("{v4}:{port}"), v4.to_string()));
+/// `host:port` (IPv6 in brackets) and the host, from AWS_INSTANCE_IPV4, else
+/// AWS_INSTANCE_IPV6. Otherwise the attribute at fault, its value and the reason.
+fn address(
+    inst: &Instance,
+    port: u16,
+) -> Result<(String, String), (&'static str, Option<String>, SkipReason)> {
+    let value = |k: &str| {
+        inst.attributes
+            .get(k)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    };
+    let mut bad = None;
+    if let Some(v4) = value(attr::IPV4) {
+        match v4.parse::<std::net::Ipv4Addr>() {
+            Ok(ip) => return Ok((format!("{ip}:{port}"), ip.to_string())),
+            Err(_) => bad = Some((attr::IPV4, Some(v4.to_string()), SkipReason::InvalidAddress)),
+        }
     }
-    let v6 = inst.attributes.get(attr::IPV6)?.trim();
-    if v6.is_empty() {
-        return None;
+    if let Some(v6) = value(attr::IPV6) {
+        match v6.parse::<std::net::Ipv6Addr>() {
+            Ok(ip) => return Ok((format!("[{ip}]:{port}"), ip.to_string())),
+            Err(_) => {
+                bad = bad.or(Some((
+                    attr::IPV6,
+                    Some(v6.to_string()),
+                    SkipReason::InvalidAddress,
+                )))
+            }
+        }
     }
-    Some((format!("[{v6}]:{port}"), v6.to_string()))
+    Err(bad.unwrap_or((attr::IPV4, None, SkipReason::MissingAddress)))
 }
 
 /// Turns a tag or attribute key into a valid label name part: `[a-zA-Z0-9_]`,
@@ -413,9 +435,12 @@ pub fn build(snapshot: &Snapshot, opts: &TargetOptions) -> Built {
                         },
                     },
                 };
-                let Some((addr, host)) = address(inst, port) else {
-                    skip(attr::IPV4, None, SkipReason::MissingAddress);
-                    continue;
+                let (addr, host) = match address(inst, port) {
+                    Ok(a) => a,
+                    Err((tag, value, reason)) => {
+                        skip(tag, value.as_ref(), reason);
+                        continue;
+                    }
                 };
                 let labels = match opts.label_style {
                     LabelStyle::Default => default_labels(svc, inst, task, ep, &addr),
@@ -811,12 +836,23 @@ mod tests {
         none.attributes.remove(attr::IPV4);
         let mut bad_port = ecs_instance("bp", "10.0.0.3", Some("eighty"));
         bad_port.attributes.insert("custom attr".into(), "x".into());
+        let garbage = ecs_instance("gb", "10.0.0.1:80", Some("8080"));
+        let mut v6_in_v4 = ecs_instance("v6in4", "2600:1f18::2", Some("8080"));
+        v6_in_v4
+            .attributes
+            .insert(attr::IPV6.into(), "2600:1f18::2".into());
         let b = run(vec![svc(
             "web",
             &[("METRICS_PATH", "/m")],
-            vec![v6, none, bad_port],
+            vec![v6, none, bad_port, garbage, v6_in_v4],
         )]);
-        assert_eq!(addrs(&b), vec![("[2600:1f18::1]:8080".into(), "/m".into())]);
+        assert_eq!(
+            addrs(&b),
+            vec![
+                ("[2600:1f18::1]:8080".into(), "/m".into()),
+                ("[2600:1f18::2]:8080".into(), "/m".into())
+            ]
+        );
         let reasons: Vec<_> = b
             .skipped
             .iter()
@@ -826,6 +862,7 @@ mod tests {
             reasons,
             vec![
                 ("none", SkipReason::MissingAddress),
+                ("gb", SkipReason::InvalidAddress),
                 ("bp", SkipReason::InvalidPort)
             ]
         );
@@ -1046,7 +1083,10 @@ mod tests {
         // Reference values: md5 of the key, last 8 bytes big-endian (computed with
         // Python's hashlib), modulo the count.
         assert_eq!(Shard::of("a", 3), (3585878926028121697u64 % 3) as u32);
-        assert_eq!(Shard::of("prod/api", 7), (4049542640361990847u64 % 7) as u32);
+        assert_eq!(
+            Shard::of("prod/api", 7),
+            (4049542640361990847u64 % 7) as u32
+        );
         assert_eq!(Shard::of("task-1", 3), (2131566220572373302u64 % 3) as u32);
         assert_eq!(Shard::of("", 7), (16825458760271544958u64 % 7) as u32);
         assert_eq!(Shard::of("anything", 1), 0);
@@ -1059,12 +1099,19 @@ mod tests {
         let mut per = vec![0usize; count as usize];
         for i in 0..4000 {
             let key = Shard::service_key("ns", &format!("svc-{i}"));
-            let owners: Vec<u32> = shards.iter().filter(|s| s.keeps(&key)).map(|s| s.index).collect();
+            let owners: Vec<u32> = shards
+                .iter()
+                .filter(|s| s.keeps(&key))
+                .map(|s| s.index)
+                .collect();
             assert_eq!(owners.len(), 1, "{key}: {owners:?}");
             per[owners[0] as usize] += 1;
         }
         for n in per {
-            assert!((800..1200).contains(&n), "uneven split: {n} of 4000 in one of 4 shards");
+            assert!(
+                (800..1200).contains(&n),
+                "uneven split: {n} of 4000 in one of 4 shards"
+            );
         }
     }
 }

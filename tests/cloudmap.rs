@@ -387,8 +387,7 @@ async fn last_known_good_survives_aws_failures_and_recovers() {
         let before = sc.metric("cloudmap_sd_cycles_total").await;
         proxy.set_fault(fault);
         // Registered while AWS fails: must not show up, nothing may vanish.
-        s.task(&a, &format!("x{i}"), "10.0.0.9", Some(80))
-            .await;
+        s.task(&a, &format!("x{i}"), "10.0.0.9", Some(80)).await;
         wait_for_async(T, "two failing cycles", || async {
             (sc.metric("cloudmap_sd_cycles_total").await >= before + 2.0).then_some(())
         })

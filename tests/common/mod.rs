@@ -219,13 +219,13 @@ pub enum Fault {
     Stall,
 }
 
-/// A fault and the share of requests it hits (1.0: every request). The share is
-/// exact and deterministic: of every n requests, round(n * rate) are hit.
+/// A fault and the share of requests it hits (1.0: every request), picked
+/// pseudo-randomly from a fixed seed so a run can be replayed.
 #[derive(Debug, Clone, Copy)]
 struct Rule {
     fault: Fault,
     rate: f64,
-    seen: u64,
+    state: u64,
 }
 
 impl Rule {
@@ -233,16 +233,21 @@ impl Rule {
         (fault != Fault::Pass && rate > 0.0).then_some(Rule {
             fault,
             rate: rate.min(1.0),
-            seen: 0,
+            state: 0x9E37_79B9_7F4A_7C15,
         })
     }
 
-    /// The fault for the next request, or Pass.
+    /// The fault for the next request, or Pass (xorshift64).
     fn next(&mut self) -> Fault {
-        let before = (self.seen as f64 * self.rate).floor();
-        self.seen += 1;
-        let after = (self.seen as f64 * self.rate).floor();
-        if after > before { self.fault } else { Fault::Pass }
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let draw = (self.state >> 11) as f64 / (1u64 << 53) as f64;
+        if draw < self.rate {
+            self.fault
+        } else {
+            Fault::Pass
+        }
     }
 }
 
@@ -669,9 +674,14 @@ pub struct Sidecar {
 impl Sidecar {
     /// Starts `cloudmap-sd run` writing `dir/targets.json`, with extra args.
     pub fn start(dir: &Path, aws_url: &str, extra: &[&str]) -> Sidecar {
+        Sidecar::start_writing(dir, &dir.join("targets.json"), aws_url, extra)
+    }
+
+    /// Starts `cloudmap-sd run` writing `output`, its log in `dir`.
+    pub fn start_writing(dir: &Path, output: &Path, aws_url: &str, extra: &[&str]) -> Sidecar {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let output = dir.join("targets.json");
+        let output = output.to_path_buf();
         let mut cmd = Command::new(sidecar_bin());
         cmd.arg("run")
             .args(["--output", output.to_str().unwrap(), "--listen", &listen])
