@@ -27,6 +27,10 @@ locals {
     },
     # No variable at all (rather than an empty one) means every namespace.
     length(var.namespaces) > 0 ? { CLOUDMAP_SD_NAMESPACE = join(",", var.namespaces) } : {},
+    var.shard == null ? {} : {
+      CLOUDMAP_SD_SHARD     = "${var.shard.index}/${var.shard.count}"
+      CLOUDMAP_SD_SHARD_KEY = var.shard.key
+    },
     var.sidecar_environment,
   )
 

@@ -8,9 +8,14 @@ locals {
   region     = data.aws_region.current.name
   account_id = data.aws_caller_identity.current.account_id
 
-  cluster_name  = element(split("/", var.cluster_arn), length(split("/", var.cluster_arn)) - 1)
-  cluster_label = coalesce(var.cluster_label, local.cluster_name)
-  is_fargate    = var.launch_type == "FARGATE"
+  cluster_name = element(split("/", var.cluster_arn), length(split("/", var.cluster_arn)) - 1)
+  # Shards are separate HA groups in AMP: one shared cluster label would make AMP keep
+  # one shard's samples and drop the others' as a standby replica's.
+  cluster_label = coalesce(
+    var.cluster_label,
+    var.shard == null ? local.cluster_name : "${local.cluster_name}-shard-${var.shard.index}",
+  )
+  is_fargate = var.launch_type == "FARGATE"
 
   # --- AMP workspace, created or given ---
   workspace_id  = var.create_workspace ? aws_prometheus_workspace.this[0].id : var.workspace_id

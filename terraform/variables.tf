@@ -204,6 +204,25 @@ variable "label_style" {
   }
 }
 
+variable "shard" {
+  description = "Make this deployment one shard of several (CLOUDMAP_SD_SHARD=index/count, CLOUDMAP_SD_SHARD_KEY=key): it scrapes only the targets with md5(key) mod count == index. Deploy the module once per index with the same count; its desired_count tasks are that shard's HA replicas. key: service (default) or task. null: one deployment scrapes every target."
+  type = object({
+    index = number
+    count = number
+    key   = optional(string, "service")
+  })
+  default = null
+
+  validation {
+    condition = var.shard == null ? true : (
+      var.shard.count >= 1 && var.shard.index >= 0 && var.shard.index < var.shard.count &&
+      floor(var.shard.index) == var.shard.index && floor(var.shard.count) == var.shard.count &&
+      contains(["service", "task"], var.shard.key)
+    )
+    error_message = "shard needs whole numbers 0 <= index < count and key service or task."
+  }
+}
+
 variable "sidecar_port" {
   description = "Port of the sidecar's health and metrics server, bound to 127.0.0.1 inside the task (CLOUDMAP_SD_LISTEN)."
   type        = number
@@ -250,7 +269,7 @@ variable "job_name" {
 }
 
 variable "cluster_label" {
-  description = "Value of the cluster external label (AMP's HA de-duplication group). null: the ECS cluster name. Every replica of one Prometheus deployment must share it."
+  description = "Value of the cluster external label (AMP's HA de-duplication group). null: the ECS cluster name, with -shard-<index> appended when shard is set. Every replica of one Prometheus deployment must share it, and shards must not."
   type        = string
   default     = null
 }

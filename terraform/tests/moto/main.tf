@@ -104,6 +104,7 @@ module "prometheus_ec2" {
   workspace_id     = module.prometheus_fargate.workspace_id
   sidecar_image    = "registry.example.test/cloudmap-sd:test"
   cluster_label    = "moto-ec2"
+  shard            = { index = 1, count = 3, key = "task" }
 }
 
 module "web_metrics" {

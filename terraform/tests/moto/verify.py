@@ -112,6 +112,7 @@ def cmd_resources(path):
           "prometheus waits for cloudmap-sd HEALTHY")
     senv = env_of(side)
     check(senv.get("CLOUDMAP_SD_OUTPUT") == "/etc/prometheus/file_sd/cloudmap-sd.json", "CLOUDMAP_SD_OUTPUT on shared volume")
+    check("CLOUDMAP_SD_SHARD" not in senv, "no shard: every target")
     check(senv.get("CLOUDMAP_SD_NAMESPACE") == out["namespace_name"], "CLOUDMAP_SD_NAMESPACE")
     check(senv.get("CLOUDMAP_SD_INTERVAL") == "30s" and senv.get("CLOUDMAP_SD_LISTEN") == "127.0.0.1:9469",
           "CLOUDMAP_SD_INTERVAL, CLOUDMAP_SD_LISTEN")
@@ -137,6 +138,8 @@ def cmd_resources(path):
     td2, c2 = task_def(ec2["task_definition_arn"])
     check(td2["requiresCompatibilities"] == ["EC2"] and td2["networkMode"] == "awsvpc", "EC2, awsvpc")
     check("CLOUDMAP_SD_NAMESPACE" not in env_of(c2["cloudmap-sd"]), "no CLOUDMAP_SD_NAMESPACE: every namespace")
+    check(env_of(c2["cloudmap-sd"]).get("CLOUDMAP_SD_SHARD") == "1/3"
+          and env_of(c2["cloudmap-sd"]).get("CLOUDMAP_SD_SHARD_KEY") == "task", "shard = 1/3 by task")
     cfg2 = yaml.safe_load(env_of(c2["init"])["PROMETHEUS_CONFIG"])
     check(cfg2["global"]["external_labels"]["cluster"] == "moto-ec2", "cluster_label override")
     check(ec2["workspace_arn"] == fg["workspace_arn"], "given workspace_id gives the same ARN")
