@@ -412,13 +412,14 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
     let mut n: u64 = 0;
 
     loop {
-        tokio::select! {
+        // The scheduled tick, not the time it was seen: the refresh clocks then
+        // fall on whole multiples of the interval, free of scheduling jitter.
+        let started = tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = ticker.tick() => {}
-        }
+            t = ticker.tick() => t,
+        };
         n += 1;
         let span = info_span!("cycle", n);
-        let started = Instant::now();
         let result = tokio::select! {
             r = engine.pass(started).instrument(span.clone()) => r,
             _ = shutdown.cancelled() => break,

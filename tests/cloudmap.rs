@@ -319,7 +319,11 @@ async fn steady_cycle_makes_only_revision_calls() {
     let proxy = Proxy::start(&moto.url).await;
     let dir = tempfile::tempdir().unwrap();
     // A long interval, so the cold cycle's counts are read before the next starts.
-    let sc = Sidecar::start(dir.path(), &proxy.url, &["--interval", "5s"]);
+    let sc = Sidecar::start(
+        dir.path(),
+        &proxy.url,
+        &["--interval", "5s", "--services-refresh", "10s"],
+    );
     sc.wait_ready(T).await;
     let cold = proxy.counts();
     assert_eq!(cold.get("ListServices"), Some(&1), "one cycle so far");
@@ -337,12 +341,20 @@ async fn steady_cycle_makes_only_revision_calls() {
         "steady cycle calls: {steady:?} (total {})",
         steady.values().sum::<u64>()
     );
+    let want: BTreeMap<String, u64> = [("DiscoverInstancesRevision".to_string(), 20)].into();
+    assert_eq!(steady, want, "between service listings: revisions only");
+    // The third cycle is 10s after the first: the service listing is due again.
+    wait_for_async(T, "third cycle", || async {
+        (sc.metric("cloudmap_sd_cycles_total").await >= 3.0).then_some(())
+    })
+    .await;
+    let listed = diff(&after, &proxy.counts());
     let want: BTreeMap<String, u64> = [
         ("DiscoverInstancesRevision".to_string(), 20),
         ("ListServices".to_string(), 1),
     ]
     .into();
-    assert_eq!(steady, want);
+    assert_eq!(listed, want, "with the listing: one page for 41 services");
     assert_eq!(cold.get("DiscoverInstances"), Some(&20));
     // The instances name a cluster moto does not have: one DescribeTasks, then cached.
     assert_eq!(cold.get("DescribeTasks"), Some(&1));
