@@ -1,0 +1,1633 @@
+//! Benchmark of cloudmap-sd at 100 and 1000 Cloud Map services: API calls per cycle,
+//! cycle wall and CPU time, peak RSS, output size, and time from a task's
+//! registration to its target in the file.
+//!
+//!   cargo run --release --example bench -- [--against fake|moto] [--services 100,1000]
+//!       [--tasks 10] [--namespaces 10] [--hosts 20] [--ttt-runs 5] [--ttt-interval 5s]
+//!
+//! `--against fake`: an in-process fake of Cloud Map, ECS and EC2 that answers at once,
+//! generates its answers on demand (a few bytes of state per task) and counts calls
+//! the way the SDK adapters would (one per page or batch of 100).
+//! `--against moto`: moto server ($CLOUDMAP_SD_MOTO_SERVER) seeded through the SDK,
+//! read through the real SDK adapters; calls are read from the sidecar's own metrics.
+//!
+//! Everything runs on a current-thread tokio runtime, so the process CPU time around a
+//! pass is the pass's. `scripts/bench.sh` sets up the environment and runs this.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use aws_sdk_servicediscovery as sd;
+use clap::{Parser, ValueEnum};
+use futures::StreamExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use cloudmap_sd::aws::cloudmap::SdkCloudMap;
+use cloudmap_sd::aws::ec2::SdkEc2;
+use cloudmap_sd::aws::ecs::SdkEcs;
+use cloudmap_sd::aws::endpoint::{load_sdk_config, servicediscovery_client};
+use cloudmap_sd::aws::{
+    AwsError, CloudMap, Ec2, Ecs, ErrorKind, Host, Namespace, ServiceSummary, TaskFacts,
+};
+use cloudmap_sd::config::{Cli, HealthStatus, Options};
+use cloudmap_sd::metrics::Metrics;
+use cloudmap_sd::sidecar::{self, Clients, Engine};
+use cloudmap_sd::targets::{self, Instance, TargetOptions, attr};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Against {
+    Fake,
+    Moto,
+}
+
+/// cloudmap-sd benchmark: API calls, CPU, memory and time to target.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The in-process fake (instant answers), or moto server through the SDK adapters.
+    #[arg(long, value_enum, default_value_t = Against::Fake)]
+    against: Against,
+    /// Cloud Map service counts; one topology each.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    services: Vec<usize>,
+    /// Tasks (Cloud Map instances) per service.
+    #[arg(long, default_value_t = 10)]
+    tasks: usize,
+    /// Namespaces the services are spread over (one ECS cluster each).
+    #[arg(long, default_value_t = 10)]
+    namespaces: usize,
+    /// EC2 hosts the tasks run on.
+    #[arg(long, default_value_t = 20)]
+    hosts: usize,
+    /// Registrations timed by the time-to-target test.
+    #[arg(long, default_value_t = 5)]
+    ttt_runs: usize,
+    /// --interval of the sidecar loop in the time-to-target test. Default: 5s against
+    /// the fake; against moto, 5s or 3x the measured steady cycle, whichever is longer.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ttt_interval: Option<Duration>,
+    /// Calls in flight while seeding moto.
+    #[arg(long, default_value_t = 16)]
+    seed_concurrency: usize,
+    /// Seed of the random registration offsets (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+// ---------------------------------------------------------------------------------
+// Topology and naming, shared by the fake and the moto seeder.
+
+#[derive(Debug, Clone, Copy)]
+struct Topo {
+    services: usize,
+    tasks: usize,
+    namespaces: usize,
+    hosts: usize,
+}
+
+/// Page size of ListNamespaces / ListServices and batch size of DescribeTasks,
+/// DescribeContainerInstances and DescribeInstances in the SDK adapters.
+const PAGE: usize = 100;
+
+const TAGS: [(&str, &str); 2] = [("METRICS_PATH", "/metrics"), ("METRICS_PORT", "8080")];
+
+impl Topo {
+    fn targets(&self) -> usize {
+        self.services * self.tasks
+    }
+
+    fn namespace_of(&self, svc: usize) -> usize {
+        svc % self.namespaces
+    }
+
+    /// The host of a task: the hosts of cluster `c` are c, c + N, c + 2N, ... (N
+    /// clusters); a cluster with none borrows host c mod hosts.
+    fn host_of(&self, cluster: usize, serial: u64) -> usize {
+        let n = self.namespaces;
+        let count = self.hosts.saturating_sub(cluster).div_ceil(n);
+        if count == 0 {
+            cluster % self.hosts
+        } else {
+            cluster + n * (serial as usize % count)
+        }
+    }
+
+    /// The old reloader's calls per cycle: 2 + namespaces + 2 x services.
+    fn reloader(&self) -> u64 {
+        (2 + self.namespaces + 2 * self.services) as u64
+    }
+}
+
+fn ns_name(k: usize) -> String {
+    format!("bench-{k:02}.local")
+}
+fn ns_id(k: usize) -> String {
+    format!("ns-{k:016}")
+}
+fn svc_name(i: usize) -> String {
+    format!("app-{i:05}")
+}
+fn svc_id(i: usize) -> String {
+    format!("srv-{i:016}")
+}
+fn cluster_name(k: usize) -> String {
+    format!("cluster-{k:02}")
+}
+/// A task id as ECS makes them: 32 hex digits.
+fn task_id(serial: u64) -> String {
+    format!("{serial:032x}")
+}
+fn index(s: &str, prefix: &str) -> Option<usize> {
+    s.strip_prefix(prefix)?.parse().ok()
+}
+
+/// The Cloud Map attributes ECS registers for a task.
+fn attributes(topo: &Topo, svc: usize, serial: u64) -> Vec<(&'static str, String)> {
+    let v = serial + 1;
+    vec![
+        (
+            attr::IPV4,
+            format!("10.{}.{}.{}", (v >> 16) & 255, (v >> 8) & 255, v & 255),
+        ),
+        (attr::PORT, "8080".into()),
+        (
+            attr::AZ,
+            format!("us-east-1{}", ["a", "b", "c"][serial as usize % 3]),
+        ),
+        (attr::ECS_CLUSTER, cluster_name(topo.namespace_of(svc))),
+        (attr::ECS_SERVICE, svc_name(svc)),
+        (attr::ECS_TASK_FAMILY, svc_name(svc)),
+    ]
+}
+
+// ---------------------------------------------------------------------------------
+// The fake: per service only a revision and the serials of its tasks.
+
+#[derive(Clone)]
+struct Fake {
+    topo: Topo,
+    state: Arc<Mutex<FakeState>>,
+    /// Nanoseconds spent inside the fake's methods.
+    busy: Arc<AtomicU64>,
+}
+
+/// Adds the time until it is dropped to the fake's busy time.
+struct Busy<'a>(&'a AtomicU64, std::time::Instant);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0
+            .fetch_add(self.1.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+struct FakeState {
+    services: Vec<FakeService>,
+    calls: BTreeMap<&'static str, u64>,
+    next_serial: u64,
+}
+
+struct FakeService {
+    revision: i64,
+    tasks: Vec<u64>,
+}
+
+fn not_found(op: &'static str, what: &str) -> AwsError {
+    AwsError::new(op, ErrorKind::NotFound, format!("no such {what}"))
+}
+
+impl Fake {
+    fn new(topo: Topo) -> Fake {
+        let k = topo.tasks as u64;
+        let services = (0..topo.services as u64)
+            .map(|i| FakeService {
+                revision: k as i64,
+                tasks: (i * k..(i + 1) * k).collect(),
+            })
+            .collect();
+        Fake {
+            topo,
+            state: Arc::new(Mutex::new(FakeState {
+                services,
+                calls: BTreeMap::new(),
+                next_serial: topo.targets() as u64,
+            })),
+            busy: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Starts timing one call: a method's work ends when the guard drops.
+    fn timed(&self) -> Busy<'_> {
+        Busy(&self.busy, std::time::Instant::now())
+    }
+
+    /// Counts the calls the SDK adapter makes for `items` (pages or batches of 100).
+    fn count(&self, op: &'static str, items: usize) {
+        let mut s = self.state.lock().unwrap();
+        *s.calls.entry(op).or_default() += items.div_ceil(PAGE).max(1) as u64;
+    }
+
+    fn service(&self, op: &'static str, name: &str) -> Result<usize, AwsError> {
+        index(name, "app-")
+            .filter(|i| *i < self.topo.services)
+            .ok_or_else(|| not_found(op, "service"))
+    }
+
+    fn ci_arn(cluster: usize, host: usize) -> String {
+        format!(
+            "arn:aws:ecs:us-east-1:123456789012:container-instance/{}/{host:032x}",
+            cluster_name(cluster)
+        )
+    }
+}
+
+impl CloudMap for Fake {
+    async fn namespaces(&self) -> Result<Vec<Namespace>, AwsError> {
+        let _t = self.timed();
+        self.count("ListNamespaces", self.topo.namespaces);
+        Ok((0..self.topo.namespaces)
+            .map(|k| Namespace {
+                id: ns_id(k),
+                name: ns_name(k),
+            })
+            .collect())
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceSummary>, AwsError> {
+        let _t = self.timed();
+        self.count("ListServices", self.topo.services);
+        Ok((0..self.topo.services)
+            .map(|i| ServiceSummary {
+                id: svc_id(i),
+                arn: format!(
+                    "arn:aws:servicediscovery:us-east-1:123456789012:service/{}",
+                    svc_id(i)
+                ),
+                name: svc_name(i),
+            })
+            .collect())
+    }
+
+    async fn service_namespace(&self, service_id: &str) -> Result<String, AwsError> {
+        let _t = self.timed();
+        self.count("GetService", 1);
+        let i = index(service_id, "srv-").ok_or_else(|| not_found("GetService", "service"))?;
+        Ok(ns_id(self.topo.namespace_of(i)))
+    }
+
+    async fn tags(&self, _arn: &str) -> Result<BTreeMap<String, String>, AwsError> {
+        let _t = self.timed();
+        self.count("ListTagsForResource", 1);
+        Ok(TAGS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+
+    async fn instances_revision(&self, _ns: &str, service: &str) -> Result<i64, AwsError> {
+        let _t = self.timed();
+        const OP: &str = "DiscoverInstancesRevision";
+        self.count(OP, 1);
+        let i = self.service(OP, service)?;
+        Ok(self.state.lock().unwrap().services[i].revision)
+    }
+
+    async fn instances(
+        &self,
+        _ns: &str,
+        service: &str,
+        _health: HealthStatus,
+    ) -> Result<Vec<Instance>, AwsError> {
+        let _t = self.timed();
+        const OP: &str = "DiscoverInstances";
+        self.count(OP, 1);
+        let i = self.service(OP, service)?;
+        let serials = self.state.lock().unwrap().services[i].tasks.clone();
+        Ok(serials
+            .into_iter()
+            .map(|s| Instance {
+                id: task_id(s),
+                attributes: attributes(&self.topo, i, s)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            })
+            .collect())
+    }
+}
+
+impl Ecs for Fake {
+    async fn tasks(&self, cluster: &str, task_ids: &[String]) -> Result<Vec<TaskFacts>, AwsError> {
+        let _t = self.timed();
+        self.count("DescribeTasks", task_ids.len());
+        let c = index(cluster, "cluster-").ok_or_else(|| not_found("DescribeTasks", "cluster"))?;
+        Ok(task_ids
+            .iter()
+            .filter_map(|id| {
+                let serial = u64::from_str_radix(id, 16).ok()?;
+                Some(TaskFacts {
+                    task_id: id.clone(),
+                    launch_type: Some("EC2".into()),
+                    revision: Some("3".into()),
+                    container_instance_arn: Some(Fake::ci_arn(c, self.topo.host_of(c, serial))),
+                })
+            })
+            .collect())
+    }
+
+    async fn container_instances(
+        &self,
+        _cluster: &str,
+        arns: &[String],
+    ) -> Result<Vec<(String, String)>, AwsError> {
+        let _t = self.timed();
+        self.count("DescribeContainerInstances", arns.len());
+        Ok(arns
+            .iter()
+            .filter_map(|arn| {
+                let h = usize::from_str_radix(arn.rsplit('/').next()?, 16).ok()?;
+                Some((arn.clone(), format!("i-{h:017x}")))
+            })
+            .collect())
+    }
+}
+
+fn fake_host(h: usize) -> Host {
+    Host {
+        instance_id: format!("i-{h:017x}"),
+        name: Some(format!("ecs-host-{h:02}")),
+        instance_type: Some("m5.large".into()),
+        availability_zone: Some(format!("us-east-1{}", ["a", "b", "c"][h % 3])),
+        private_ip: Some(format!("10.200.0.{}", h % 250)),
+    }
+}
+
+impl Ec2 for Fake {
+    async fn hosts(&self, ids: &[String]) -> Result<Vec<Host>, AwsError> {
+        let _t = self.timed();
+        self.count("DescribeInstances", ids.len());
+        Ok(ids
+            .iter()
+            .filter_map(|id| usize::from_str_radix(id.strip_prefix("i-")?, 16).ok())
+            .filter(|h| *h < self.topo.hosts)
+            .map(fake_host)
+            .collect())
+    }
+
+    async fn hosts_tagged(&self, _key: &str, _value: &str) -> Result<Vec<Host>, AwsError> {
+        let _t = self.timed();
+        self.count("DescribeInstances", self.topo.hosts);
+        Ok((0..self.topo.hosts).map(fake_host).collect())
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// What the measurements need from a backend: clients, call counts, changes.
+
+trait World {
+    type C: CloudMap;
+    type E: Ecs;
+    type X: Ec2;
+    fn describe(&self) -> String;
+    async fn clients(&self, metrics: &Arc<Metrics>) -> Clients<Self::C, Self::E, Self::X>;
+    /// Calls so far by operation (failures as `Op (kind)`).
+    fn calls(&self, metrics: &Metrics) -> BTreeMap<String, u64>;
+    /// Time spent answering so far, when the backend runs in this process.
+    fn busy(&self) -> Option<Duration>;
+    /// Replaces task number `slot` of service `svc` by a new task (deregister +
+    /// register).
+    async fn replace(&self, svc: usize, slot: usize) -> anyhow::Result<()>;
+    /// Registers a new task in service `svc`; returns its id.
+    async fn add(&self, svc: usize) -> anyhow::Result<String>;
+}
+
+impl World for Fake {
+    type C = Fake;
+    type E = Fake;
+    type X = Fake;
+
+    fn describe(&self) -> String {
+        "in-process fake, instant answers; calls counted by the fake as the SDK adapters \
+         would make them (one per page / batch of 100)"
+            .into()
+    }
+
+    async fn clients(&self, _metrics: &Arc<Metrics>) -> Clients<Fake, Fake, Fake> {
+        Clients {
+            cloudmap: self.clone(),
+            ecs: self.clone(),
+            ec2: self.clone(),
+        }
+    }
+
+    fn calls(&self, _metrics: &Metrics) -> BTreeMap<String, u64> {
+        let s = self.state.lock().unwrap();
+        s.calls.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    fn busy(&self) -> Option<Duration> {
+        Some(Duration::from_nanos(self.busy.load(Ordering::Relaxed)))
+    }
+
+    async fn replace(&self, svc: usize, slot: usize) -> anyhow::Result<()> {
+        let mut s = self.state.lock().unwrap();
+        let serial = s.next_serial;
+        s.next_serial += 1;
+        let service = &mut s.services[svc];
+        service.tasks[slot] = serial;
+        service.revision += 2;
+        Ok(())
+    }
+
+    async fn add(&self, svc: usize) -> anyhow::Result<String> {
+        let mut s = self.state.lock().unwrap();
+        let serial = s.next_serial;
+        s.next_serial += 1;
+        let service = &mut s.services[svc];
+        service.tasks.push(serial);
+        service.revision += 1;
+        Ok(task_id(serial))
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// moto server: the process, the seeding, and the SDK adapters on top.
+
+struct Moto {
+    child: Child,
+    port: u16,
+    url: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    /// Starts moto server on a free loopback port.
+    fn start() -> anyhow::Result<Moto> {
+        let bin = std::env::var_os("CLOUDMAP_SD_MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(".venv/bin/moto_server"));
+        if !bin.exists() {
+            bail!(
+                "moto server not found at {} (set CLOUDMAP_SD_MOTO_SERVER or run scripts/stack.sh install)",
+                bin.display()
+            );
+        }
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("moto.log");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let mut moto = Moto {
+            child,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            _dir: dir,
+        };
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(moto);
+            }
+            if let Some(st) = moto.child.try_wait()? {
+                bail!("moto server exited ({st}): {}", moto.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("moto server did not listen within 30s: {}", moto.log_text())
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// POST to moto's own API (HTTP/1.0 over a plain socket).
+    fn post(&self, path: &str, body: &str) -> anyhow::Result<()> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        write!(
+            s,
+            "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)?;
+        if !resp.split(' ').nth(1).unwrap_or("").starts_with('2') {
+            bail!("POST {path}: {resp}");
+        }
+        Ok(())
+    }
+}
+
+struct MotoWorld {
+    topo: Topo,
+    sdk: aws_config::SdkConfig,
+    sd: sd::Client,
+    service_ids: Vec<String>,
+    /// Task serials per service, and the next serial.
+    tasks: Mutex<(Vec<Vec<u64>>, u64)>,
+}
+
+impl MotoWorld {
+    /// Empties moto and seeds the topology: namespaces, tagged services, one
+    /// instance per task, `concurrency` calls in flight.
+    async fn seed(
+        moto: &Moto,
+        topo: Topo,
+        api_timeout: Duration,
+        concurrency: usize,
+    ) -> anyhow::Result<MotoWorld> {
+        moto.post("/moto-api/reset", "")?;
+        let sdk = load_sdk_config(api_timeout).await;
+        let sdc = servicediscovery_client(&sdk);
+        let started = std::time::Instant::now();
+        for k in 0..topo.namespaces {
+            sdc.create_http_namespace().name(ns_name(k)).send().await?;
+        }
+        let listed = sdc.list_namespaces().send().await?;
+        let ns_ids: Vec<String> = (0..topo.namespaces)
+            .map(|k| {
+                listed
+                    .namespaces()
+                    .iter()
+                    .find(|n| n.name() == Some(ns_name(k).as_str()))
+                    .and_then(|n| n.id())
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow!("namespace {} not listed", ns_name(k)))
+            })
+            .collect::<anyhow::Result<_>>()?;
+
+        let mut service_ids = vec![String::new(); topo.services];
+        {
+            let (sdc, ns_ids) = (&sdc, &ns_ids);
+            let mut created = pin!(
+                futures::stream::iter(0..topo.services)
+                    .map(|i| async move {
+                        let mut req = sdc
+                            .create_service()
+                            .name(svc_name(i))
+                            .namespace_id(&ns_ids[topo.namespace_of(i)]);
+                        for (k, v) in TAGS {
+                            req = req.tags(sd::types::Tag::builder().key(k).value(v).build()?);
+                        }
+                        let out = req.send().await?;
+                        let id = out.service().and_then(|s| s.id()).unwrap_or_default();
+                        anyhow::Ok((i, id.to_string()))
+                    })
+                    .buffer_unordered(concurrency.max(1))
+            );
+            let mut done = 0;
+            while let Some(r) = created.next().await {
+                let (i, id) = r.context("CreateService")?;
+                service_ids[i] = id;
+                done += 1;
+                if done % 250 == 0 || done == topo.services {
+                    eprintln!("bench: moto: {done}/{} services", topo.services);
+                }
+            }
+        }
+        let world = MotoWorld {
+            topo,
+            sd: sdc,
+            sdk,
+            service_ids,
+            tasks: Mutex::new((vec![], topo.targets() as u64)),
+        };
+        {
+            let w = &world;
+            let k = topo.tasks as u64;
+            let mut registered = pin!(
+                futures::stream::iter(0..topo.targets() as u64)
+                    .map(|s| w.register((s / k) as usize, s))
+                    .buffer_unordered(concurrency.max(1))
+            );
+            let mut done = 0;
+            while let Some(r) = registered.next().await {
+                r?;
+                done += 1;
+                if done % 1000 == 0 || done == topo.targets() {
+                    eprintln!(
+                        "bench: moto: {done}/{} instances ({:.0} s)",
+                        topo.targets(),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+        *world.tasks.lock().unwrap() = (
+            (0..topo.services as u64)
+                .map(|i| (i * topo.tasks as u64..(i + 1) * topo.tasks as u64).collect())
+                .collect(),
+            topo.targets() as u64,
+        );
+        Ok(world)
+    }
+
+    async fn register(&self, svc: usize, serial: u64) -> anyhow::Result<()> {
+        let mut req = self
+            .sd
+            .register_instance()
+            .service_id(&self.service_ids[svc])
+            .instance_id(task_id(serial));
+        for (k, v) in attributes(&self.topo, svc, serial) {
+            req = req.attributes(k, v);
+        }
+        req.send().await.context("RegisterInstance")?;
+        Ok(())
+    }
+
+    async fn deregister(&self, svc: usize, serial: u64) -> anyhow::Result<()> {
+        self.sd
+            .deregister_instance()
+            .service_id(&self.service_ids[svc])
+            .instance_id(task_id(serial))
+            .send()
+            .await
+            .context("DeregisterInstance")?;
+        Ok(())
+    }
+
+    fn next_serial(&self) -> u64 {
+        let mut t = self.tasks.lock().unwrap();
+        t.1 += 1;
+        t.1 - 1
+    }
+}
+
+/// Calls counted by the SDK adapters in `cloudmap_sd_aws_api_calls_total`.
+fn calls_from_metrics(m: &Metrics) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in m.encode().lines() {
+        let Some(rest) = line.strip_prefix("cloudmap_sd_aws_api_calls_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels.split(',').find_map(|kv| {
+                kv.strip_prefix(name)?
+                    .strip_prefix("=\"")?
+                    .strip_suffix('"')
+            })
+        };
+        let (Some(op), Some(outcome)) = (label("operation"), label("outcome")) else {
+            continue;
+        };
+        let key = if outcome == "success" {
+            op.to_string()
+        } else {
+            format!("{op} ({outcome})")
+        };
+        *out.entry(key).or_default() += value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+    }
+    out
+}
+
+impl World for MotoWorld {
+    type C = SdkCloudMap;
+    type E = SdkEcs;
+    type X = SdkEc2;
+
+    fn describe(&self) -> String {
+        "moto server through the real SDK adapters; calls read from \
+         cloudmap_sd_aws_api_calls_total (one per page / batch; SDK retries not visible)"
+            .into()
+    }
+
+    async fn clients(&self, metrics: &Arc<Metrics>) -> Clients<SdkCloudMap, SdkEcs, SdkEc2> {
+        Clients {
+            cloudmap: SdkCloudMap::new(servicediscovery_client(&self.sdk), metrics.clone()),
+            ecs: SdkEcs::new(aws_sdk_ecs::Client::new(&self.sdk), metrics.clone()),
+            ec2: SdkEc2::new(aws_sdk_ec2::Client::new(&self.sdk), metrics.clone()),
+        }
+    }
+
+    fn calls(&self, metrics: &Metrics) -> BTreeMap<String, u64> {
+        calls_from_metrics(metrics)
+    }
+
+    fn busy(&self) -> Option<Duration> {
+        None
+    }
+
+    /// moto's instances revision is the sum of per-instance registration counters of
+    /// the instances present, so deregister + register of another id leaves it equal.
+    /// The new id is registered, deregistered and registered again (counter 3) so the
+    /// revision moves, as AWS's does on any change.
+    async fn replace(&self, svc: usize, slot: usize) -> anyhow::Result<()> {
+        let new = self.next_serial();
+        let old = self.tasks.lock().unwrap().0[svc][slot];
+        self.register(svc, new).await?;
+        self.deregister(svc, new).await?;
+        self.register(svc, new).await?;
+        self.deregister(svc, old).await?;
+        self.tasks.lock().unwrap().0[svc][slot] = new;
+        Ok(())
+    }
+
+    async fn add(&self, svc: usize) -> anyhow::Result<String> {
+        let new = self.next_serial();
+        self.register(svc, new).await?;
+        self.tasks.lock().unwrap().0[svc].push(new);
+        Ok(task_id(new))
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Process measurements.
+
+fn cpu_time() -> Duration {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+    let ru = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr());
+        ru.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// A `VmXXX:` line of /proc/self/status, in KiB. Peak RSS comes from VmHWM, not
+/// ru_maxrss: Linux carries ru_maxrss over exec, so it starts at the RSS of the
+/// process that forked this one (`cargo run`).
+fn vm_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Gives freed heap back to the OS, so an earlier topology's leftovers do not count
+/// in the next one's RSS.
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Resets VmHWM (the peak RSS) to the current RSS; false when the kernel refuses.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x % n.max(1)
+    }
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn print_table(head: &[String], rows: &[Vec<String>]) {
+    let mut w: Vec<usize> = head.iter().map(String::len).collect();
+    for r in rows {
+        for (c, v) in r.iter().enumerate() {
+            w[c] = w[c].max(v.len());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut s = String::from(" ");
+        for (c, v) in cells.iter().enumerate() {
+            if c == 0 {
+                s += &format!(" {v:<w$}", w = w[0]);
+            } else {
+                s += &format!("  {v:>w$}", w = w[c]);
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(head);
+    for r in rows {
+        line(r);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// (a)-(c): passes driven directly, with a virtual clock.
+
+fn options(extra: &[String]) -> anyhow::Result<Options> {
+    let mut args: Vec<String> = [
+        "cloudmap-sd",
+        "--listen",
+        "127.0.0.1:0",
+        "--remote-write-watch-interval",
+        "0s",
+        "--amp-probe-interval",
+        "0s",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().cloned());
+    let cli = Cli::try_parse_from(&args).map_err(|e| anyhow!("{args:?}: {e}"))?;
+    Ok(cli.validate()?.options)
+}
+
+struct Sample {
+    name: &'static str,
+    at: Duration,
+    calls: BTreeMap<String, u64>,
+    wall: Duration,
+    cpu: Duration,
+    /// Time inside the in-process backend (the fake).
+    backend: Option<Duration>,
+    targets: usize,
+    bytes: usize,
+    problems: Vec<String>,
+}
+
+fn diff(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+/// What every sampled pass of one topology shares.
+struct Sampler<'a, W: World> {
+    w: &'a W,
+    metrics: &'a Metrics,
+    t0: Instant,
+    expected: usize,
+    cycle_timeout: Duration,
+}
+
+impl<W: World> Sampler<'_, W> {
+    /// One pass at virtual time `t0 + at`: calls, wall and CPU time (the pass and
+    /// dropping its result).
+    async fn sample(
+        &self,
+        engine: &mut Engine<W::C, W::E, W::X>,
+        name: &'static str,
+        at: Duration,
+    ) -> Sample {
+        let mut problems = Vec::new();
+        if self.t0 + at + self.cycle_timeout <= Instant::now() {
+            problems.push("the cycle deadline (virtual start + --cycle-timeout) had passed".into());
+        }
+        let before = self.w.calls(self.metrics);
+        let busy0 = self.w.busy();
+        let (cpu0, wall0) = (cpu_time(), std::time::Instant::now());
+        let (targets, bytes) = match engine.pass(self.t0 + at).await {
+            Ok(p) => {
+                if !p.cycle.complete {
+                    let first = p.cycle.failures.first().map(|f| f.error.to_string());
+                    problems.push(format!(
+                        "incomplete cycle: {} failed services (first: {})",
+                        p.cycle.failures.len(),
+                        first.unwrap_or_default()
+                    ));
+                }
+                if p.cycle.deadline_exceeded {
+                    problems.push("cycle deadline exceeded".into());
+                }
+                if let Some(e) = p.enriched.errors.first() {
+                    problems.push(format!(
+                        "{} enrichment errors (first: {e})",
+                        p.enriched.errors.len()
+                    ));
+                }
+                if !p.cycle.snapshot.held.is_empty() {
+                    problems.push(format!("{} tasks held", p.cycle.snapshot.held.len()));
+                }
+                if !p.built.skipped.is_empty() {
+                    problems.push(format!("{} endpoints skipped", p.built.skipped.len()));
+                }
+                (p.built.groups.len(), p.content.len())
+            }
+            Err(e) => {
+                problems.push(format!("pass failed: {e}"));
+                (0, 0)
+            }
+        };
+        let (wall, cpu) = (wall0.elapsed(), cpu_time() - cpu0);
+        if targets != self.expected {
+            problems.push(format!("{targets} targets, expected {}", self.expected));
+        }
+        Sample {
+            name,
+            at,
+            calls: diff(&before, &self.w.calls(self.metrics)),
+            wall,
+            cpu,
+            backend: self.w.busy().zip(busy0).map(|(a, b)| a - b),
+            targets,
+            bytes,
+            problems,
+        }
+    }
+}
+
+/// Steady cycles sampled per kind (listing not due / due) for the CPU figures.
+const STEADY_REPEATS: u32 = 4;
+
+struct Cycles {
+    cold: Sample,
+    steady: Vec<Sample>,
+    listed: Vec<Sample>,
+    churn: Sample,
+    refresh: Sample,
+    churned: usize,
+    churned_services: usize,
+    peak_rss_kib: Option<u64>,
+    base_rss_kib: Option<u64>,
+    /// CPU of targets::build, targets::to_json and dropping both, on a steady snapshot.
+    render: Option<[Duration; 3]>,
+}
+
+/// Cold, steady (listing not due, listing due) x STEADY_REPEATS, churn, then the
+/// tags / full-read refresh cycle.
+async fn cycles<W: World>(w: &W, topo: &Topo, opts: &Options) -> anyhow::Result<Cycles> {
+    let (interval, listing) = (opts.interval, opts.services_refresh);
+    if listing <= interval {
+        bail!(
+            "--services-refresh must be longer than --interval for a steady cycle without listing"
+        );
+    }
+    trim_heap();
+    let base_rss_kib = vm_kib("VmRSS");
+    let reset = reset_peak_rss();
+    let metrics = Arc::new(Metrics::new());
+    let mut engine = Engine::new(w.clients(&metrics).await, opts, metrics.clone());
+    let n = topo.targets();
+    let sampler = Sampler {
+        w,
+        metrics: &metrics,
+        t0: Instant::now(),
+        expected: n,
+        cycle_timeout: opts.cycle_timeout(),
+    };
+    let cold = sampler.sample(&mut engine, "cold", Duration::ZERO).await;
+    let (mut steady, mut listed) = (Vec::new(), Vec::new());
+    for k in 0..STEADY_REPEATS {
+        let at = listing * k + interval;
+        steady.push(sampler.sample(&mut engine, "steady", at).await);
+        let at = listing * (k + 1);
+        listed.push(sampler.sample(&mut engine, "steady+list", at).await);
+    }
+    // 1% of all tasks, one task in each of that many services, spread evenly.
+    let churned = n.div_ceil(100);
+    let per = churned.div_ceil(topo.services);
+    let services: Vec<usize> = (0..churned.min(topo.services))
+        .map(|j| j * topo.services / churned.min(topo.services))
+        .collect();
+    for round in 0..per {
+        for s in &services {
+            w.replace(*s, round % topo.tasks).await?;
+        }
+    }
+    let at = listing * STEADY_REPEATS + interval;
+    let churn = sampler.sample(&mut engine, "churn", at).await;
+    let refresh_at = opts.tags_refresh.max(opts.full_refresh).max(at + interval);
+    let refresh = sampler.sample(&mut engine, "refresh", refresh_at).await;
+    let peak_rss_kib = if reset { vm_kib("VmHWM") } else { None };
+    // Rendering alone, re-run on the snapshot of one more steady pass (after the
+    // peak above was read).
+    let render = match engine.pass(sampler.t0 + refresh_at + interval).await {
+        Ok(p) => {
+            let topts = TargetOptions::from_options(opts);
+            let c0 = cpu_time();
+            let built = targets::build(&p.cycle.snapshot, &topts);
+            let c1 = cpu_time();
+            let json = targets::to_json(&built.groups);
+            let c2 = cpu_time();
+            drop((built, json));
+            Some([c1 - c0, c2 - c1, cpu_time() - c2])
+        }
+        Err(_) => None,
+    };
+    Ok(Cycles {
+        cold,
+        steady,
+        listed,
+        churn,
+        refresh,
+        churned: per * services.len(),
+        churned_services: services.len(),
+        peak_rss_kib,
+        base_rss_kib,
+        render,
+    })
+}
+
+const OPS: [&str; 9] = [
+    "ListNamespaces",
+    "ListServices",
+    "GetService",
+    "ListTagsForResource",
+    "DiscoverInstancesRevision",
+    "DiscoverInstances",
+    "DescribeTasks",
+    "DescribeContainerInstances",
+    "DescribeInstances",
+];
+
+fn total(calls: &BTreeMap<String, u64>) -> u64 {
+    calls.values().sum()
+}
+
+fn report_cycles(c: &Cycles, topo: &Topo, opts: &Options, against: Against) {
+    let secs = |d: Duration| format!("{}s", d.as_secs());
+    println!(
+        "sidecar options: --interval {} --services-refresh {} --tags-refresh {} --full-refresh {} \
+         --concurrency {} --ecs-enrichment {}",
+        secs(opts.interval),
+        secs(opts.services_refresh),
+        secs(opts.tags_refresh),
+        secs(opts.full_refresh),
+        opts.concurrency,
+        opts.ecs_enrichment
+    );
+    println!(
+        "churn: 1% of all tasks = {} tasks replaced, one in each of {} services \
+         (deregister a task, register a new task id){}",
+        c.churned,
+        c.churned_services,
+        if against == Against::Moto {
+            "; moto: the new id is registered, deregistered and registered again so the \
+             revision moves (moto sums per-instance counters)"
+        } else {
+            ""
+        }
+    );
+    println!();
+
+    let cols: Vec<&Sample> = vec![&c.cold, &c.steady[0], &c.listed[0], &c.churn, &c.refresh];
+    let head = |first: &str| {
+        let mut h = vec![first.to_string()];
+        h.extend(
+            ["cold", "steady", "steady+list", "churn 1%", "refresh"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        h
+    };
+    let mut ops: Vec<String> = OPS.iter().map(|s| s.to_string()).collect();
+    for s in &cols {
+        for k in s.calls.keys() {
+            if !ops.contains(k) {
+                ops.push(k.clone());
+            }
+        }
+    }
+    let mut rows = vec![{
+        let mut r = vec!["  at (virtual)".to_string()];
+        r.extend(cols.iter().map(|s| format!("t+{}s", s.at.as_secs())));
+        r
+    }];
+    for op in &ops {
+        let mut r = vec![op.clone()];
+        r.extend(
+            cols.iter()
+                .map(|s| s.calls.get(op).copied().unwrap_or(0).to_string()),
+        );
+        rows.push(r);
+    }
+    let mut r = vec!["total".to_string()];
+    r.extend(cols.iter().map(|s| total(&s.calls).to_string()));
+    rows.push(r);
+    println!("(a) API calls per cycle");
+    print_table(&head("operation"), &rows);
+    println!(
+        "  steady: listing not due (t = last listing + interval); steady+list: listing due \
+         (t = last listing + services-refresh); refresh: tags, namespaces and full instance \
+         reads due"
+    );
+    let same = |v: &[Sample]| v.iter().all(|s| s.calls == v[0].calls);
+    if !same(&c.steady) || !same(&c.listed) {
+        println!(
+            "  NOTE: the {STEADY_REPEATS} repeats of a steady cycle did not all make the same calls"
+        );
+    }
+
+    let reloader = topo.reloader();
+    let half = reloader / 2;
+    let (s, l) = (total(&c.steady[0].calls), total(&c.listed[0].calls));
+    let per_period = (opts.services_refresh.as_secs() / opts.interval.as_secs()).max(1);
+    let mean = (s * (per_period - 1) + l) as f64 / per_period as f64;
+    let yn = |b: bool| if b { "yes" } else { "NO" };
+    println!(
+        "  old reloader: 2 + {} namespaces + 2 x {} services = {reloader} calls per cycle; half = {half}",
+        topo.namespaces, topo.services
+    );
+    println!(
+        "  steady <= half: listing not due {s}: {}; listing due {l}: {}; mean over one \
+         services-refresh period ({per_period} cycles) {mean:.1}: {}",
+        yn(s <= half),
+        yn(l <= half),
+        yn(mean <= half as f64)
+    );
+    let heavy = |calls: &BTreeMap<String, u64>| -> Vec<String> {
+        calls
+            .keys()
+            .filter(|k| {
+                let op = k.split(' ').next().unwrap_or(k);
+                matches!(
+                    op,
+                    "DiscoverInstances"
+                        | "ListTagsForResource"
+                        | "DescribeTasks"
+                        | "DescribeContainerInstances"
+                        | "DescribeInstances"
+                )
+            })
+            .cloned()
+            .collect()
+    };
+    let mut found: Vec<String> = c
+        .steady
+        .iter()
+        .chain(&c.listed)
+        .flat_map(|s| heavy(&s.calls))
+        .collect();
+    found.sort();
+    found.dedup();
+    println!(
+        "  steady cycles with DiscoverInstances, ListTagsForResource, ECS or EC2 calls: {}",
+        if found.is_empty() {
+            "none".to_string()
+        } else {
+            found.join(", ")
+        }
+    );
+    println!();
+
+    println!(
+        "(b) cycle time (wall and process CPU user+sys around Engine::pass and dropping its \
+         result; current-thread runtime{})",
+        if against == Against::Moto {
+            "; client side only, moto runs in another process"
+        } else {
+            "; includes the fake generating its answers"
+        }
+    );
+    let med =
+        |v: &[Sample], f: fn(&Sample) -> Duration| median(&v.iter().map(f).collect::<Vec<_>>());
+    let wall = |s: &Sample| s.wall;
+    let cpu = |s: &Sample| s.cpu;
+    let row = |name: &str, f: fn(&Sample) -> Duration| {
+        vec![
+            name.to_string(),
+            ms(f(&c.cold)),
+            ms(med(&c.steady, f)),
+            ms(med(&c.listed, f)),
+            ms(f(&c.churn)),
+            ms(f(&c.refresh)),
+        ]
+    };
+    let mut rows = vec![row("wall", wall), row("CPU", cpu)];
+    if c.cold.backend.is_some() {
+        let busy = |s: &Sample| s.backend.unwrap_or_default();
+        rows.push(row("in the fake", busy));
+    }
+    print_table(&head("ms"), &rows);
+    let list = |v: &[Sample]| v.iter().map(|s| ms(s.cpu)).collect::<Vec<_>>().join(" ");
+    println!(
+        "  steady columns: median of {STEADY_REPEATS} cycles; CPU ms of each: steady [{}], steady+list [{}]",
+        list(&c.steady),
+        list(&c.listed)
+    );
+    if let Some([build, json, drop]) = c.render {
+        println!(
+            "  rendering alone on a steady snapshot, CPU ms: targets::build {}, targets::to_json {}, \
+             dropping both {} (total {})",
+            ms(build),
+            ms(json),
+            ms(drop),
+            ms(build + json + drop)
+        );
+    }
+    println!();
+
+    let worst = c
+        .steady
+        .iter()
+        .chain(&c.listed)
+        .map(|s| s.cpu)
+        .max()
+        .unwrap_or_default();
+    let at_10k = against == Against::Fake && topo.targets() == 10_000;
+    println!("(c) memory and output");
+    println!(
+        "  targets: {} (expected {}); output: {} bytes ({} MiB)",
+        c.steady[0].targets,
+        topo.targets(),
+        c.steady[0].bytes,
+        mib(c.steady[0].bytes as u64 / 1024)
+    );
+    println!(
+        "  steady cycle CPU ms: {} (median, listing not due); {} (median, listing due); worst steady {}{}",
+        ms(med(&c.steady, cpu)),
+        ms(med(&c.listed, cpu)),
+        ms(worst),
+        if at_10k {
+            format!(
+                " -- goal < 50 ms at 10,000 targets against the fake: {}",
+                if worst < Duration::from_millis(50) {
+                    "met"
+                } else {
+                    "NOT met"
+                }
+            )
+        } else {
+            String::new()
+        }
+    );
+    match c.peak_rss_kib {
+        Some(peak) => println!(
+            "  peak RSS MiB: {} (VmHWM over the passes above, reset before this topology's \
+             engine was built, after malloc_trim; RSS then {} MiB){}",
+            mib(peak),
+            c.base_rss_kib.map(mib).unwrap_or_default(),
+            if at_10k {
+                format!(
+                    " -- goal < 30 MiB: {}",
+                    if peak < 30 * 1024 { "met" } else { "NOT met" }
+                )
+            } else {
+                String::new()
+            }
+        ),
+        None => println!("  peak RSS MiB: n/a (could not reset VmHWM)"),
+    }
+    let mut problems: Vec<String> = std::iter::once(&c.cold)
+        .chain(&c.steady)
+        .chain(&c.listed)
+        .chain([&c.churn, &c.refresh])
+        .flat_map(|s| {
+            s.problems
+                .iter()
+                .map(move |p| format!("{} t+{}s: {p}", s.name, s.at.as_secs()))
+        })
+        .collect();
+    problems.dedup();
+    for p in &problems {
+        println!("  PROBLEM: {p}");
+    }
+    println!();
+}
+
+// ---------------------------------------------------------------------------------
+// (d) time to target: the sidecar loop in-process, a new task, the file polled.
+
+/// Polls `path` every 20 ms until it contains `needle`; the time since `since`.
+async fn wait_for_text(
+    path: &Path,
+    needle: &str,
+    since: std::time::Instant,
+    timeout: Duration,
+) -> Option<Duration> {
+    let mut last = None;
+    loop {
+        if let Ok(md) = std::fs::metadata(path) {
+            let key = (md.ino(), md.len(), md.mtime(), md.mtime_nsec());
+            if last != Some(key) {
+                last = Some(key);
+                if std::fs::read_to_string(path).is_ok_and(|t| t.contains(needle)) {
+                    return Some(since.elapsed());
+                }
+            }
+        }
+        if since.elapsed() > timeout {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Ttt {
+    interval: Duration,
+    /// (offset into the interval, latency; None: not seen in time)
+    runs: Vec<(Duration, Option<Duration>)>,
+    peak_rss_kib: Option<u64>,
+}
+
+async fn time_to_target<W: World>(
+    w: &W,
+    topo: &Topo,
+    interval: Duration,
+    enrichment: bool,
+    runs: usize,
+    rng: &mut Rng,
+) -> anyhow::Result<Ttt> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("targets.json");
+    let opts = options(&[
+        "--interval".into(),
+        humantime::format_duration(interval).to_string(),
+        "--output".into(),
+        out.display().to_string(),
+        "--ecs-enrichment".into(),
+        enrichment.to_string(),
+    ])?;
+    trim_heap();
+    let reset = reset_peak_rss();
+    let metrics = Arc::new(Metrics::new());
+    let clients = w.clients(&metrics).await;
+    let shutdown = CancellationToken::new();
+    let started = std::time::Instant::now();
+    let mut run = pin!(sidecar::run(clients, &opts, metrics, shutdown.clone()));
+    let measure = async {
+        // The first write comes after a complete cycle: it holds every target.
+        if wait_for_text(&out, "\"targets\"", started, Duration::from_secs(300))
+            .await
+            .is_none()
+        {
+            bail!("the sidecar wrote no complete file within 300s");
+        }
+        let mut results = Vec::new();
+        for _ in 0..runs {
+            let pause = rng.below(interval.as_millis() as u64);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            let svc = rng.below(topo.services as u64) as usize;
+            let id = w.add(svc).await?;
+            let at = std::time::Instant::now();
+            let offset =
+                Duration::from_nanos(((at - started).as_nanos() % interval.as_nanos()) as u64);
+            let seen = wait_for_text(
+                &out,
+                &format!("\"{id}\""),
+                at,
+                interval * 3 + Duration::from_secs(10),
+            )
+            .await;
+            eprintln!(
+                "bench: time to target: run {} of {runs}: {}",
+                results.len() + 1,
+                seen.map_or("not seen".into(), |d| format!("{} ms", ms(d)))
+            );
+            results.push((offset, seen));
+        }
+        anyhow::Ok(results)
+    };
+    let results = tokio::select! {
+        r = &mut run => bail!("the sidecar stopped early: {r:?}"),
+        r = measure => r,
+    };
+    shutdown.cancel();
+    if let Err(e) = (&mut run).await {
+        eprintln!("bench: sidecar ended with: {e}");
+    }
+    Ok(Ttt {
+        interval,
+        runs: results?,
+        peak_rss_kib: if reset { vm_kib("VmHWM") } else { None },
+    })
+}
+
+fn report_ttt(t: &Ttt) {
+    let bound = t.interval + Duration::from_secs(1);
+    println!(
+        "(d) time to target: sidecar::run in-process, --interval {}, file polled every 20 ms; \
+         timed from the end of the registration call; offset = time since the loop started \
+         modulo the interval (the tick phase; it shifts when a cycle overruns the interval)",
+        humantime::format_duration(t.interval)
+    );
+    let rows: Vec<Vec<String>> = t
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(i, (off, lat))| {
+            vec![
+                (i + 1).to_string(),
+                ms(*off),
+                lat.map_or("not seen".into(), ms),
+                lat.map_or("NO", |l| if l <= bound { "yes" } else { "NO" })
+                    .to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["run", "offset in interval ms", "latency ms", "<= bound"].map(String::from),
+        &rows,
+    );
+    let mut seen: Vec<Duration> = t.runs.iter().filter_map(|r| r.1).collect();
+    seen.sort();
+    if let (Some(min), Some(max)) = (seen.first(), seen.last()) {
+        println!(
+            "  min / median / max: {} / {} / {} ms; bound interval + 1s = {} ms; all within: {}",
+            ms(*min),
+            ms(median(&seen)),
+            ms(*max),
+            ms(bound),
+            if seen.len() == t.runs.len() && *max <= bound {
+                "yes"
+            } else {
+                "NO"
+            }
+        );
+    }
+    if let Some(p) = t.peak_rss_kib {
+        println!(
+            "  peak RSS during the loop (VmHWM, file writes and HTTP server included): {} MiB",
+            mib(p)
+        );
+    }
+    println!();
+}
+
+// ---------------------------------------------------------------------------------
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|x| x.1.trim().to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}
+
+async fn bench(args: &Args, moto: Option<&Moto>) -> anyhow::Result<()> {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let mut rng = Rng(seed | 1);
+    let dir = tempfile::tempdir()?;
+    let enrichment = args.against == Against::Fake;
+    let opts = options(&[
+        "--output".into(),
+        dir.path().join("targets.json").display().to_string(),
+        "--ecs-enrichment".into(),
+        enrichment.to_string(),
+    ])?;
+    println!("# cloudmap-sd benchmark ({})", machine());
+    println!(
+        "# build: {}; runtime: tokio current_thread; random seed {seed}",
+        if cfg!(debug_assertions) {
+            "DEBUG (numbers not representative; use --release)"
+        } else {
+            "release"
+        }
+    );
+    println!();
+    for &services in &args.services {
+        let topo = Topo {
+            services,
+            tasks: args.tasks,
+            namespaces: args.namespaces.max(1),
+            hosts: args.hosts.max(1),
+        };
+        let title = format!(
+            "== {}: {} services x {} tasks = {} targets ({} namespaces, {} ECS clusters, {} EC2 hosts) ==",
+            match args.against {
+                Against::Fake => "fake",
+                Against::Moto => "moto",
+            },
+            topo.services,
+            topo.tasks,
+            topo.targets(),
+            topo.namespaces,
+            topo.namespaces,
+            topo.hosts
+        );
+        match (args.against, moto) {
+            (Against::Fake, _) => {
+                let fake = Fake::new(topo);
+                println!("{title}");
+                println!("backend: {}", fake.describe());
+                let c = cycles(&fake, &topo, &opts).await?;
+                report_cycles(&c, &topo, &opts, args.against);
+                drop(c);
+                let interval = args.ttt_interval.unwrap_or(Duration::from_secs(5));
+                let t =
+                    time_to_target(&fake, &topo, interval, true, args.ttt_runs, &mut rng).await?;
+                report_ttt(&t);
+            }
+            (Against::Moto, Some(moto)) => {
+                eprintln!(
+                    "bench: seeding moto with {} services, {} instances",
+                    topo.services,
+                    topo.targets()
+                );
+                let seeded = std::time::Instant::now();
+                let world =
+                    MotoWorld::seed(moto, topo, opts.api_timeout, args.seed_concurrency).await?;
+                let seeding = seeded.elapsed();
+                println!("{title}");
+                println!("backend: {} at {}", world.describe(), moto.url);
+                println!(
+                    "seeding: {:.1} s with {} calls in flight; ECS enrichment OFF \
+                     (--ecs-enrichment false): no ECS/EC2 data is seeded in moto, so the \
+                     ECS/EC2 rows are 0 here (the fake run covers them)",
+                    seeding.as_secs_f64(),
+                    args.seed_concurrency
+                );
+                let c = cycles(&world, &topo, &opts).await?;
+                report_cycles(&c, &topo, &opts, args.against);
+                let steady = median(&c.steady.iter().map(|s| s.wall).collect::<Vec<_>>());
+                drop(c);
+                let interval = args.ttt_interval.unwrap_or_else(|| {
+                    Duration::from_secs((steady.as_secs_f64() * 3.0).ceil() as u64)
+                        .max(Duration::from_secs(5))
+                });
+                let t =
+                    time_to_target(&world, &topo, interval, false, args.ttt_runs, &mut rng).await?;
+                report_ttt(&t);
+                if args.ttt_interval.is_none() {
+                    println!(
+                        "  (interval chosen as 5s or 3x the median steady cycle of {} ms, whichever is longer)",
+                        ms(steady)
+                    );
+                    println!();
+                }
+            }
+            (Against::Moto, None) => bail!("moto was not started"),
+        }
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.services.is_empty() || args.tasks == 0 || args.ttt_runs == 0 {
+        bail!("--services, --tasks and --ttt-runs must be positive");
+    }
+    // moto and its environment come first, while this process has a single thread.
+    let moto = match args.against {
+        Against::Moto => {
+            let m = Moto::start()?;
+            eprintln!("bench: moto server at {}", m.url);
+            for (k, v) in [
+                ("AWS_ENDPOINT_URL", m.url.as_str()),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ] {
+                // SAFETY: no other thread exists yet (no runtime, no logger).
+                unsafe { std::env::set_var(k, v) };
+            }
+            for k in ["AWS_PROFILE", "AWS_SESSION_TOKEN"] {
+                // SAFETY: as above.
+                unsafe { std::env::remove_var(k) };
+            }
+            Some(m)
+        }
+        Against::Fake => None,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(bench(&args, moto.as_ref()))
+}
