@@ -368,8 +368,15 @@ pub async fn once<C: CloudMap, E: Ecs, X: Ec2>(
     Ok(())
 }
 
-/// Marks the write-failure gauges of `file`: `reason` set, the others cleared.
+/// Marks the write-failure gauges of `file`: `reason` set, the others cleared; a
+/// failure also counts in the writes counter.
 fn write_failing(metrics: &Metrics, file: &'static str, reason: Option<&'static str>) {
+    if reason.is_some() {
+        metrics
+            .writes
+            .get_or_create(&OutcomeLabels { outcome: "failed" })
+            .inc();
+    }
     for r in WriteError::REASONS {
         metrics
             .write_failing
@@ -483,10 +490,6 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
             match r {
                 Ok(_) => write_failing(&metrics, "hosts", None),
                 Err(e) => {
-                    metrics
-                        .writes
-                        .get_or_create(&OutcomeLabels { outcome: "failed" })
-                        .inc();
                     write_failing(&metrics, "hosts", Some(e.reason()));
                     error!(error = %e, "could not write the EC2 hosts file; the previous file is intact");
                 }
@@ -513,10 +516,6 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
                 }
             }
             Err(e) => {
-                metrics
-                    .writes
-                    .get_or_create(&OutcomeLabels { outcome: "failed" })
-                    .inc();
                 write_failing(&metrics, "targets", Some(e.reason()));
                 shared.set_write_error(e.to_string());
                 error!(error = %e, "could not write the file; the previous file is intact; not ready until a write succeeds");
