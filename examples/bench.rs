@@ -36,7 +36,8 @@ use cloudmap_sd::aws::ec2::SdkEc2;
 use cloudmap_sd::aws::ecs::SdkEcs;
 use cloudmap_sd::aws::endpoint::{load_sdk_config, servicediscovery_client};
 use cloudmap_sd::aws::{
-    AwsError, CloudMap, Ec2, Ecs, ErrorKind, Host, Namespace, ServiceSummary, TaskFacts,
+    AwsError, CloudMap, Ec2, Ecs, ErrorKind, Host, Namespace, ServicePage, ServiceSummary,
+    TaskFacts,
 };
 use cloudmap_sd::config::{Cli, HealthStatus, Options};
 use cloudmap_sd::metrics::Metrics;
@@ -261,10 +262,17 @@ impl CloudMap for Fake {
             .collect())
     }
 
-    async fn services(&self) -> Result<Vec<ServiceSummary>, AwsError> {
+    async fn services_page(&self, token: Option<String>) -> Result<ServicePage, AwsError> {
         let _t = self.timed();
-        self.count("ListServices", self.topo.services);
-        Ok((0..self.topo.services)
+        self.count("ListServices", 1);
+        let from: usize = match token {
+            Some(t) => t
+                .parse()
+                .map_err(|_| not_found("ListServices", "page token"))?,
+            None => 0,
+        };
+        let to = (from + PAGE).min(self.topo.services);
+        let services = (from..to)
             .map(|i| ServiceSummary {
                 id: svc_id(i),
                 arn: format!(
@@ -273,7 +281,11 @@ impl CloudMap for Fake {
                 ),
                 name: svc_name(i),
             })
-            .collect())
+            .collect();
+        Ok(ServicePage {
+            services,
+            next: (to < self.topo.services).then(|| to.to_string()),
+        })
     }
 
     async fn service_namespace(&self, service_id: &str) -> Result<String, AwsError> {
@@ -936,10 +948,10 @@ impl<W: World> Sampler<'_, W> {
                 if !p.cycle.snapshot.held.is_empty() {
                     problems.push(format!("{} tasks held", p.cycle.snapshot.held.len()));
                 }
-                if !p.built.skipped.is_empty() {
-                    problems.push(format!("{} endpoints skipped", p.built.skipped.len()));
+                if !p.rendered.skipped.is_empty() {
+                    problems.push(format!("{} endpoints skipped", p.rendered.skipped.len()));
                 }
-                (p.built.groups.len(), p.content.len())
+                (p.rendered.targets, p.rendered.content.len())
             }
             Err(e) => {
                 problems.push(format!("pass failed: {e}"));
@@ -964,8 +976,8 @@ impl<W: World> Sampler<'_, W> {
     }
 }
 
-/// Steady cycles sampled per kind (listing not due / due) for the CPU figures.
-const STEADY_REPEATS: u32 = 4;
+/// Consecutive steady cycles sampled (one --interval apart) after the cold one.
+const STEADY_CYCLES: u32 = 8;
 
 struct Cycles {
     cold: Sample,
@@ -977,19 +989,16 @@ struct Cycles {
     churned_services: usize,
     peak_rss_kib: Option<u64>,
     base_rss_kib: Option<u64>,
-    /// CPU of targets::build, targets::to_json and dropping both, on a steady snapshot.
-    render: Option<[Duration; 3]>,
+    /// CPU of targets::render and of dropping its result, on a steady snapshot (what
+    /// a cycle with a change costs on top of a steady one).
+    render: Option<[Duration; 2]>,
 }
 
-/// Cold, steady (listing not due, listing due) x STEADY_REPEATS, churn, then the
+/// Cold, STEADY_CYCLES steady cycles (split into those without and with a listing
+/// call), churn, then the
 /// tags / full-read refresh cycle.
 async fn cycles<W: World>(w: &W, topo: &Topo, opts: &Options) -> anyhow::Result<Cycles> {
-    let (interval, listing) = (opts.interval, opts.services_refresh);
-    if listing <= interval {
-        bail!(
-            "--services-refresh must be longer than --interval for a steady cycle without listing"
-        );
-    }
+    let interval = opts.interval;
     trim_heap();
     let base_rss_kib = vm_kib("VmRSS");
     let reset = reset_peak_rss();
@@ -1004,12 +1013,15 @@ async fn cycles<W: World>(w: &W, topo: &Topo, opts: &Options) -> anyhow::Result<
         cycle_timeout: opts.cycle_timeout(),
     };
     let cold = sampler.sample(&mut engine, "cold", Duration::ZERO).await;
-    let (mut steady, mut listed) = (Vec::new(), Vec::new());
-    for k in 0..STEADY_REPEATS {
-        let at = listing * k + interval;
-        steady.push(sampler.sample(&mut engine, "steady", at).await);
-        let at = listing * (k + 1);
-        listed.push(sampler.sample(&mut engine, "steady+list", at).await);
+    let mut all = Vec::new();
+    for k in 1..=STEADY_CYCLES {
+        all.push(sampler.sample(&mut engine, "steady", interval * k).await);
+    }
+    let lists =
+        |s: &Sample| s.calls.contains_key("ListServices") || s.calls.contains_key("ListNamespaces");
+    let (mut listed, steady): (Vec<Sample>, Vec<Sample>) = all.into_iter().partition(lists);
+    for s in &mut listed {
+        s.name = "steady+list";
     }
     // 1% of all tasks, one task in each of that many services, spread evenly.
     let churned = n.div_ceil(100);
@@ -1022,7 +1034,7 @@ async fn cycles<W: World>(w: &W, topo: &Topo, opts: &Options) -> anyhow::Result<
             w.replace(*s, round % topo.tasks).await?;
         }
     }
-    let at = listing * STEADY_REPEATS + interval;
+    let at = interval * (STEADY_CYCLES + 1);
     let churn = sampler.sample(&mut engine, "churn", at).await;
     let refresh_at = opts.tags_refresh.max(opts.full_refresh).max(at + interval);
     let refresh = sampler.sample(&mut engine, "refresh", refresh_at).await;
@@ -1033,12 +1045,10 @@ async fn cycles<W: World>(w: &W, topo: &Topo, opts: &Options) -> anyhow::Result<
         Ok(p) => {
             let topts = TargetOptions::from_options(opts);
             let c0 = cpu_time();
-            let built = targets::build(&p.cycle.snapshot, &topts);
+            let rendered = targets::render(&p.cycle.snapshot, &topts);
             let c1 = cpu_time();
-            let json = targets::to_json(&built.groups);
-            let c2 = cpu_time();
-            drop((built, json));
-            Some([c1 - c0, c2 - c1, cpu_time() - c2])
+            drop(rendered);
+            Some([c1 - c0, cpu_time() - c1])
         }
         Err(_) => None,
     };
@@ -1098,7 +1108,13 @@ fn report_cycles(c: &Cycles, topo: &Topo, opts: &Options, against: Against) {
     );
     println!();
 
-    let cols: Vec<&Sample> = vec![&c.cold, &c.steady[0], &c.listed[0], &c.churn, &c.refresh];
+    let cols: Vec<Option<&Sample>> = vec![
+        Some(&c.cold),
+        c.steady.first(),
+        c.listed.first(),
+        Some(&c.churn),
+        Some(&c.refresh),
+    ];
     let head = |first: &str| {
         let mut h = vec![first.to_string()];
         h.extend(
@@ -1109,7 +1125,7 @@ fn report_cycles(c: &Cycles, topo: &Topo, opts: &Options, against: Against) {
         h
     };
     let mut ops: Vec<String> = OPS.iter().map(|s| s.to_string()).collect();
-    for s in &cols {
+    for s in cols.iter().flatten() {
         for k in s.calls.keys() {
             if !ops.contains(k) {
                 ops.push(k.clone());
@@ -1118,49 +1134,62 @@ fn report_cycles(c: &Cycles, topo: &Topo, opts: &Options, against: Against) {
     }
     let mut rows = vec![{
         let mut r = vec!["  at (virtual)".to_string()];
-        r.extend(cols.iter().map(|s| format!("t+{}s", s.at.as_secs())));
+        r.extend(
+            cols.iter()
+                .map(|s| s.map_or("-".into(), |s| format!("t+{}s", s.at.as_secs()))),
+        );
         r
     }];
     for op in &ops {
         let mut r = vec![op.clone()];
-        r.extend(
-            cols.iter()
-                .map(|s| s.calls.get(op).copied().unwrap_or(0).to_string()),
-        );
+        r.extend(cols.iter().map(|s| {
+            s.map_or("-".into(), |s| {
+                s.calls.get(op).copied().unwrap_or(0).to_string()
+            })
+        }));
         rows.push(r);
     }
     let mut r = vec!["total".to_string()];
-    r.extend(cols.iter().map(|s| total(&s.calls).to_string()));
+    r.extend(
+        cols.iter()
+            .map(|s| s.map_or("-".into(), |s| total(&s.calls).to_string())),
+    );
     rows.push(r);
     println!("(a) API calls per cycle");
     print_table(&head("operation"), &rows);
     println!(
-        "  steady: listing not due (t = last listing + interval); steady+list: listing due \
-         (t = last listing + services-refresh); refresh: tags, namespaces and full instance \
-         reads due"
+        "  steady / steady+list: {STEADY_CYCLES} consecutive cycles with nothing changed, split by \
+         whether the cycle made a listing call (a ListServices page or ListNamespaces; {} \
+         steady, {} steady+list; '-' = none of that kind); refresh: tags, namespaces and \
+         full instance reads due",
+        c.steady.len(),
+        c.listed.len()
     );
     let same = |v: &[Sample]| v.iter().all(|s| s.calls == v[0].calls);
     if !same(&c.steady) || !same(&c.listed) {
-        println!(
-            "  NOTE: the {STEADY_REPEATS} repeats of a steady cycle did not all make the same calls"
-        );
+        println!("  NOTE: the steady cycles of one kind did not all make the same calls");
     }
 
     let reloader = topo.reloader();
     let half = reloader / 2;
-    let (s, l) = (total(&c.steady[0].calls), total(&c.listed[0].calls));
-    let per_period = (opts.services_refresh.as_secs() / opts.interval.as_secs()).max(1);
-    let mean = (s * (per_period - 1) + l) as f64 / per_period as f64;
+    let totals: Vec<u64> = c
+        .steady
+        .iter()
+        .chain(&c.listed)
+        .map(|s| total(&s.calls))
+        .collect();
+    let most = totals.iter().copied().max().unwrap_or_default();
+    let mean = totals.iter().sum::<u64>() as f64 / totals.len().max(1) as f64;
     let yn = |b: bool| if b { "yes" } else { "NO" };
     println!(
         "  old reloader: 2 + {} namespaces + 2 x {} services = {reloader} calls per cycle; half = {half}",
         topo.namespaces, topo.services
     );
     println!(
-        "  steady <= half: listing not due {s}: {}; listing due {l}: {}; mean over one \
-         services-refresh period ({per_period} cycles) {mean:.1}: {}",
-        yn(s <= half),
-        yn(l <= half),
+        "  steady <= half: most calls in a steady cycle {most}: {}; mean over the {} steady \
+         cycles {mean:.1}: {}",
+        yn(most <= half),
+        totals.len(),
         yn(mean <= half as f64)
     );
     let heavy = |calls: &BTreeMap<String, u64>| -> Vec<String> {
@@ -1211,12 +1240,19 @@ fn report_cycles(c: &Cycles, topo: &Topo, opts: &Options, against: Against) {
         |v: &[Sample], f: fn(&Sample) -> Duration| median(&v.iter().map(f).collect::<Vec<_>>());
     let wall = |s: &Sample| s.wall;
     let cpu = |s: &Sample| s.cpu;
+    let med_or_dash = |v: &[Sample], f: fn(&Sample) -> Duration| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            ms(med(v, f))
+        }
+    };
     let row = |name: &str, f: fn(&Sample) -> Duration| {
         vec![
             name.to_string(),
             ms(f(&c.cold)),
-            ms(med(&c.steady, f)),
-            ms(med(&c.listed, f)),
+            med_or_dash(&c.steady, f),
+            med_or_dash(&c.listed, f),
             ms(f(&c.churn)),
             ms(f(&c.refresh)),
         ]
@@ -1229,18 +1265,16 @@ fn report_cycles(c: &Cycles, topo: &Topo, opts: &Options, against: Against) {
     print_table(&head("ms"), &rows);
     let list = |v: &[Sample]| v.iter().map(|s| ms(s.cpu)).collect::<Vec<_>>().join(" ");
     println!(
-        "  steady columns: median of {STEADY_REPEATS} cycles; CPU ms of each: steady [{}], steady+list [{}]",
+        "  steady columns: median of their cycles; CPU ms of each: steady [{}], steady+list [{}]",
         list(&c.steady),
         list(&c.listed)
     );
-    if let Some([build, json, drop]) = c.render {
+    if let Some([render, drop]) = c.render {
         println!(
-            "  rendering alone on a steady snapshot, CPU ms: targets::build {}, targets::to_json {}, \
-             dropping both {} (total {})",
-            ms(build),
-            ms(json),
+            "  rendering alone (done only when the snapshot changed), CPU ms: targets::render {}, \
+             dropping it {}",
+            ms(render),
             ms(drop),
-            ms(build + json + drop)
         );
     }
     println!();
@@ -1256,15 +1290,15 @@ fn report_cycles(c: &Cycles, topo: &Topo, opts: &Options, against: Against) {
     println!("(c) memory and output");
     println!(
         "  targets: {} (expected {}); output: {} bytes ({} MiB)",
-        c.steady[0].targets,
+        c.refresh.targets,
         topo.targets(),
-        c.steady[0].bytes,
-        mib(c.steady[0].bytes as u64 / 1024)
+        c.refresh.bytes,
+        mib(c.refresh.bytes as u64 / 1024)
     );
     println!(
-        "  steady cycle CPU ms: {} (median, listing not due); {} (median, listing due); worst steady {}{}",
-        ms(med(&c.steady, cpu)),
-        ms(med(&c.listed, cpu)),
+        "  steady cycle CPU ms: {} (median, no listing call); {} (median, with a listing call); worst steady {}{}",
+        med_or_dash(&c.steady, cpu),
+        med_or_dash(&c.listed, cpu),
         ms(worst),
         if at_10k {
             format!(
@@ -1568,7 +1602,13 @@ async fn bench(args: &Args, moto: Option<&Moto>) -> anyhow::Result<()> {
                 );
                 let c = cycles(&world, &topo, &opts).await?;
                 report_cycles(&c, &topo, &opts, args.against);
-                let steady = median(&c.steady.iter().map(|s| s.wall).collect::<Vec<_>>());
+                let steady = median(
+                    &c.steady
+                        .iter()
+                        .chain(&c.listed)
+                        .map(|s| s.wall)
+                        .collect::<Vec<_>>(),
+                );
                 drop(c);
                 let interval = args.ttt_interval.unwrap_or_else(|| {
                     Duration::from_secs((steady.as_secs_f64() * 3.0).ceil() as u64)

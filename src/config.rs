@@ -105,11 +105,18 @@ pub struct Options {
     #[arg(long, env = "CLOUDMAP_SD_TAGS_REFRESH", default_value = "5m", value_parser = parse_duration, global = true)]
     pub tags_refresh: Duration,
 
-    /// How often the list of Cloud Map services (ListServices, every page) is read
-    /// again to find new services. Known services are checked every --interval
-    /// whatever this says, and a deleted service drops out at once.
+    /// How often a listing of the Cloud Map services (ListServices) starts, to find
+    /// new services. Known services are checked every --interval whatever this
+    /// says, and a deleted service drops out at once.
     #[arg(long, env = "CLOUDMAP_SD_SERVICES_REFRESH", default_value = "1m", value_parser = parse_duration, global = true)]
     pub services_refresh: Duration,
+
+    /// Listing calls per cycle after the first: ListServices pages (100 services
+    /// each) and the namespace re-read. A listing of P pages spreads over P / N
+    /// cycles, so a steady cycle costs one revision call per service plus at most N.
+    /// The first cycle lists everything.
+    #[arg(long, env = "CLOUDMAP_SD_LISTING_PAGES", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub listing_pages: u16,
 
     /// How often a service's instances are read in full even when its
     /// DiscoverInstancesRevision has not changed (the revision ignores health changes).

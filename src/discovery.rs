@@ -3,8 +3,11 @@
 //!
 //! What a cycle costs:
 //! - always: one DiscoverInstancesRevision per tagged service;
-//! - the paginated ListServices every `services_refresh` (new services are found on
-//!   that clock; a deleted service drops out at once through its revision call);
+//! - a listing of the services (ListServices, paginated) starts every
+//!   `services_refresh`; after the first cycle its pages, and the namespace re-read,
+//!   are spread over cycles, `listing_pages` calls per cycle at most. New services
+//!   are found on that clock; a deleted service drops out at once through its
+//!   revision call;
 //! - DiscoverInstances only for a service whose revision differs from the one last
 //!   seen, or whose last full read is older than `full_refresh` (the revision does
 //!   not move on health changes, and some endpoints keep it equal across changes);
@@ -27,6 +30,7 @@
 //! instances of each service.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -52,6 +56,9 @@ pub struct DiscoveryOptions {
     pub services_refresh: Duration,
     /// Most API calls in flight at once.
     pub concurrency: usize,
+    /// Listing calls (ListServices pages, ListNamespaces) per cycle once the first
+    /// listing is done.
+    pub listing_pages: usize,
     /// Keep only this shard's services or instances.
     pub shard: Option<(Shard, ShardKey)>,
 }
@@ -61,10 +68,15 @@ pub struct DiscoveryOptions {
 struct ServiceState {
     summary: ServiceSummary,
     namespace: String,
-    tags: Option<BTreeMap<String, String>>,
+    /// Shared with the snapshots: replaced only when a read finds them changed,
+    /// so an unchanged service is the same allocation cycle after cycle.
+    tags: Option<Arc<BTreeMap<String, String>>>,
     tags_read_at: Option<Instant>,
     revision: Option<i64>,
-    instances: Option<Vec<Instance>>,
+    /// This shard's instances (`--shard-key task` filters them as they are read).
+    instances: Option<Arc<Vec<Instance>>>,
+    /// Instances of this service left to other shards.
+    excluded: usize,
     instances_read_at: Option<Instant>,
     /// Last time every call for this service succeeded.
     confirmed_at: Option<Instant>,
@@ -79,6 +91,7 @@ impl ServiceState {
             tags_read_at: None,
             revision: None,
             instances: None,
+            excluded: 0,
             instances_read_at: None,
             confirmed_at: None,
         }
@@ -151,11 +164,23 @@ pub struct Discovery<C> {
     /// Selected services by id.
     services: BTreeMap<String, ServiceState>,
     listed_once: bool,
-    /// When ListServices last succeeded.
+    /// When the last complete listing started.
     listed_at: Option<Instant>,
+    /// A listing in progress.
+    listing: Option<Listing>,
     /// Listed services of other shards (`--shard-key service`).
     excluded_services: usize,
     missing_warned: BTreeSet<String>,
+}
+
+/// A service listing spread over cycles.
+struct Listing {
+    started: Instant,
+    /// The page to read next: None before the first.
+    next: Option<String>,
+    /// Pages read so far.
+    pages: usize,
+    seen: Vec<ServiceSummary>,
 }
 
 enum Outcome {
@@ -174,6 +199,7 @@ impl<C: CloudMap> Discovery<C> {
             services: BTreeMap::new(),
             listed_once: false,
             listed_at: None,
+            listing: None,
             excluded_services: 0,
             missing_warned: BTreeSet::new(),
         }
@@ -205,41 +231,91 @@ impl<C: CloudMap> Discovery<C> {
     pub async fn cycle(&mut self, now: Instant, deadline: Instant) -> Result<Cycle, AwsError> {
         let mut failures = Vec::new();
         let mut stats = CycleStats::default();
-        let listing_due = ServiceState::due(self.listed_at, self.opts.services_refresh, now);
-
-        // Namespaces: cached, re-read on the tags clock (only needed to list).
-        let ns_due = self
-            .namespaces
-            .as_ref()
-            .is_none_or(|(at, _)| now.saturating_duration_since(*at) >= self.opts.tags_refresh);
-        let mut ns_fresh = false;
-        if ns_due && listing_due {
-            match self.refresh_namespaces(now, deadline).await {
-                Ok(()) => ns_fresh = true,
-                Err(e) if self.namespaces.is_some() => {
-                    warn!(error = %e, "could not re-read namespaces; using the cached list");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-
-        // Services: listed in full on their clock, to see new services.
         let mut listing_error = None;
-        if listing_due {
-            match by_deadline(deadline, "ListServices", self.client.services()).await {
-                Ok(listed) => {
-                    self.listed_once = true;
-                    self.listed_at = Some(now);
-                    self.apply_listing(listed, now, deadline, &mut ns_fresh, &mut failures)
-                        .await;
+        let starting = self.listing.is_none()
+            && ServiceState::due(self.listed_at, self.opts.services_refresh, now);
+        if starting {
+            self.listing = Some(Listing {
+                started: now,
+                next: None,
+                pages: 0,
+                seen: Vec::new(),
+            });
+        }
+        if self.listing.is_some() {
+            // The first listing is read whole; later ones by `listing_pages` calls
+            // per cycle, so a steady cycle stays near one call per service.
+            let mut budget = if self.listed_once {
+                self.opts.listing_pages.max(1)
+            } else {
+                usize::MAX
+            };
+            // Namespaces: cached, re-read on the tags clock when a listing starts.
+            let ns_due = self
+                .namespaces
+                .as_ref()
+                .is_none_or(|(at, _)| now.saturating_duration_since(*at) >= self.opts.tags_refresh);
+            let mut ns_fresh = false;
+            if starting && ns_due {
+                budget -= 1;
+                match self.refresh_namespaces(now, deadline).await {
+                    Ok(()) => ns_fresh = true,
+                    Err(e) if self.namespaces.is_some() => {
+                        warn!(error = %e, "could not re-read namespaces; using the cached list");
+                    }
+                    Err(e) => {
+                        self.listing = None;
+                        return Err(e);
+                    }
                 }
-                Err(e) if self.listed_once => {
-                    warn!(error = %e, "could not list services; keeping the known services");
-                    listing_error = Some(e);
-                }
-                Err(e) => return Err(e),
             }
-            self.warn_missing_namespaces();
+            while budget > 0 {
+                budget -= 1;
+                let listing = self.listing.as_mut().expect("a listing is in progress");
+                let page = self.client.services_page(listing.next.clone());
+                match by_deadline(deadline, "ListServices", page).await {
+                    Ok(page) => {
+                        listing.seen.extend(page.services);
+                        listing.pages += 1;
+                        if page.next.is_some() {
+                            listing.next = page.next;
+                            continue;
+                        }
+                        let done = self.listing.take().expect("a listing is in progress");
+                        debug!(
+                            pages = done.pages,
+                            services = done.seen.len(),
+                            "services listed"
+                        );
+                        self.listed_once = true;
+                        self.listed_at = Some(done.started);
+                        self.apply_listing(done.seen, now, deadline, &mut ns_fresh, &mut failures)
+                            .await;
+                        self.warn_missing_namespaces();
+                        break;
+                    }
+                    Err(e) if self.listed_once => {
+                        // A passing fault resumes at the same page next cycle; any
+                        // other (an expired token, say) starts the listing again.
+                        if !matches!(
+                            e.kind,
+                            ErrorKind::Throttled
+                                | ErrorKind::Server
+                                | ErrorKind::Timeout
+                                | ErrorKind::Network
+                        ) {
+                            self.listing = None;
+                        }
+                        warn!(error = %e, "could not list services; keeping the known services");
+                        listing_error = Some(e);
+                        break;
+                    }
+                    Err(e) => {
+                        self.listing = None;
+                        return Err(e);
+                    }
+                }
+            }
         }
 
         // Per-service reads, bounded concurrency, all ending by the deadline. A read
@@ -282,7 +358,7 @@ impl<C: CloudMap> Discovery<C> {
                     };
                     let kept = st.tags.is_some()
                         && (st.instances.is_some()
-                            || !st.tags.as_ref().is_some_and(wants_scraping));
+                            || !st.tags.as_deref().is_some_and(wants_scraping));
                     let what = if kept {
                         "service read failed; keeping its last known targets"
                     } else {
@@ -312,10 +388,6 @@ impl<C: CloudMap> Discovery<C> {
             );
         }
 
-        let task_shard = match self.opts.shard {
-            Some((shard, ShardKey::Task)) => Some(shard),
-            _ => None,
-        };
         let mut shard_excluded = self.excluded_services;
         let mut snapshot = Snapshot::default();
         let mut ages = Vec::new();
@@ -328,18 +400,7 @@ impl<C: CloudMap> Discovery<C> {
                 continue;
             }
             stats.tagged += 1;
-            let instances: Vec<Instance> = match task_shard {
-                Some(shard) => {
-                    let kept: Vec<Instance> = instances
-                        .iter()
-                        .filter(|i| shard.keeps(&i.id))
-                        .cloned()
-                        .collect();
-                    shard_excluded += instances.len() - kept.len();
-                    kept
-                }
-                None => instances.clone(),
-            };
+            shard_excluded += st.excluded;
             stats.instances += instances.len();
             ages.push(ServiceAge {
                 namespace: st.namespace.clone(),
@@ -352,7 +413,7 @@ impl<C: CloudMap> Discovery<C> {
                 namespace: st.namespace.clone(),
                 service: st.summary.name.clone(),
                 tags: tags.clone(),
-                instances,
+                instances: instances.clone(),
             });
         }
         snapshot
@@ -501,7 +562,9 @@ async fn refresh_service<C: CloudMap>(
         tags_read = true;
         match client.tags(&st.summary.arn).await {
             Ok(t) => {
-                st.tags = Some(t);
+                if st.tags.as_deref() != Some(&t) {
+                    st.tags = Some(Arc::new(t));
+                }
                 st.tags_read_at = Some(now);
             }
             Err(e) if e.kind == ErrorKind::NotFound => return (Outcome::Gone, true, false),
@@ -509,10 +572,11 @@ async fn refresh_service<C: CloudMap>(
             Err(e) => return (Outcome::Failed(e), true, false),
         }
     }
-    let tagged = st.tags.as_ref().is_some_and(wants_scraping);
+    let tagged = st.tags.as_deref().is_some_and(wants_scraping);
     if !tagged {
         // Not scraped: no instance calls, and nothing kept.
         st.instances = None;
+        st.excluded = 0;
         st.revision = None;
         st.instances_read_at = None;
         return match tag_error {
@@ -536,8 +600,16 @@ async fn refresh_service<C: CloudMap>(
         || ServiceState::due(st.instances_read_at, opts.full_refresh, now);
     if full {
         match client.instances(&ns, &name, opts.health).await {
-            Ok(list) => {
-                st.instances = Some(list);
+            Ok(mut list) => {
+                st.excluded = 0;
+                if let Some((shard, ShardKey::Task)) = opts.shard {
+                    let all = list.len();
+                    list.retain(|i| shard.keeps(&i.id));
+                    st.excluded = all - list.len();
+                }
+                if st.instances.as_deref() != Some(&list) {
+                    st.instances = Some(Arc::new(list));
+                }
                 st.revision = Some(revision);
                 st.instances_read_at = Some(now);
             }
@@ -559,6 +631,7 @@ async fn refresh_service<C: CloudMap>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::ServicePage;
     use std::sync::Mutex;
 
     /// A hand-written Cloud Map: plain data, per-operation failure switches and a
@@ -640,10 +713,16 @@ mod tests {
             self.call("ListNamespaces", None)?;
             Ok(self.state.lock().unwrap().namespaces.clone())
         }
-        async fn services(&self) -> Result<Vec<ServiceSummary>, AwsError> {
+        /// Pages of two services, so listings span pages.
+        async fn services_page(&self, token: Option<String>) -> Result<ServicePage, AwsError> {
             self.call("ListServices", None)?;
             let s = self.state.lock().unwrap();
-            Ok(s.services.iter().map(|x| x.0.clone()).collect())
+            let from: usize = token.map_or(0, |t| t.parse().unwrap());
+            let to = (from + 2).min(s.services.len());
+            Ok(ServicePage {
+                services: s.services[from..to].iter().map(|x| x.0.clone()).collect(),
+                next: (to < s.services.len()).then(|| to.to_string()),
+            })
         }
         async fn service_namespace(&self, id: &str) -> Result<String, AwsError> {
             self.call("GetService", None)?;
@@ -696,6 +775,7 @@ mod tests {
             full_refresh: Duration::from_secs(600),
             services_refresh: Duration::from_secs(60),
             concurrency: 4,
+            listing_pages: 1,
             shard: None,
         }
     }
@@ -748,10 +828,12 @@ mod tests {
                 "GetService",
                 "ListNamespaces",
                 "ListServices",
+                "ListServices",
                 "ListTagsForResource",
                 "ListTagsForResource",
                 "ListTagsForResource",
-            ]
+            ],
+            "the first listing reads every page"
         );
 
         let c2 = d.cycle(t0 + Duration::from_secs(30), far()).await.unwrap();
@@ -771,7 +853,83 @@ mod tests {
                 "DiscoverInstancesRevision",
                 "ListServices"
             ],
-            "the service listing on its own clock"
+            "the service listing on its own clock, one page per cycle"
+        );
+        let c4 = d.cycle(t0 + Duration::from_secs(90), far()).await.unwrap();
+        assert_eq!(c4.snapshot, c.snapshot);
+        assert_eq!(
+            d.client().take_calls(),
+            vec![
+                "DiscoverInstancesRevision",
+                "DiscoverInstancesRevision",
+                "ListServices"
+            ],
+            "the listing's second page the cycle after"
+        );
+        for t in (120..300).step_by(30) {
+            d.cycle(t0 + Duration::from_secs(t), far()).await.unwrap();
+            assert_eq!(
+                d.client().take_calls().len(),
+                3,
+                "one listing call at t0+{t}"
+            );
+        }
+        // On the tags clock the namespace re-read takes the listing call of its
+        // cycle; the pages follow.
+        d.cycle(t0 + Duration::from_secs(300), far()).await.unwrap();
+        let calls = d.client().take_calls();
+        assert!(calls.contains(&"ListNamespaces"), "{calls:?}");
+        assert!(!calls.contains(&"ListServices"), "{calls:?}");
+    }
+
+    #[tokio::test]
+    async fn more_listing_pages_per_cycle_finish_a_listing_sooner() {
+        let o = DiscoveryOptions {
+            listing_pages: 2,
+            ..opts(&[])
+        };
+        let mut d = Discovery::new(topology(), o);
+        let t0 = Instant::now();
+        d.cycle(t0, far()).await.unwrap();
+        d.client()
+            .add_service("apps", "new", &[("METRICS_PATH", "/m")]);
+        d.client().register("new", "t9", "10.0.0.9");
+        d.client().take_calls();
+        let c = d.cycle(t0 + Duration::from_secs(60), far()).await.unwrap();
+        assert!(ips(&c).contains(&"10.0.0.9".to_string()));
+        let listed = d.client().take_calls();
+        assert_eq!(
+            listed.iter().filter(|c| **c == "ListServices").count(),
+            2,
+            "{listed:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_throttled_listing_page_is_read_again_next_cycle() {
+        let mut d = Discovery::new(topology(), opts(&[]));
+        let t0 = Instant::now();
+        d.cycle(t0, far()).await.unwrap();
+        d.client()
+            .add_service("apps", "new", &[("METRICS_PATH", "/m")]);
+        d.client().register("new", "t9", "10.0.0.9");
+        d.cycle(t0 + Duration::from_secs(60), far()).await.unwrap();
+        d.client()
+            .state
+            .lock()
+            .unwrap()
+            .failing
+            .insert("ListServices");
+        let c = d.cycle(t0 + Duration::from_secs(90), far()).await.unwrap();
+        assert!(c.listing_error.is_some());
+        assert!(!c.complete);
+        assert!(!ips(&c).is_empty(), "known services keep their targets");
+        d.client().state.lock().unwrap().failing.clear();
+        let c = d.cycle(t0 + Duration::from_secs(120), far()).await.unwrap();
+        assert!(c.complete);
+        assert!(
+            ips(&c).contains(&"10.0.0.9".to_string()),
+            "resumed at page two"
         );
     }
 
@@ -785,7 +943,10 @@ mod tests {
         d.client().register("new", "t9", "10.0.0.9");
         let c = d.cycle(t0 + Duration::from_secs(30), far()).await.unwrap();
         assert!(!ips(&c).contains(&"10.0.0.9".to_string()));
+        // Four services, two pages: the listing started at t0+60 ends at t0+90.
         let c = d.cycle(t0 + Duration::from_secs(60), far()).await.unwrap();
+        assert!(!ips(&c).contains(&"10.0.0.9".to_string()));
+        let c = d.cycle(t0 + Duration::from_secs(90), far()).await.unwrap();
         assert!(ips(&c).contains(&"10.0.0.9".to_string()));
     }
 
@@ -872,7 +1033,7 @@ mod tests {
             o.shard = Some((Shard { index, count }, ShardKey::Task));
             let mut d = Discovery::new(many(10), o);
             let c = d.cycle(Instant::now(), far()).await.unwrap();
-            for i in c.snapshot.services.iter().flat_map(|s| &s.instances) {
+            for i in c.snapshot.services.iter().flat_map(|s| s.instances.iter()) {
                 assert!(seen.insert(i.id.clone()), "{} twice", i.id);
             }
             assert_eq!(c.shard_excluded + c.stats.instances, 40);

@@ -13,13 +13,14 @@
 //! cached labels.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::warn;
 
 use crate::aws::{AwsError, Ec2, Ecs, ErrorKind, Host, TaskFacts, by_deadline};
-use crate::targets::{HostTarget, Snapshot, TaskInfo, attr};
+use crate::targets::{HostTarget, Instance, Snapshot, TaskInfo, attr};
 
 /// How enrichment behaves.
 #[derive(Debug, Clone)]
@@ -38,8 +39,8 @@ pub struct EnrichOptions {
 /// The result of one enrichment pass.
 #[derive(Debug, Default)]
 pub struct Enriched {
-    /// Labels by task id.
-    pub tasks: BTreeMap<String, TaskInfo>,
+    /// Labels by task id; the same allocation as the last pass when nothing changed.
+    pub tasks: Arc<BTreeMap<String, TaskInfo>>,
     /// Tasks held back this cycle.
     pub held: BTreeSet<String>,
     /// EC2 hosts for the hosts file; None when it could not be determined yet.
@@ -69,6 +70,17 @@ pub struct Enricher<E, X> {
     /// Hosts selected by tag, and when.
     tagged: Option<(Instant, Vec<String>)>,
     released: HashSet<String>,
+    /// The last pass, when it left nothing to retry: its result is reused while
+    /// the instances and the host clocks stay the same.
+    settled: Option<Settled>,
+}
+
+struct Settled {
+    /// The instance lists it saw (compared by pointer: discovery keeps an
+    /// unchanged list in the same allocation).
+    instances: Vec<Arc<Vec<Instance>>>,
+    tasks: Arc<BTreeMap<String, TaskInfo>>,
+    hosts: Option<Vec<HostTarget>>,
 }
 
 impl<E: Ecs, X: Ec2> Enricher<E, X> {
@@ -83,6 +95,7 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
             first_seen: HashMap::new(),
             tagged: None,
             released: HashSet::new(),
+            settled: None,
         }
     }
 
@@ -99,12 +112,60 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
         now: Instant,
         deadline: Instant,
     ) -> Enriched {
+        if let Some(s) = &self.settled {
+            let same = s.instances.len() == snapshot.services.len()
+                && s.instances
+                    .iter()
+                    .zip(&snapshot.services)
+                    .all(|(a, b)| Arc::ptr_eq(a, &b.instances));
+            let hosts_due = self.hosts.values().any(|(_, at)| self.due(*at, now))
+                || (self.opts.want_hosts
+                    && self.opts.hosts_tag.is_some()
+                    && self
+                        .tagged
+                        .as_ref()
+                        .is_none_or(|(at, _)| self.due(*at, now)));
+            if same && !hosts_due {
+                return Enriched {
+                    tasks: s.tasks.clone(),
+                    held: BTreeSet::new(),
+                    hosts: s.hosts.clone(),
+                    errors: Vec::new(),
+                };
+            }
+        }
+        let (mut out, settled) = self.enrich_all(snapshot, now, deadline).await;
+        if let Some(last) = &self.settled
+            && last.tasks == out.tasks
+        {
+            out.tasks = last.tasks.clone();
+        }
+        self.settled = settled.then(|| Settled {
+            instances: snapshot
+                .services
+                .iter()
+                .map(|s| s.instances.clone())
+                .collect(),
+            tasks: out.tasks.clone(),
+            hosts: out.hosts.clone(),
+        });
+        out
+    }
+
+    /// A full pass; true when it left nothing to retry (no error, no task
+    /// without its facts).
+    async fn enrich_all(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        deadline: Instant,
+    ) -> (Enriched, bool) {
         let mut out = Enriched::default();
 
         // ECS tasks in the snapshot, by cluster.
         let mut present: HashMap<String, String> = HashMap::new();
         for svc in &snapshot.services {
-            for inst in &svc.instances {
+            for inst in svc.instances.iter() {
                 if let Some(cluster) = inst.attributes.get(attr::ECS_CLUSTER) {
                     present.insert(inst.id.clone(), cluster.clone());
                 }
@@ -259,7 +320,7 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                 ec2_instance_type: host.and_then(|h| h.instance_type.clone()),
             };
             if complete {
-                out.tasks.insert(id.clone(), info);
+                Arc::make_mut(&mut out.tasks).insert(id.clone(), info);
             } else {
                 incomplete.push((id.clone(), info));
             }
@@ -269,6 +330,7 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                 incomplete.push((id.clone(), TaskInfo::default()));
             }
         }
+        let settled = incomplete.is_empty() && out.errors.is_empty();
         for (id, info) in incomplete {
             self.hold_or_release(&id, now, info, &mut out);
         }
@@ -276,7 +338,7 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
         if self.opts.want_hosts {
             out.hosts = Some(self.host_targets());
         }
-        out
+        (out, settled)
     }
 
     fn hold_or_release(&mut self, id: &str, now: Instant, info: TaskInfo, out: &mut Enriched) {
@@ -289,7 +351,7 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
             warn!(task = id, hold = %humantime::format_duration(self.opts.hold),
                 "ECS/EC2 facts of a task still unknown after the hold time; publishing it without them");
         }
-        out.tasks.insert(id.to_string(), info);
+        Arc::make_mut(&mut out.tasks).insert(id.to_string(), info);
     }
 
     fn host_targets(&self) -> Vec<HostTarget> {
@@ -443,14 +505,16 @@ mod tests {
             services: vec![ServiceData {
                 namespace: "ns".into(),
                 service: "web".into(),
-                tags: BTreeMap::new(),
-                instances: ids
-                    .iter()
-                    .map(|id| Instance {
-                        id: id.to_string(),
-                        attributes: [(attr::ECS_CLUSTER.to_string(), "prod".to_string())].into(),
-                    })
-                    .collect(),
+                tags: Arc::default(),
+                instances: Arc::new(
+                    ids.iter()
+                        .map(|id| Instance {
+                            id: id.to_string(),
+                            attributes: [(attr::ECS_CLUSTER.to_string(), "prod".to_string())]
+                                .into(),
+                        })
+                        .collect(),
+                ),
             }],
             ..Snapshot::default()
         }

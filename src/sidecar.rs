@@ -16,7 +16,7 @@ use crate::enrich::{EnrichOptions, Enriched, Enricher};
 use crate::file_sd::{FileSd, Publish, WriteError};
 use crate::metrics::{FileReasonLabels, Metrics, OutcomeLabels, ReasonLabels, ServiceLabels};
 use crate::server::{self, Shared};
-use crate::targets::{self, Built, SkipReason, Skipped, TargetOptions};
+use crate::targets::{self, Rendered, SkipReason, Skipped, Snapshot, TargetOptions};
 
 /// Why the sidecar stopped or a `once` pass failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,7 @@ impl DiscoveryOptions {
             full_refresh: o.full_refresh,
             services_refresh: o.services_refresh,
             concurrency: usize::from(o.concurrency),
+            listing_pages: usize::from(o.listing_pages),
             shard: o.shard.map(|s| (s, o.shard_key)),
         }
     }
@@ -128,9 +129,11 @@ impl TargetOptions {
 pub struct Pass {
     pub cycle: Cycle,
     pub enriched: Enriched,
-    /// The targets file content.
-    pub content: Vec<u8>,
-    pub built: Built,
+    /// The targets file content and what went into it.
+    pub rendered: Arc<Rendered>,
+    /// False when the snapshot equals the last pass's, whose rendering is reused
+    /// (nothing was built or serialised).
+    pub fresh: bool,
     /// The hosts file content, when --ec2-hosts-output is set and hosts are known.
     pub hosts: Option<Vec<u8>>,
 }
@@ -141,6 +144,9 @@ pub struct Pass {
 pub struct Engine<C, E, X> {
     pipeline: Pipeline<C, E, X>,
     publisher: Publisher,
+    /// The last snapshot and its rendering (the snapshot shares its data with
+    /// discovery's cache, so keeping it costs little).
+    last: Option<(Snapshot, Arc<Rendered>)>,
     cycle_timeout: Duration,
     hosts_ports: Option<Vec<u16>>,
 }
@@ -150,6 +156,7 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Engine<C, E, X> {
         Engine {
             pipeline: Pipeline::new(clients, options),
             publisher: Publisher::new(TargetOptions::from_options(options), metrics),
+            last: None,
             cycle_timeout: options.cycle_timeout(),
             hosts_ports: options
                 .ec2_hosts_output
@@ -164,7 +171,17 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Engine<C, E, X> {
         let deadline = started + self.cycle_timeout;
         let (cycle, enriched) = self.pipeline.pass(started, deadline).await?;
         self.publisher.record_cycle(&cycle);
-        let (content, built) = self.publisher.render(&cycle);
+        let (rendered, fresh) = match &self.last {
+            Some((snapshot, rendered)) if *snapshot == cycle.snapshot => (rendered.clone(), false),
+            _ => {
+                // Free the old content before making the new one: peak memory
+                // holds one rendering, not two.
+                self.last = None;
+                let rendered = Arc::new(self.publisher.render(&cycle));
+                self.last = Some((cycle.snapshot.clone(), rendered.clone()));
+                (rendered, true)
+            }
+        };
         let hosts = match (&self.hosts_ports, &enriched.hosts) {
             (Some(ports), Some(hosts)) => {
                 Some(targets::to_json(&targets::host_groups(hosts, ports)))
@@ -174,8 +191,8 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Engine<C, E, X> {
         Ok(Pass {
             cycle,
             enriched,
-            content,
-            built,
+            rendered,
+            fresh,
             hosts,
         })
     }
@@ -205,10 +222,14 @@ impl Publisher {
     }
 
     /// Builds the file content of a cycle; warns once about each newly skipped endpoint.
-    fn render(&mut self, cycle: &Cycle) -> (Vec<u8>, Built) {
-        let built = targets::build(&cycle.snapshot, &self.targets);
+    fn render(&mut self, cycle: &Cycle) -> Rendered {
+        let rendered = targets::render(&cycle.snapshot, &self.targets);
         for reason in SkipReason::ALL {
-            let n = built.skipped.iter().filter(|s| s.reason == reason).count();
+            let n = rendered
+                .skipped
+                .iter()
+                .filter(|s| s.reason == reason)
+                .count();
             self.metrics
                 .skipped_endpoints
                 .get_or_create(&ReasonLabels {
@@ -216,7 +237,7 @@ impl Publisher {
                 })
                 .set(n as i64);
         }
-        let now: BTreeSet<Skipped> = built.skipped.iter().cloned().collect();
+        let now: BTreeSet<Skipped> = rendered.skipped.iter().cloned().collect();
         for s in now.difference(&self.warned) {
             warn!(
                 namespace = %s.namespace,
@@ -230,7 +251,7 @@ impl Publisher {
             );
         }
         self.warned = now;
-        (targets::to_json(&built.groups), built)
+        rendered
     }
 
     /// Per-service failure counters and data-age gauges.
@@ -262,8 +283,8 @@ impl Publisher {
         self.aged = aged;
     }
 
-    fn published(&self, cycle: &Cycle, built: &Built, outcome: Publish) {
-        self.metrics.targets.set(built.groups.len() as i64);
+    fn published(&self, cycle: &Cycle, rendered: &Rendered, outcome: Publish) {
+        self.metrics.targets.set(rendered.targets as i64);
         self.metrics.services.set(cycle.stats.tagged as i64);
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -316,13 +337,32 @@ fn describe_failures(cycle: &Cycle) -> String {
 }
 
 /// Writes `content` off the runtime; the writer comes back with the result.
-async fn write(mut writer: FileSd, content: Vec<u8>) -> (FileSd, Result<Publish, WriteError>) {
+/// `fresh: false` says the content is the one last given: then only a look at the
+/// file's size tells whether it must be written again (someone removed it).
+async fn write(
+    mut writer: FileSd,
+    content: impl AsRef<[u8]> + Send + 'static,
+    fresh: bool,
+) -> (FileSd, Result<Publish, WriteError>) {
     tokio::task::spawn_blocking(move || {
-        let r = writer.publish(&content);
+        let r = if !fresh && writer.still_current() {
+            Ok(Publish::Unchanged)
+        } else {
+            writer.publish(content.as_ref())
+        };
         (writer, r)
     })
     .await
     .expect("the file writer does not panic")
+}
+
+/// A rendering's file content, shared with the engine's cache.
+struct RenderedContent(Arc<Rendered>);
+
+impl AsRef<[u8]> for RenderedContent {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.content
+    }
 }
 
 /// One discovery pass (`once`): writes the file, or prints it for `--output -`.
@@ -343,13 +383,14 @@ pub async fn once<C: CloudMap, E: Ecs, X: Ec2>(
         return Err(Error::Incomplete(problems.join("; ")));
     }
     if let (Some(path), Some(json)) = (&options.ec2_hosts_output, pass.hosts) {
-        write(FileSd::open(path), json).await.1?;
+        write(FileSd::open(path), json, true).await.1?;
     }
     let outcome = if Cli::is_stdout(&options.output) {
-        crate::file_sd::write_stdout(&pass.content).map_err(Error::Stdout)?;
+        crate::file_sd::write_stdout(&pass.rendered.content).map_err(Error::Stdout)?;
         "printed"
     } else {
-        let (_, r) = write(FileSd::open(&options.output), pass.content).await;
+        let content = RenderedContent(pass.rendered.clone());
+        let (_, r) = write(FileSd::open(&options.output), content, true).await;
         match r? {
             Publish::Written => "written",
             Publish::Unchanged => "unchanged",
@@ -359,8 +400,8 @@ pub async fn once<C: CloudMap, E: Ecs, X: Ec2>(
         services = pass.cycle.stats.services,
         tagged = pass.cycle.stats.tagged,
         instances = pass.cycle.stats.instances,
-        targets = pass.built.groups.len(),
-        skipped = pass.built.skipped.len(),
+        targets = pass.rendered.targets,
+        skipped = pass.rendered.skipped.len(),
         file = outcome,
         duration_ms = started.elapsed().as_millis() as u64,
         "discovery pass done"
@@ -452,8 +493,8 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
         let Pass {
             cycle,
             enriched,
-            content,
-            built,
+            rendered,
+            fresh,
             hosts,
         } = pass;
         metrics
@@ -486,7 +527,7 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
             continue;
         }
         if let (Some(hw), Some(json)) = (hosts_writer.take(), hosts) {
-            let (w, r) = write(hw, json).await;
+            let (w, r) = write(hw, json, true).await;
             match r {
                 Ok(_) => write_failing(&metrics, "hosts", None),
                 Err(e) => {
@@ -496,11 +537,12 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
             }
             hosts_writer = Some(w);
         }
-        let (w, r) = write(writer.take().expect("writer is put back"), content).await;
+        let content = RenderedContent(rendered.clone());
+        let (w, r) = write(writer.take().expect("writer is put back"), content, fresh).await;
         writer = Some(w);
         let file = match r {
             Ok(outcome) => {
-                engine.publisher.published(&cycle, &built, outcome);
+                engine.publisher.published(&cycle, &rendered, outcome);
                 write_failing(&metrics, "targets", None);
                 let first = !shared.has_written();
                 let recovered = !first && shared.readiness().is_err();
@@ -527,8 +569,8 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
             services = cycle.stats.services,
             tagged = cycle.stats.tagged,
             instances = cycle.stats.instances,
-            targets = built.groups.len(),
-            skipped = built.skipped.len(),
+            targets = rendered.targets,
+            skipped = rendered.skipped.len(),
             instance_reads = cycle.stats.instance_reads,
             tag_reads = cycle.stats.tag_reads,
             failed = cycle.failures.len() + usize::from(cycle.listing_error.is_some()),

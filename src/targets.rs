@@ -3,8 +3,9 @@
 //!
 //! No I/O and no clocks here, so every rule is unit-tested with literal fixtures.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -45,8 +46,9 @@ pub struct Instance {
 pub struct ServiceData {
     pub namespace: String,
     pub service: String,
-    pub tags: BTreeMap<String, String>,
-    pub instances: Vec<Instance>,
+    /// Shared with discovery's cache: a snapshot costs no copy of them.
+    pub tags: Arc<BTreeMap<String, String>>,
+    pub instances: Arc<Vec<Instance>>,
 }
 
 /// ECS and EC2 facts about one task (see the enrich module).
@@ -76,7 +78,7 @@ pub struct HostTarget {
 pub struct Snapshot {
     pub services: Vec<ServiceData>,
     /// ECS/EC2 facts by task id (= Cloud Map instance id).
-    pub tasks: BTreeMap<String, TaskInfo>,
+    pub tasks: Arc<BTreeMap<String, TaskInfo>>,
     /// Task ids held back until their facts are known.
     pub held: BTreeSet<String>,
 }
@@ -256,7 +258,7 @@ fn endpoints(svc: &ServiceData, skipped: &mut Vec<Skipped>) -> Vec<Endpoint> {
             reason,
         })
     };
-    for (key, value) in &svc.tags {
+    for (key, value) in svc.tags.iter() {
         let (kind, field) = match key.as_str() {
             TAG_METRICS_PATH => (EndpointKind::Primary, 0),
             TAG_METRICS_PORT => (EndpointKind::Primary, 1),
@@ -389,161 +391,285 @@ pub fn sanitize_label_name(key: &str) -> String {
         .collect()
 }
 
+/// One target to publish: where it is and what it is made of. Labels are computed
+/// from these references when needed, so a plan of 10,000 targets is small.
+struct Entry<'a> {
+    addr: String,
+    host: String,
+    svc: &'a ServiceData,
+    inst: &'a Instance,
+    ep: &'a Endpoint,
+}
+
+/// Label names made from tag and attribute keys, computed once per key.
+#[derive(Default)]
+struct Names<'a> {
+    attrs: HashMap<&'a str, String>,
+    tags: HashMap<&'a str, String>,
+}
+
+/// The sorted, de-duplicated targets of a snapshot and the endpoints skipped.
+struct Plan<'a> {
+    snapshot: &'a Snapshot,
+    opts: &'a TargetOptions,
+    entries: Vec<Entry<'a>>,
+    names: Names<'a>,
+    skipped: Vec<Skipped>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(
+        snapshot: &'a Snapshot,
+        opts: &'a TargetOptions,
+        endpoints_of: &'a [Vec<Endpoint>],
+        skipped: Vec<Skipped>,
+    ) -> Self {
+        let mut skipped = skipped;
+        let mut entries = Vec::new();
+        let mut names = Names::default();
+        for (svc, eps) in snapshot.services.iter().zip(endpoints_of) {
+            if eps.is_empty() {
+                continue;
+            }
+            let mut any = false;
+            for inst in svc
+                .instances
+                .iter()
+                .filter(|i| !snapshot.held.contains(&i.id))
+            {
+                for ep in eps {
+                    let mut skip = |tag: &str, value: Option<&String>, reason| {
+                        skipped.push(Skipped {
+                            namespace: svc.namespace.clone(),
+                            service: svc.service.clone(),
+                            tag: tag.to_string(),
+                            value: value.cloned(),
+                            instance: Some(inst.id.clone()),
+                            reason,
+                        })
+                    };
+                    let port = match ep.port {
+                        Some(p) => p,
+                        None => match inst.attributes.get(attr::PORT) {
+                            Some(v) => match parse_port(v) {
+                                Some(p) => p,
+                                None => {
+                                    skip(attr::PORT, Some(v), SkipReason::InvalidPort);
+                                    continue;
+                                }
+                            },
+                            None => match opts.default_port {
+                                Some(p) => p,
+                                None => {
+                                    skip(attr::PORT, None, SkipReason::MissingPort);
+                                    continue;
+                                }
+                            },
+                        },
+                    };
+                    let (addr, host) = match address(inst, port) {
+                        Ok(a) => a,
+                        Err((tag, value, reason)) => {
+                            skip(tag, value.as_ref(), reason);
+                            continue;
+                        }
+                    };
+                    if opts.label_style == LabelStyle::Default {
+                        for k in inst.attributes.keys() {
+                            names.attrs.entry(k).or_insert_with(|| {
+                                format!(
+                                    "__meta_cloudmap_instance_attribute_{}",
+                                    sanitize_label_name(k)
+                                )
+                            });
+                        }
+                    }
+                    any = true;
+                    entries.push(Entry {
+                        addr,
+                        host,
+                        svc,
+                        inst,
+                        ep,
+                    });
+                }
+            }
+            if any && opts.label_style == LabelStyle::Default {
+                for k in svc.tags.keys() {
+                    names.tags.entry(k).or_insert_with(|| {
+                        format!("__meta_cloudmap_service_tag_{}", sanitize_label_name(k))
+                    });
+                }
+            }
+        }
+        skipped.sort();
+        skipped.dedup();
+        let mut plan = Plan {
+            snapshot,
+            opts,
+            entries: Vec::new(),
+            names,
+            skipped,
+        };
+        // The order of TargetGroup: by address, then by labels (computed only for
+        // the rare targets that share an address).
+        entries.sort_by(|a, b| {
+            a.addr
+                .cmp(&b.addr)
+                .then_with(|| plan.labels(a).cmp(&plan.labels(b)))
+        });
+        entries.dedup_by(|a, b| a.addr == b.addr && plan.labels(a) == plan.labels(b));
+        plan.entries = entries;
+        plan
+    }
+
+    /// The labels of one target, borrowed from the snapshot and the plan.
+    fn labels<'p>(&'p self, e: &'p Entry<'a>) -> BTreeMap<&'p str, &'p str> {
+        let (svc, inst, ep) = (e.svc, e.inst, e.ep);
+        let a = &inst.attributes;
+        let mut l: BTreeMap<&str, &str> = BTreeMap::new();
+        let put = |l: &mut BTreeMap<&'p str, &'p str>, name: &'p str, v: Option<&'p String>| {
+            if let Some(v) = v.filter(|v| !v.is_empty()) {
+                l.insert(name, v);
+            }
+        };
+        l.insert("__address__", &e.addr);
+        l.insert("__metrics_path__", &ep.path);
+        if let Some(s) = ep.scheme {
+            l.insert("__scheme__", s);
+        }
+        match self.opts.label_style {
+            LabelStyle::Default => {
+                l.insert("cloudmap_namespace", &svc.namespace);
+                l.insert("cloudmap_service", &svc.service);
+                put(&mut l, "ecs_cluster", a.get(attr::ECS_CLUSTER));
+                put(&mut l, "ecs_service", a.get(attr::ECS_SERVICE));
+                put(&mut l, "ecs_task_family", a.get(attr::ECS_TASK_FAMILY));
+                put(&mut l, "availability_zone", a.get(attr::AZ));
+                // ECS registers a task with the task id as instance id; anything
+                // else registered by hand keeps the neutral name.
+                let id_label = if a.contains_key(attr::ECS_CLUSTER) {
+                    "ecs_task_id"
+                } else {
+                    "cloudmap_instance_id"
+                };
+                l.insert(id_label, &inst.id);
+                if let Some(name) = ep.kind.label() {
+                    l.insert("metrics_endpoint", name);
+                }
+                if let Some(t) = self.snapshot.tasks.get(&inst.id) {
+                    put(&mut l, "ecs_launch_type", t.launch_type.as_ref());
+                    put(&mut l, "ecs_task_revision", t.revision.as_ref());
+                    put(&mut l, "ec2_instance_id", t.ec2_instance_id.as_ref());
+                    put(&mut l, "ec2_name", t.ec2_name.as_ref());
+                    put(&mut l, "ec2_instance_type", t.ec2_instance_type.as_ref());
+                }
+                for (k, v) in a {
+                    l.insert(&self.names.attrs[k.as_str()], v);
+                }
+                for (k, v) in svc.tags.iter() {
+                    l.insert(&self.names.tags[k.as_str()], v);
+                }
+            }
+            LabelStyle::Reloader => {
+                put(&mut l, "cluster", a.get(attr::ECS_CLUSTER));
+                put(&mut l, "service", a.get(attr::ECS_SERVICE));
+                put(&mut l, "taskdefinition", a.get(attr::ECS_TASK_FAMILY));
+                l.insert("namespace", &svc.namespace);
+                l.insert("taskid", &inst.id);
+                l.insert("instance", &e.host);
+            }
+        }
+        l
+    }
+}
+
+/// Runs `f` on the plan of a snapshot.
+fn with_plan<T>(snapshot: &Snapshot, opts: &TargetOptions, f: impl FnOnce(Plan<'_>) -> T) -> T {
+    let mut skipped = Vec::new();
+    let endpoints_of: Vec<Vec<Endpoint>> = snapshot
+        .services
+        .iter()
+        .map(|svc| endpoints(svc, &mut skipped))
+        .collect();
+    f(Plan::new(snapshot, opts, &endpoints_of, skipped))
+}
+
 /// Builds the target groups of a snapshot. Deterministic: the same snapshot gives
 /// byte-identical output whatever the order of services and instances.
 pub fn build(snapshot: &Snapshot, opts: &TargetOptions) -> Built {
-    let mut groups = BTreeSet::new();
-    let mut skipped = Vec::new();
-    for svc in &snapshot.services {
-        let eps = endpoints(svc, &mut skipped);
-        if eps.is_empty() {
-            continue;
-        }
-        for inst in svc
-            .instances
+    with_plan(snapshot, opts, |plan| Built {
+        groups: plan
+            .entries
             .iter()
-            .filter(|i| !snapshot.held.contains(&i.id))
-        {
-            let task = snapshot.tasks.get(&inst.id);
-            for ep in &eps {
-                let mut skip = |tag: &str, value: Option<&String>, reason| {
-                    skipped.push(Skipped {
-                        namespace: svc.namespace.clone(),
-                        service: svc.service.clone(),
-                        tag: tag.to_string(),
-                        value: value.cloned(),
-                        instance: Some(inst.id.clone()),
-                        reason,
-                    })
-                };
-                let port = match ep.port {
-                    Some(p) => p,
-                    None => match inst.attributes.get(attr::PORT) {
-                        Some(v) => match parse_port(v) {
-                            Some(p) => p,
-                            None => {
-                                skip(attr::PORT, Some(v), SkipReason::InvalidPort);
-                                continue;
-                            }
-                        },
-                        None => match opts.default_port {
-                            Some(p) => p,
-                            None => {
-                                skip(attr::PORT, None, SkipReason::MissingPort);
-                                continue;
-                            }
-                        },
-                    },
-                };
-                let (addr, host) = match address(inst, port) {
-                    Ok(a) => a,
-                    Err((tag, value, reason)) => {
-                        skip(tag, value.as_ref(), reason);
-                        continue;
-                    }
-                };
-                let labels = match opts.label_style {
-                    LabelStyle::Default => default_labels(svc, inst, task, ep, &addr),
-                    LabelStyle::Reloader => reloader_labels(svc, inst, ep, &addr, &host),
-                };
-                groups.insert(TargetGroup {
-                    targets: vec![addr],
-                    labels,
-                });
-            }
+            .map(|e| TargetGroup {
+                targets: vec![e.addr.clone()],
+                labels: plan
+                    .labels(e)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+            .collect(),
+        skipped: plan.skipped,
+    })
+}
+
+/// A snapshot's file content, and what [`build`] would say about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rendered {
+    /// The file_sd JSON, exactly `to_json(&build(..).groups)`.
+    pub content: Vec<u8>,
+    /// Target groups in it.
+    pub targets: usize,
+    /// Sorted and de-duplicated.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Serialises a plan's groups one by one, as `TargetGroup`s would.
+struct Lazy<'p, 'a>(&'p Plan<'a>);
+
+#[derive(Serialize)]
+struct GroupRef<'p> {
+    targets: [&'p str; 1],
+    labels: BTreeMap<&'p str, &'p str>,
+}
+
+impl Serialize for Lazy<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.entries.len()))?;
+        for e in &self.0.entries {
+            seq.serialize_element(&GroupRef {
+                targets: [&e.addr],
+                labels: self.0.labels(e),
+            })?;
         }
+        seq.end()
     }
-    skipped.sort();
-    skipped.dedup();
-    Built {
-        groups: groups.into_iter().collect(),
-        skipped,
-    }
+}
+
+/// The file content of a snapshot, written straight from the snapshot: no label
+/// map per target is kept, so memory stays near the size of the output.
+pub fn render(snapshot: &Snapshot, opts: &TargetOptions) -> Rendered {
+    with_plan(snapshot, opts, |plan| {
+        let mut content = Vec::new();
+        serde_json::to_writer_pretty(&mut content, &Lazy(&plan))
+            .expect("string maps always serialise");
+        content.push(b'\n');
+        content.shrink_to_fit();
+        Rendered {
+            content,
+            targets: plan.entries.len(),
+            skipped: plan.skipped,
+        }
+    })
 }
 
 fn put(labels: &mut BTreeMap<String, String>, name: &str, value: Option<&String>) {
     if let Some(v) = value.filter(|v| !v.is_empty()) {
         labels.insert(name.to_string(), v.clone());
     }
-}
-
-fn default_labels(
-    svc: &ServiceData,
-    inst: &Instance,
-    task: Option<&TaskInfo>,
-    ep: &Endpoint,
-    addr: &str,
-) -> BTreeMap<String, String> {
-    let a = &inst.attributes;
-    let mut l = BTreeMap::new();
-    l.insert("__address__".into(), addr.to_string());
-    l.insert("__metrics_path__".into(), ep.path.clone());
-    if let Some(s) = ep.scheme {
-        l.insert("__scheme__".into(), s.to_string());
-    }
-    l.insert("cloudmap_namespace".into(), svc.namespace.clone());
-    l.insert("cloudmap_service".into(), svc.service.clone());
-    put(&mut l, "ecs_cluster", a.get(attr::ECS_CLUSTER));
-    put(&mut l, "ecs_service", a.get(attr::ECS_SERVICE));
-    put(&mut l, "ecs_task_family", a.get(attr::ECS_TASK_FAMILY));
-    put(&mut l, "availability_zone", a.get(attr::AZ));
-    // ECS registers a task with the task id as instance id; anything else registered
-    // by hand keeps the neutral name.
-    let id_label = if a.contains_key(attr::ECS_CLUSTER) {
-        "ecs_task_id"
-    } else {
-        "cloudmap_instance_id"
-    };
-    l.insert(id_label.into(), inst.id.clone());
-    if let Some(name) = ep.kind.label() {
-        l.insert("metrics_endpoint".into(), name.to_string());
-    }
-    if let Some(t) = task {
-        put(&mut l, "ecs_launch_type", t.launch_type.as_ref());
-        put(&mut l, "ecs_task_revision", t.revision.as_ref());
-        put(&mut l, "ec2_instance_id", t.ec2_instance_id.as_ref());
-        put(&mut l, "ec2_name", t.ec2_name.as_ref());
-        put(&mut l, "ec2_instance_type", t.ec2_instance_type.as_ref());
-    }
-    for (k, v) in a {
-        l.insert(
-            format!(
-                "__meta_cloudmap_instance_attribute_{}",
-                sanitize_label_name(k)
-            ),
-            v.clone(),
-        );
-    }
-    for (k, v) in &svc.tags {
-        l.insert(
-            format!("__meta_cloudmap_service_tag_{}", sanitize_label_name(k)),
-            v.clone(),
-        );
-    }
-    l
-}
-
-fn reloader_labels(
-    svc: &ServiceData,
-    inst: &Instance,
-    ep: &Endpoint,
-    addr: &str,
-    host: &str,
-) -> BTreeMap<String, String> {
-    let a = &inst.attributes;
-    let mut l = BTreeMap::new();
-    l.insert("__address__".into(), addr.to_string());
-    l.insert("__metrics_path__".into(), ep.path.clone());
-    if let Some(s) = ep.scheme {
-        l.insert("__scheme__".into(), s.to_string());
-    }
-    put(&mut l, "cluster", a.get(attr::ECS_CLUSTER));
-    put(&mut l, "service", a.get(attr::ECS_SERVICE));
-    put(&mut l, "taskdefinition", a.get(attr::ECS_TASK_FAMILY));
-    l.insert("namespace".into(), svc.namespace.clone());
-    l.insert("taskid".into(), inst.id.clone());
-    l.insert("instance".into(), host.to_string());
-    l
 }
 
 /// Target groups for the EC2 hosts file: one per host and port, `instance` set to
@@ -616,8 +742,8 @@ mod tests {
         ServiceData {
             namespace: "ns".into(),
             service: name.into(),
-            tags: tags(t),
-            instances,
+            tags: tags(t).into(),
+            instances: instances.into(),
         }
     }
 
@@ -966,7 +1092,7 @@ mod tests {
         );
         let one = run(vec![a.clone(), b.clone()]);
         let mut a2 = a.clone();
-        a2.instances.reverse();
+        Arc::make_mut(&mut a2.instances).reverse();
         let two = run(vec![b, a2]);
         assert_eq!(to_json(&one.groups), to_json(&two.groups));
         let targets: Vec<_> = one.groups.iter().map(|g| g.targets[0].as_str()).collect();
@@ -1009,7 +1135,7 @@ mod tests {
         ]);
         let snap = Snapshot {
             services: vec![s],
-            tasks,
+            tasks: tasks.into(),
             held: BTreeSet::from(["new".to_string()]),
         };
         let b = build(&snap, &opts());

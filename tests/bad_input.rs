@@ -5,12 +5,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use cloudmap_sd::config::LabelStyle;
 use cloudmap_sd::targets::{
     Built, Instance, ServiceData, SkipReason, Skipped, Snapshot, TAG_ECS_METRICS_PATH,
     TAG_ECS_METRICS_PORT, TAG_METRICS_PATH, TAG_METRICS_PORT, TAG_METRICS_SCHEME, TargetGroup,
-    TargetOptions, TaskInfo, attr, build, to_json,
+    TargetOptions, TaskInfo, attr, build, render, to_json,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -251,7 +252,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
             let mut instances = Vec::new();
             for (inst, task, held) in insts {
                 if let Some(t) = task {
-                    snap.tasks.insert(inst.id.clone(), t);
+                    Arc::make_mut(&mut snap.tasks).insert(inst.id.clone(), t);
                 }
                 if held {
                     snap.held.insert(inst.id.clone());
@@ -261,8 +262,8 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
             snap.services.push(ServiceData {
                 namespace,
                 service,
-                tags,
-                instances,
+                tags: tags.into(),
+                instances: instances.into(),
             });
         }
         snap
@@ -526,7 +527,7 @@ fn model(snap: &Snapshot, opts: &TargetOptions) -> Expected {
         };
 
         let mut by_endpoint: BTreeMap<Ep, [Option<(&str, &str)>; 3]> = BTreeMap::new();
-        for (key, value) in &svc.tags {
+        for (key, value) in svc.tags.iter() {
             match classify(key) {
                 None => {}
                 Some((Ep::Named(name), _)) if name.is_empty() => {
@@ -584,7 +585,7 @@ fn model(snap: &Snapshot, opts: &TargetOptions) -> Expected {
             });
         }
 
-        for inst in &svc.instances {
+        for inst in svc.instances.iter() {
             if snap.held.contains(&inst.id) {
                 continue;
             }
@@ -683,7 +684,7 @@ fn reversed(snap: &Snapshot) -> Snapshot {
     let mut r = snap.clone();
     r.services.reverse();
     for s in &mut r.services {
-        s.instances.reverse();
+        Arc::make_mut(&mut s.instances).reverse();
     }
     r
 }
@@ -709,6 +710,12 @@ proptest! {
         let again = build(&snap, &opts);
         prop_assert_eq!(to_json(&built.groups), to_json(&again.groups), "not deterministic");
         prop_assert_eq!(&built, &again);
+
+        // The streaming renderer the sidecar uses writes exactly these bytes.
+        let rendered = render(&snap, &opts);
+        prop_assert_eq!(&rendered.content, &to_json(&built.groups), "render differs from build");
+        prop_assert_eq!(rendered.targets, built.groups.len());
+        prop_assert_eq!(&rendered.skipped, &built.skipped);
 
         let other_order = build(&reversed(&snap), &opts);
         prop_assert_eq!(
@@ -806,7 +813,7 @@ proptest! {
             instances.push(Instance { id: format!("other-{i}"), attributes });
         }
         let snap = Snapshot {
-            services: vec![ServiceData { namespace, service, tags, instances }],
+            services: vec![ServiceData { namespace, service, tags: tags.into(), instances: instances.into() }],
             ..Snapshot::default()
         };
 
@@ -869,8 +876,8 @@ fn one_service(
         services: vec![ServiceData {
             namespace: namespace.into(),
             service: service.into(),
-            tags: map(tags),
-            instances,
+            tags: map(tags).into(),
+            instances: instances.into(),
         }],
         ..Snapshot::default()
     }

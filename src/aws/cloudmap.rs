@@ -6,7 +6,7 @@ use std::sync::Arc;
 use aws_sdk_servicediscovery::Client;
 use aws_sdk_servicediscovery::types::HealthStatusFilter;
 
-use super::{AwsError, CloudMap, ErrorKind, Namespace, ServiceSummary};
+use super::{AwsError, CloudMap, ErrorKind, Namespace, ServicePage, ServiceSummary};
 use crate::config::HealthStatus;
 use crate::metrics::Metrics;
 use crate::targets::Instance;
@@ -63,29 +63,34 @@ impl CloudMap for SdkCloudMap {
         Ok(out)
     }
 
-    async fn services(&self) -> Result<Vec<ServiceSummary>, AwsError> {
+    async fn services_page(&self, token: Option<String>) -> Result<ServicePage, AwsError> {
         const OP: &str = "ListServices";
-        let mut pages = self
+        let r = self
             .client
             .list_services()
             .max_results(LIST_PAGE)
-            .into_paginator()
-            .send();
+            .set_next_token(token)
+            .send()
+            .await;
+        let page = self.record(OP, r.map_err(|e| AwsError::from_sdk(OP, e)))?;
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = self.record(OP, page.map_err(|e| AwsError::from_sdk(OP, e)))?;
-            for s in page.services() {
-                let (Some(id), Some(arn), Some(name)) = (s.id(), s.arn(), s.name()) else {
-                    return Err(missing(OP, "service id, ARN or name"));
-                };
-                out.push(ServiceSummary {
-                    id: id.to_string(),
-                    arn: arn.to_string(),
-                    name: name.to_string(),
-                });
-            }
+        for s in page.services() {
+            let (Some(id), Some(arn), Some(name)) = (s.id(), s.arn(), s.name()) else {
+                return Err(missing(OP, "service id, ARN or name"));
+            };
+            out.push(ServiceSummary {
+                id: id.to_string(),
+                arn: arn.to_string(),
+                name: name.to_string(),
+            });
         }
-        Ok(out)
+        Ok(ServicePage {
+            services: out,
+            next: page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+        })
     }
 
     async fn service_namespace(&self, service_id: &str) -> Result<String, AwsError> {

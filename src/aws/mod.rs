@@ -35,12 +35,24 @@ pub struct ServiceSummary {
     pub name: String,
 }
 
+/// One ListServices page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServicePage {
+    pub services: Vec<ServiceSummary>,
+    /// The token of the next page; None on the last.
+    pub next: Option<String>,
+}
+
 /// What discovery needs from AWS Cloud Map.
 pub trait CloudMap: Send + Sync {
     /// Every namespace in the Region, all pages.
     fn namespaces(&self) -> impl Future<Output = Result<Vec<Namespace>, AwsError>> + Send;
-    /// Every service in the Region, all pages.
-    fn services(&self) -> impl Future<Output = Result<Vec<ServiceSummary>, AwsError>> + Send;
+    /// One page of the services in the Region: the first for `None`, else the one
+    /// the token of the page before names.
+    fn services_page(
+        &self,
+        token: Option<String>,
+    ) -> impl Future<Output = Result<ServicePage, AwsError>> + Send;
     /// The namespace id of a service (it never changes, so callers cache it).
     fn service_namespace(
         &self,
