@@ -39,7 +39,7 @@ use tracing::{debug, warn};
 
 use crate::aws::{AwsError, CloudMap, ErrorKind, Namespace, ServiceSummary, by_deadline};
 use crate::config::{HealthStatus, Shard, ShardKey};
-use crate::targets::{Instance, ServiceData, Snapshot, wants_scraping};
+use crate::targets::{Instance, Interner, ServiceData, Snapshot, wants_scraping};
 
 /// Failed services named one by one in the log per cycle; the rest are counted.
 const WARN_SERVICES: usize = 10;
@@ -171,6 +171,8 @@ pub struct Discovery<C> {
     /// Listed services of other shards (`--shard-key service`).
     excluded_services: usize,
     missing_warned: BTreeSet<String>,
+    /// Attribute names and values shared between instances.
+    strings: Interner,
 }
 
 /// A service listing spread over cycles.
@@ -202,6 +204,7 @@ impl<C: CloudMap> Discovery<C> {
             listing: None,
             excluded_services: 0,
             missing_warned: BTreeSet::new(),
+            strings: Interner::default(),
         }
     }
 
@@ -341,11 +344,25 @@ impl<C: CloudMap> Discovery<C> {
                 .collect()
                 .await;
 
+        let mut interned = false;
         for (id, outcome, tags_read, full_read) in results {
             stats.tag_reads += usize::from(tags_read);
             stats.instance_reads += usize::from(full_read);
             match outcome {
-                Outcome::Fresh => {}
+                Outcome::Fresh => {
+                    // A list read anew (and changed) is held by nothing else yet.
+                    if let Some(list) = self
+                        .services
+                        .get_mut(&id)
+                        .and_then(|st| st.instances.as_mut())
+                        .and_then(Arc::get_mut)
+                    {
+                        for i in list.iter_mut() {
+                            i.attributes.intern(&mut self.strings);
+                        }
+                        interned = true;
+                    }
+                }
                 Outcome::Gone => {
                     if let Some(st) = self.services.remove(&id) {
                         debug!(namespace = %st.namespace, service = %st.summary.name, "service is gone");
@@ -379,6 +396,10 @@ impl<C: CloudMap> Discovery<C> {
                     });
                 }
             }
+        }
+
+        if interned {
+            self.strings.sweep();
         }
 
         if failures.len() > WARN_SERVICES {
@@ -788,7 +809,7 @@ mod tests {
             .flat_map(|s| {
                 s.instances
                     .iter()
-                    .map(|i| i.attributes["AWS_INSTANCE_IPV4"].clone())
+                    .map(|i| i.attributes.get("AWS_INSTANCE_IPV4").unwrap().to_string())
             })
             .collect();
         v.sort();

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::aws::{AwsError, Ec2, Ecs, ErrorKind, Host, TaskFacts, by_deadline};
-use crate::targets::{HostTarget, Instance, Snapshot, TaskInfo, attr};
+use crate::targets::{HostTarget, Instance, Interner, Snapshot, TaskInfo, attr};
 
 /// How enrichment behaves.
 #[derive(Debug, Clone)]
@@ -50,9 +50,19 @@ pub struct Enriched {
 }
 
 struct TaskEntry {
-    cluster: String,
+    cluster: Arc<str>,
     /// None: ECS does not know this id (not a task, or stopped).
-    facts: Option<TaskFacts>,
+    facts: Option<Facts>,
+}
+
+/// A host's `Name` tag and instance type, as labels share them.
+type NameAndType = (Option<Arc<str>>, Option<Arc<str>>);
+
+/// What labels need of a task's [`TaskFacts`], with strings shared between tasks.
+struct Facts {
+    launch_type: Option<Arc<str>>,
+    revision: Option<Arc<str>>,
+    container_instance_arn: Option<Arc<str>>,
 }
 
 /// The enrichment state machine; call [`Enricher::enrich`] after each discovery cycle.
@@ -62,7 +72,9 @@ pub struct Enricher<E, X> {
     opts: EnrichOptions,
     tasks: HashMap<String, TaskEntry>,
     /// Container instance ARN -> EC2 instance id.
-    container_instances: HashMap<String, String>,
+    container_instances: HashMap<String, Arc<str>>,
+    /// Strings shared between tasks (clusters, launch types, hosts).
+    strings: Interner,
     /// EC2 instance id -> host and when it was read.
     hosts: HashMap<String, (Host, Instant)>,
     /// When a not yet enriched task was first seen.
@@ -91,6 +103,7 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
             opts,
             tasks: HashMap::new(),
             container_instances: HashMap::new(),
+            strings: Interner::default(),
             hosts: HashMap::new(),
             first_seen: HashMap::new(),
             tagged: None,
@@ -163,24 +176,25 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
         let mut out = Enriched::default();
 
         // ECS tasks in the snapshot, by cluster.
-        let mut present: HashMap<String, String> = HashMap::new();
+        let mut present: HashMap<&str, &str> = HashMap::new();
         for svc in &snapshot.services {
             for inst in svc.instances.iter() {
                 if let Some(cluster) = inst.attributes.get(attr::ECS_CLUSTER) {
-                    present.insert(inst.id.clone(), cluster.clone());
+                    present.insert(&inst.id, cluster);
                 }
             }
         }
-        self.tasks.retain(|id, _| present.contains_key(id));
-        self.first_seen.retain(|id, _| present.contains_key(id));
-        self.released.retain(|id| present.contains_key(id));
+        self.tasks.retain(|id, _| present.contains_key(id.as_str()));
+        self.first_seen
+            .retain(|id, _| present.contains_key(id.as_str()));
+        self.released.retain(|id| present.contains_key(id.as_str()));
 
         // 1. DescribeTasks for tasks not seen before.
         let mut unknown: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (id, cluster) in &present {
-            if !self.tasks.contains_key(id) {
-                unknown.entry(cluster).or_default().push(id.clone());
-                self.first_seen.entry(id.clone()).or_insert(now);
+            if !self.tasks.contains_key(*id) {
+                unknown.entry(cluster).or_default().push(id.to_string());
+                self.first_seen.entry(id.to_string()).or_insert(now);
             }
         }
         for (cluster, mut ids) in unknown {
@@ -189,12 +203,18 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                 Ok(found) => {
                     let mut found: HashMap<String, TaskFacts> =
                         found.into_iter().map(|f| (f.task_id.clone(), f)).collect();
+                    let cluster = self.strings.share(cluster);
                     for id in ids {
-                        let facts = found.remove(&id);
+                        let mut share = |s: Option<String>| s.map(|s| self.strings.share(&s));
+                        let facts = found.remove(&id).map(|f| Facts {
+                            launch_type: share(f.launch_type),
+                            revision: share(f.revision),
+                            container_instance_arn: share(f.container_instance_arn),
+                        });
                         self.tasks.insert(
                             id,
                             TaskEntry {
-                                cluster: cluster.to_string(),
+                                cluster: cluster.clone(),
                                 facts,
                             },
                         );
@@ -202,11 +222,12 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                 }
                 Err(e) if e.kind == ErrorKind::NotFound => {
                     // No such cluster: these instances are not ECS tasks here.
+                    let cluster = self.strings.share(cluster);
                     for id in ids {
                         self.tasks.insert(
                             id,
                             TaskEntry {
-                                cluster: cluster.to_string(),
+                                cluster: cluster.clone(),
                                 facts: None,
                             },
                         );
@@ -226,16 +247,21 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                 .facts
                 .as_ref()
                 .and_then(|f| f.container_instance_arn.as_ref())
-                && !self.container_instances.contains_key(arn)
+                && !self.container_instances.contains_key(&**arn)
             {
-                cis.entry(&t.cluster).or_default().insert(arn.clone());
+                cis.entry(&t.cluster).or_default().insert(arn.to_string());
             }
         }
         for (cluster, arns) in cis {
             let arns: Vec<String> = arns.into_iter().collect();
             let call = self.ecs.container_instances(cluster, &arns);
             match by_deadline(deadline, "DescribeContainerInstances", call).await {
-                Ok(pairs) => self.container_instances.extend(pairs),
+                Ok(pairs) => {
+                    for (arn, ec2) in pairs {
+                        let ec2 = self.strings.share(&ec2);
+                        self.container_instances.insert(arn, ec2);
+                    }
+                }
                 Err(e) => {
                     warn!(cluster, error = %e, "could not describe container instances");
                     out.errors.push(e);
@@ -248,7 +274,8 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
             .tasks
             .values()
             .filter_map(|t| t.facts.as_ref()?.container_instance_arn.as_ref())
-            .filter_map(|arn| self.container_instances.get(arn).cloned())
+            .filter_map(|arn| self.container_instances.get(&**arn))
+            .map(|ec2| ec2.to_string())
             .collect();
         if self.opts.want_hosts
             && let Some((key, value)) = self.opts.hosts_tag.clone()
@@ -302,6 +329,8 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
 
         // 4. Labels per task; hold what is incomplete, within bounds.
         let mut incomplete = Vec::new();
+        // A host's name and type, shared by the labels of all its tasks.
+        let mut host_labels: HashMap<&str, NameAndType> = HashMap::new();
         for (id, t) in &self.tasks {
             let Some(f) = &t.facts else {
                 continue;
@@ -309,15 +338,27 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
             let ec2_id = f
                 .container_instance_arn
                 .as_ref()
-                .and_then(|arn| self.container_instances.get(arn));
-            let host = ec2_id.and_then(|i| self.hosts.get(i)).map(|(h, _)| h);
+                .and_then(|arn| self.container_instances.get(&**arn));
+            let host = ec2_id.and_then(|i| self.hosts.get(&**i)).map(|(h, _)| h);
             let complete = f.container_instance_arn.is_none() || host.is_some();
+            let (ec2_name, ec2_instance_type) = match host {
+                Some(h) => host_labels
+                    .entry(&h.instance_id)
+                    .or_insert_with(|| {
+                        (
+                            h.name.as_deref().map(Arc::from),
+                            h.instance_type.as_deref().map(Arc::from),
+                        )
+                    })
+                    .clone(),
+                None => (None, None),
+            };
             let info = TaskInfo {
                 launch_type: f.launch_type.clone(),
                 revision: f.revision.clone(),
                 ec2_instance_id: ec2_id.cloned(),
-                ec2_name: host.and_then(|h| h.name.clone()),
-                ec2_instance_type: host.and_then(|h| h.instance_type.clone()),
+                ec2_name,
+                ec2_instance_type,
             };
             if complete {
                 Arc::make_mut(&mut out.tasks).insert(id.clone(), info);
@@ -326,11 +367,16 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
             }
         }
         for id in present.keys() {
-            if !self.tasks.contains_key(id) {
-                incomplete.push((id.clone(), TaskInfo::default()));
+            if !self.tasks.contains_key(*id) {
+                incomplete.push((id.to_string(), TaskInfo::default()));
             }
         }
         let settled = incomplete.is_empty() && out.errors.is_empty();
+        // Only tasks still waiting for their facts need the time they were first seen.
+        let waiting: HashSet<&str> = incomplete.iter().map(|(id, _)| id.as_str()).collect();
+        self.first_seen
+            .retain(|id, _| waiting.contains(id.as_str()));
+        self.strings.sweep();
         for (id, info) in incomplete {
             self.hold_or_release(&id, now, info, &mut out);
         }
@@ -361,7 +407,7 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                 .facts
                 .as_ref()
                 .and_then(|f| f.container_instance_arn.as_ref())
-                .and_then(|arn| self.container_instances.get(arn))
+                .and_then(|arn| self.container_instances.get(&**arn))
             {
                 cluster_of.insert(ec2, &t.cluster);
             }

@@ -16,7 +16,7 @@ use crate::enrich::{EnrichOptions, Enriched, Enricher};
 use crate::file_sd::{FileSd, Publish, WriteError};
 use crate::metrics::{FileReasonLabels, Metrics, OutcomeLabels, ReasonLabels, ServiceLabels};
 use crate::server::{self, Shared};
-use crate::targets::{self, Rendered, SkipReason, Skipped, Snapshot, TargetOptions};
+use crate::targets::{self, SkipReason, Skipped, Snapshot, Summary, TargetOptions};
 
 /// Why the sidecar stopped or a `once` pass failed.
 #[derive(Debug, thiserror::Error)]
@@ -129,11 +129,13 @@ impl TargetOptions {
 pub struct Pass {
     pub cycle: Cycle,
     pub enriched: Enriched,
-    /// The targets file content and what went into it.
-    pub rendered: Arc<Rendered>,
-    /// False when the snapshot equals the last pass's, whose rendering is reused
-    /// (nothing was built or serialised).
+    /// What the targets file holds.
+    pub summary: Arc<Summary>,
+    /// False when the snapshot equals the last pass's: nothing was planned, and
+    /// the file needs no write unless someone removed it.
     pub fresh: bool,
+    /// How the targets are labelled (to render the file).
+    pub targets: TargetOptions,
     /// The hosts file content, when --ec2-hosts-output is set and hosts are known.
     pub hosts: Option<Vec<u8>>,
 }
@@ -144,9 +146,9 @@ pub struct Pass {
 pub struct Engine<C, E, X> {
     pipeline: Pipeline<C, E, X>,
     publisher: Publisher,
-    /// The last snapshot and its rendering (the snapshot shares its data with
+    /// The last snapshot and its summary (the snapshot shares its data with
     /// discovery's cache, so keeping it costs little).
-    last: Option<(Snapshot, Arc<Rendered>)>,
+    last: Option<(Snapshot, Arc<Summary>)>,
     cycle_timeout: Duration,
     hosts_ports: Option<Vec<u16>>,
 }
@@ -171,15 +173,12 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Engine<C, E, X> {
         let deadline = started + self.cycle_timeout;
         let (cycle, enriched) = self.pipeline.pass(started, deadline).await?;
         self.publisher.record_cycle(&cycle);
-        let (rendered, fresh) = match &self.last {
-            Some((snapshot, rendered)) if *snapshot == cycle.snapshot => (rendered.clone(), false),
+        let (summary, fresh) = match &self.last {
+            Some((snapshot, summary)) if *snapshot == cycle.snapshot => (summary.clone(), false),
             _ => {
-                // Free the old content before making the new one: peak memory
-                // holds one rendering, not two.
-                self.last = None;
-                let rendered = Arc::new(self.publisher.render(&cycle));
-                self.last = Some((cycle.snapshot.clone(), rendered.clone()));
-                (rendered, true)
+                let summary = Arc::new(self.publisher.summarize(&cycle));
+                self.last = Some((cycle.snapshot.clone(), summary.clone()));
+                (summary, true)
             }
         };
         let hosts = match (&self.hosts_ports, &enriched.hosts) {
@@ -191,8 +190,9 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Engine<C, E, X> {
         Ok(Pass {
             cycle,
             enriched,
-            rendered,
+            summary,
             fresh,
+            targets: self.publisher.targets.clone(),
             hosts,
         })
     }
@@ -221,9 +221,9 @@ impl Publisher {
         }
     }
 
-    /// Builds the file content of a cycle; warns once about each newly skipped endpoint.
-    fn render(&mut self, cycle: &Cycle) -> Rendered {
-        let rendered = targets::render(&cycle.snapshot, &self.targets);
+    /// What the file of a cycle holds; warns once about each newly skipped endpoint.
+    fn summarize(&mut self, cycle: &Cycle) -> Summary {
+        let rendered = targets::summarize(&cycle.snapshot, &self.targets);
         for reason in SkipReason::ALL {
             let n = rendered
                 .skipped
@@ -283,7 +283,7 @@ impl Publisher {
         self.aged = aged;
     }
 
-    fn published(&self, cycle: &Cycle, rendered: &Rendered, outcome: Publish) {
+    fn published(&self, cycle: &Cycle, rendered: &Summary, outcome: Publish) {
         self.metrics.targets.set(rendered.targets as i64);
         self.metrics.services.set(cycle.stats.tagged as i64);
         let unix = SystemTime::now()
@@ -336,33 +336,46 @@ fn describe_failures(cycle: &Cycle) -> String {
     parts.join("; ")
 }
 
+/// What a file is to hold.
+enum Content {
+    /// Small content, in memory (the hosts file).
+    Bytes(Vec<u8>),
+    /// The targets of a snapshot, rendered straight into the file.
+    Targets {
+        snapshot: Snapshot,
+        targets: TargetOptions,
+        /// False: the same snapshot as last time, so only a look at the file's
+        /// size tells whether it must be written again (someone removed it).
+        fresh: bool,
+    },
+}
+
+impl Content {
+    fn of(pass: &Pass) -> Self {
+        Content::Targets {
+            snapshot: pass.cycle.snapshot.clone(),
+            targets: pass.targets.clone(),
+            fresh: pass.fresh,
+        }
+    }
+}
+
 /// Writes `content` off the runtime; the writer comes back with the result.
-/// `fresh: false` says the content is the one last given: then only a look at the
-/// file's size tells whether it must be written again (someone removed it).
-async fn write(
-    mut writer: FileSd,
-    content: impl AsRef<[u8]> + Send + 'static,
-    fresh: bool,
-) -> (FileSd, Result<Publish, WriteError>) {
+async fn write(mut writer: FileSd, content: Content) -> (FileSd, Result<Publish, WriteError>) {
     tokio::task::spawn_blocking(move || {
-        let r = if !fresh && writer.still_current() {
-            Ok(Publish::Unchanged)
-        } else {
-            writer.publish(content.as_ref())
+        let r = match content {
+            Content::Bytes(b) => writer.publish(&b),
+            Content::Targets { fresh: false, .. } if writer.still_current() => {
+                Ok(Publish::Unchanged)
+            }
+            Content::Targets {
+                snapshot, targets, ..
+            } => writer.publish_with(|w| targets::render_to(&snapshot, &targets, w)),
         };
         (writer, r)
     })
     .await
     .expect("the file writer does not panic")
-}
-
-/// A rendering's file content, shared with the engine's cache.
-struct RenderedContent(Arc<Rendered>);
-
-impl AsRef<[u8]> for RenderedContent {
-    fn as_ref(&self) -> &[u8] {
-        &self.0.content
-    }
 }
 
 /// One discovery pass (`once`): writes the file, or prints it for `--output -`.
@@ -382,15 +395,17 @@ pub async fn once<C: CloudMap, E: Ecs, X: Ec2>(
         problems.retain(|p| !p.is_empty());
         return Err(Error::Incomplete(problems.join("; ")));
     }
-    if let (Some(path), Some(json)) = (&options.ec2_hosts_output, pass.hosts) {
-        write(FileSd::open(path), json, true).await.1?;
+    if let (Some(path), Some(json)) = (&options.ec2_hosts_output, pass.hosts.clone()) {
+        write(FileSd::open(path), Content::Bytes(json)).await.1?;
     }
     let outcome = if Cli::is_stdout(&options.output) {
-        crate::file_sd::write_stdout(&pass.rendered.content).map_err(Error::Stdout)?;
+        let mut out = std::io::stdout().lock();
+        targets::render_to(&pass.cycle.snapshot, &pass.targets, &mut out)
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .map_err(Error::Stdout)?;
         "printed"
     } else {
-        let content = RenderedContent(pass.rendered.clone());
-        let (_, r) = write(FileSd::open(&options.output), content, true).await;
+        let (_, r) = write(FileSd::open(&options.output), Content::of(&pass)).await;
         match r? {
             Publish::Written => "written",
             Publish::Unchanged => "unchanged",
@@ -400,8 +415,8 @@ pub async fn once<C: CloudMap, E: Ecs, X: Ec2>(
         services = pass.cycle.stats.services,
         tagged = pass.cycle.stats.tagged,
         instances = pass.cycle.stats.instances,
-        targets = pass.rendered.targets,
-        skipped = pass.rendered.skipped.len(),
+        targets = pass.summary.targets,
+        skipped = pass.summary.skipped.len(),
         file = outcome,
         duration_ms = started.elapsed().as_millis() as u64,
         "discovery pass done"
@@ -490,12 +505,13 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
                 continue;
             }
         };
+        let content = Content::of(&pass);
         let Pass {
             cycle,
             enriched,
-            rendered,
-            fresh,
+            summary: rendered,
             hosts,
+            ..
         } = pass;
         metrics
             .cycles
@@ -527,7 +543,7 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
             continue;
         }
         if let (Some(hw), Some(json)) = (hosts_writer.take(), hosts) {
-            let (w, r) = write(hw, json, true).await;
+            let (w, r) = write(hw, Content::Bytes(json)).await;
             match r {
                 Ok(_) => write_failing(&metrics, "hosts", None),
                 Err(e) => {
@@ -537,8 +553,7 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
             }
             hosts_writer = Some(w);
         }
-        let content = RenderedContent(rendered.clone());
-        let (w, r) = write(writer.take().expect("writer is put back"), content, fresh).await;
+        let (w, r) = write(writer.take().expect("writer is put back"), content).await;
         writer = Some(w);
         let file = match r {
             Ok(outcome) => {

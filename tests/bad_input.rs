@@ -208,11 +208,11 @@ fn task_info() -> impl Strategy<Value = TaskInfo> {
     )
         .prop_map(
             |(launch_type, revision, ec2_instance_id, ec2_name, ec2_instance_type)| TaskInfo {
-                launch_type,
-                revision,
-                ec2_instance_id,
-                ec2_name,
-                ec2_instance_type,
+                launch_type: launch_type.map(Into::into),
+                revision: revision.map(Into::into),
+                ec2_instance_id: ec2_instance_id.map(Into::into),
+                ec2_name: ec2_name.map(Into::into),
+                ec2_instance_type: ec2_instance_type.map(Into::into),
             },
         )
 }
@@ -229,7 +229,16 @@ fn instance() -> impl Strategy<Value = (Instance, Option<TaskInfo>, bool)> {
         prop::option::weighted(0.3, task_info()),
         prop::bool::weighted(0.1),
     )
-        .prop_map(|(id, attributes, task, held)| (Instance { id, attributes }, task, held))
+        .prop_map(|(id, attributes, task, held)| {
+            (
+                Instance {
+                    id,
+                    attributes: attributes.into(),
+                },
+                task,
+                held,
+            )
+        })
 }
 
 fn service_name() -> BoxedStrategy<String> {
@@ -808,9 +817,9 @@ proptest! {
         let mut attributes = attrs;
         attributes.insert(attr::IPV4.into(), ip.to_string());
         let good_id = "good-instance";
-        let mut instances = vec![Instance { id: good_id.into(), attributes }];
+        let mut instances = vec![Instance { id: good_id.into(), attributes: attributes.into() }];
         for (i, attributes) in others.into_iter().enumerate() {
-            instances.push(Instance { id: format!("other-{i}"), attributes });
+            instances.push(Instance { id: format!("other-{i}"), attributes: attributes.into() });
         }
         let snap = Snapshot {
             services: vec![ServiceData { namespace, service, tags: tags.into(), instances: instances.into() }],
@@ -897,11 +906,11 @@ fn ipv6_only_instance_gets_a_bracketed_address() {
     let instances = vec![
         Instance {
             id: "v6".into(),
-            attributes: map(&[(attr::IPV6, "2001:db8::7")]),
+            attributes: map(&[(attr::IPV6, "2001:db8::7")]).into(),
         },
         Instance {
             id: "blank-v4".into(),
-            attributes: map(&[(attr::IPV4, " \t"), (attr::IPV6, " 2001:db8::8 ")]),
+            attributes: map(&[(attr::IPV4, " \t"), (attr::IPV6, " 2001:db8::8 ")]).into(),
         },
     ];
     let snap = one_service("ns", "web", &PRIMARY, instances);
@@ -927,15 +936,15 @@ fn instance_without_an_address_is_skipped_as_missing_address() {
     let instances = vec![
         Instance {
             id: "nothing".into(),
-            attributes: map(&[(attr::PORT, "8080")]),
+            attributes: map(&[(attr::PORT, "8080")]).into(),
         },
         Instance {
             id: "blank".into(),
-            attributes: map(&[(attr::IPV4, "  "), (attr::IPV6, "")]),
+            attributes: map(&[(attr::IPV4, "  "), (attr::IPV6, "")]).into(),
         },
         Instance {
             id: "fine".into(),
-            attributes: map(&[(attr::IPV4, "10.1.2.3")]),
+            attributes: map(&[(attr::IPV4, "10.1.2.3")]).into(),
         },
     ];
     let snap = one_service("ns", "web", &PRIMARY, instances);
@@ -974,7 +983,8 @@ fn thousand_instances_give_a_thousand_targets() {
                 (attr::IPV4, &format!("10.0.{}.{}", i / 256, i % 256)),
                 (attr::ECS_CLUSTER, "prod"),
                 (attr::AZ, "eu-west-1a"),
-            ]),
+            ])
+            .into(),
         })
         .collect();
     let snap = one_service("ns", "big", &[(TAG_METRICS_PATH, "/metrics")], instances);
@@ -1021,7 +1031,8 @@ fn unicode_and_huge_names_stay_verbatim_label_values() {
             (attr::IPV4, "192.0.2.10"),
             (attr::ECS_CLUSTER, "clüster"),
             ("weird key ✓", "x\u{0}y"),
-        ]),
+        ])
+        .into(),
     }];
     let snap = one_service(namespace, &huge_service, &tags, instances);
 
