@@ -473,6 +473,10 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
     let mut ticker = tokio::time::interval(options.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut n: u64 = 0;
+    // A snapshot rendered anew that has not reached the file yet (its write failed
+    // or was not tried): the next write renders it even when the snapshot did not
+    // change since.
+    let mut pending = false;
 
     loop {
         // The scheduled tick, not the time it was seen: the refresh clocks then
@@ -505,7 +509,11 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
                 continue;
             }
         };
-        let content = Content::of(&pass);
+        pending |= pass.fresh;
+        let mut content = Content::of(&pass);
+        if let Content::Targets { fresh, .. } = &mut content {
+            *fresh = pending;
+        }
         let Pass {
             cycle,
             enriched,
@@ -558,6 +566,7 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
         let file = match r {
             Ok(outcome) => {
                 engine.publisher.published(&cycle, &rendered, outcome);
+                pending = false;
                 write_failing(&metrics, "targets", None);
                 let first = !shared.has_written();
                 let recovered = !first && shared.readiness().is_err();
