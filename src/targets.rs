@@ -813,8 +813,11 @@ pub fn summarize(snapshot: &Snapshot, opts: &TargetOptions) -> Summary {
 /// whatever the number of targets. Byte for byte `to_json(&build(..).groups)`.
 pub fn render_to(snapshot: &Snapshot, opts: &TargetOptions, w: &mut dyn Write) -> io::Result<()> {
     with_plan(snapshot, opts, |plan| {
-        serde_json::to_writer_pretty(&mut *w, &Lazy(&plan))?;
-        w.write_all(b"\n")
+        // serde_json writes many small pieces; batch them before they reach `w`.
+        let mut w = io::BufWriter::with_capacity(64 * 1024, w);
+        serde_json::to_writer_pretty(&mut w, &Lazy(&plan))?;
+        w.write_all(b"\n")?;
+        w.flush()
     })
 }
 
