@@ -865,28 +865,21 @@ mod tests {
             vec!["DiscoverInstancesRevision", "DiscoverInstancesRevision"],
             "steady state: one revision call per tagged service"
         );
-        let c3 = d.cycle(t0 + Duration::from_secs(60), far()).await.unwrap();
-        assert_eq!(c3.snapshot, c.snapshot);
-        assert_eq!(
-            d.client().take_calls(),
-            vec![
-                "DiscoverInstancesRevision",
-                "DiscoverInstancesRevision",
-                "ListServices"
-            ],
-            "the service listing on its own clock, one page per cycle"
-        );
-        let c4 = d.cycle(t0 + Duration::from_secs(90), far()).await.unwrap();
-        assert_eq!(c4.snapshot, c.snapshot);
-        assert_eq!(
-            d.client().take_calls(),
-            vec![
-                "DiscoverInstancesRevision",
-                "DiscoverInstancesRevision",
-                "ListServices"
-            ],
-            "the listing's second page the cycle after"
-        );
+        // The service listing on its own clock, one page per cycle: its first page
+        // at t0+60, the second at t0+90.
+        for t in [60, 90] {
+            let cn = d.cycle(t0 + Duration::from_secs(t), far()).await.unwrap();
+            assert_eq!(cn.snapshot, c.snapshot);
+            assert_eq!(
+                d.client().take_calls(),
+                vec![
+                    "DiscoverInstancesRevision",
+                    "DiscoverInstancesRevision",
+                    "ListServices"
+                ],
+                "a listing page at t0+{t}"
+            );
+        }
         for t in (120..300).step_by(30) {
             d.cycle(t0 + Duration::from_secs(t), far()).await.unwrap();
             assert_eq!(
@@ -903,18 +896,25 @@ mod tests {
         assert!(!calls.contains(&"ListServices"), "{calls:?}");
     }
 
-    #[tokio::test]
-    async fn more_listing_pages_per_cycle_finish_a_listing_sooner() {
-        let o = DiscoveryOptions {
-            listing_pages: 2,
-            ..opts(&[])
-        };
+    /// A discovery past its cold cycle, and a new tagged service (on the listing's
+    /// second page) with one task at 10.0.0.9 registered since.
+    async fn after_cold_cycle_a_service_appears(o: DiscoveryOptions) -> (Discovery<Fake>, Instant) {
         let mut d = Discovery::new(topology(), o);
         let t0 = Instant::now();
         d.cycle(t0, far()).await.unwrap();
         d.client()
             .add_service("apps", "new", &[("METRICS_PATH", "/m")]);
         d.client().register("new", "t9", "10.0.0.9");
+        (d, t0)
+    }
+
+    #[tokio::test]
+    async fn more_listing_pages_per_cycle_finish_a_listing_sooner() {
+        let o = DiscoveryOptions {
+            listing_pages: 2,
+            ..opts(&[])
+        };
+        let (mut d, t0) = after_cold_cycle_a_service_appears(o).await;
         d.client().take_calls();
         let c = d.cycle(t0 + Duration::from_secs(60), far()).await.unwrap();
         assert!(ips(&c).contains(&"10.0.0.9".to_string()));
@@ -928,12 +928,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_throttled_listing_page_is_read_again_next_cycle() {
-        let mut d = Discovery::new(topology(), opts(&[]));
-        let t0 = Instant::now();
-        d.cycle(t0, far()).await.unwrap();
-        d.client()
-            .add_service("apps", "new", &[("METRICS_PATH", "/m")]);
-        d.client().register("new", "t9", "10.0.0.9");
+        let (mut d, t0) = after_cold_cycle_a_service_appears(opts(&[])).await;
         d.cycle(t0 + Duration::from_secs(60), far()).await.unwrap();
         d.client()
             .state
@@ -956,12 +951,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_service_is_found_at_the_next_listing() {
-        let mut d = Discovery::new(topology(), opts(&[]));
-        let t0 = Instant::now();
-        d.cycle(t0, far()).await.unwrap();
-        d.client()
-            .add_service("apps", "new", &[("METRICS_PATH", "/m")]);
-        d.client().register("new", "t9", "10.0.0.9");
+        let (mut d, t0) = after_cold_cycle_a_service_appears(opts(&[])).await;
         let c = d.cycle(t0 + Duration::from_secs(30), far()).await.unwrap();
         assert!(!ips(&c).contains(&"10.0.0.9".to_string()));
         // Four services, two pages: the listing started at t0+60 ends at t0+90.

@@ -331,6 +331,25 @@ pub struct Skipped {
     pub reason: SkipReason,
 }
 
+impl Skipped {
+    fn new(
+        svc: &ServiceData,
+        tag: &str,
+        value: Option<&str>,
+        instance: Option<&str>,
+        reason: SkipReason,
+    ) -> Self {
+        Skipped {
+            namespace: svc.namespace.clone(),
+            service: svc.service.clone(),
+            tag: tag.to_string(),
+            value: value.map(str::to_string),
+            instance: instance.map(str::to_string),
+            reason,
+        }
+    }
+}
+
 /// What [`build`] produces.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Built {
@@ -388,14 +407,7 @@ struct TagGroup<'a> {
 fn endpoints(svc: &ServiceData, skipped: &mut Vec<Skipped>) -> Vec<Endpoint> {
     let mut groups: BTreeMap<EndpointKind, TagGroup> = BTreeMap::new();
     let mut skip = |tag: &str, value: Option<&str>, reason| {
-        skipped.push(Skipped {
-            namespace: svc.namespace.clone(),
-            service: svc.service.clone(),
-            tag: tag.to_string(),
-            value: value.map(str::to_string),
-            instance: None,
-            reason,
-        })
+        skipped.push(Skipped::new(svc, tag, value, None, reason))
     };
     for (key, value) in svc.tags.iter() {
         let (kind, field) = match key.as_str() {
@@ -577,14 +589,7 @@ impl<'a> Plan<'a> {
             {
                 for ep in eps {
                     let mut skip = |tag: &str, value: Option<&str>, reason| {
-                        skipped.push(Skipped {
-                            namespace: svc.namespace.clone(),
-                            service: svc.service.clone(),
-                            tag: tag.to_string(),
-                            value: value.map(str::to_string),
-                            instance: Some(inst.id.clone()),
-                            reason,
-                        })
+                        skipped.push(Skipped::new(svc, tag, value, Some(&inst.id), reason))
                     };
                     let port = match ep.port {
                         Some(p) => p,
