@@ -71,14 +71,6 @@ impl Attributes {
         self.0.iter().map(|(k, _)| &**k)
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Sets `key` to `value`.
     pub fn insert(&mut self, key: impl Into<Arc<str>>, value: impl Into<Arc<str>>) {
         let mut v = std::mem::take(&mut self.0).into_vec();
@@ -169,14 +161,6 @@ impl Interner {
 
     pub fn sweep(&mut self) {
         self.0.retain(|s| Arc::strong_count(s) > 1);
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
