@@ -300,13 +300,7 @@ impl<C: CloudMap> Discovery<C> {
                     Err(e) if self.listed_once => {
                         // A passing fault resumes at the same page next cycle; any
                         // other (an expired token, say) starts the listing again.
-                        if !matches!(
-                            e.kind,
-                            ErrorKind::Throttled
-                                | ErrorKind::Server
-                                | ErrorKind::Timeout
-                                | ErrorKind::Network
-                        ) {
+                        if !e.kind.is_transient() {
                             self.listing = None;
                         }
                         warn!(error = %e, "could not list services; keeping the known services");

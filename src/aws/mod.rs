@@ -180,6 +180,15 @@ impl ErrorKind {
             ErrorKind::Other => "other",
         }
     }
+
+    /// A fault that passes by itself (throttling, a 5xx, a timeout, a broken
+    /// connection): the same request is worth sending again later.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Throttled | ErrorKind::Server | ErrorKind::Timeout | ErrorKind::Network
+        )
+    }
 }
 
 impl fmt::Display for ErrorKind {
