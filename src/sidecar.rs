@@ -66,6 +66,7 @@ impl EnrichOptions {
                 .as_ref()
                 .map(|t| (t.key.clone(), t.value.clone())),
             want_hosts: o.ec2_hosts_output.is_some(),
+            ec2: o.ec2_enrichment,
         }
     }
 }
@@ -550,7 +551,10 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
             );
             continue;
         }
-        if let (Some(hw), Some(json)) = (hosts_writer.take(), hosts) {
+        // None: the hosts are not known yet (every pass so far had a failed call).
+        if let Some(json) = hosts
+            && let Some(hw) = hosts_writer.take()
+        {
             let (w, r) = write(hw, Content::Bytes(json)).await;
             match r {
                 Ok(_) => write_failing(&metrics, "hosts", None),
