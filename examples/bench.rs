@@ -370,6 +370,22 @@ impl Ecs for Fake {
             })
             .collect())
     }
+
+    async fn list_container_instances(&self, cluster: &str) -> Result<Vec<String>, AwsError> {
+        let _t = self.timed();
+        self.count("ListContainerInstances", 1);
+        let Some(c) = index(cluster, "cluster-") else {
+            return Ok(Vec::new());
+        };
+        // The hosts host_of spreads this cluster's tasks over.
+        let n = self.topo.namespaces;
+        let hosts: Vec<usize> = if self.topo.hosts <= c {
+            vec![c % self.topo.hosts]
+        } else {
+            (c..self.topo.hosts).step_by(n).collect()
+        };
+        Ok(hosts.into_iter().map(|h| Fake::ci_arn(c, h)).collect())
+    }
 }
 
 fn fake_host(h: usize) -> Host {

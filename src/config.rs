@@ -198,6 +198,13 @@ pub struct Options {
     #[arg(long, env = "CLOUDMAP_SD_ECS_ENRICHMENT", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub ecs_enrichment: bool,
 
+    /// With --ecs-enrichment: also read each task's EC2 host (ec2_instance_id,
+    /// ec2_name, ec2_instance_type). `false` keeps the ECS facts only, and the
+    /// sidecar then needs neither ecs:DescribeContainerInstances nor
+    /// ec2:DescribeInstances.
+    #[arg(long, env = "CLOUDMAP_SD_EC2_ENRICHMENT", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub ec2_enrichment: bool,
+
     /// Longest a new task is held out of the file while its ECS/EC2 facts cannot be
     /// read, so its labels do not change once it is published. After that it is
     /// published without them.
@@ -209,9 +216,11 @@ pub struct Options {
     #[arg(long, env = "CLOUDMAP_SD_EC2_NAME_REFRESH", default_value = "10m", value_parser = parse_duration, global = true)]
     pub ec2_name_refresh: Duration,
 
-    /// Also write a file_sd file of EC2 hosts (node exporter, cAdvisor): the hosts
-    /// running discovered tasks, or those matching --ec2-hosts-tag. One target per
-    /// host and --ec2-hosts-port, `instance` set to the host's Name tag.
+    /// Also write a file_sd file of EC2 hosts (node exporter, cAdvisor): the
+    /// container instances of every cluster in which a discovered task runs (listed
+    /// again every --ec2-name-refresh; needs ecs:ListContainerInstances), or the
+    /// running instances matching --ec2-hosts-tag. One target per host and
+    /// --ec2-hosts-port, `instance` set to the host's Name tag.
     #[arg(long, env = "CLOUDMAP_SD_EC2_HOSTS_OUTPUT", global = true)]
     pub ec2_hosts_output: Option<PathBuf>,
 
@@ -417,8 +426,11 @@ impl Cli {
             return err(format!("--output {}: not a file path", o.output.display()));
         }
         if let Some(hosts) = &o.ec2_hosts_output {
-            if !o.ecs_enrichment {
-                return err("--ec2-hosts-output needs --ecs-enrichment true".into());
+            if !o.ecs_enrichment || !o.ec2_enrichment {
+                return err(
+                    "--ec2-hosts-output needs --ecs-enrichment true and --ec2-enrichment true"
+                        .into(),
+                );
             }
             if hosts == &o.output || hosts.as_os_str() == "-" || hosts.file_name().is_none() {
                 return err(format!(

@@ -6,6 +6,13 @@
 //! host tags (a host can be renamed) are read again every `name_refresh`. With no new
 //! task, a cycle makes no ECS call and no EC2 call between Name refreshes.
 //!
+//! The hosts file (`want_hosts`): the EC2 hosts of every cluster in which a task was
+//! found (ListContainerInstances when a cluster is first seen, then on the Name
+//! clock), or the running instances with a tag. A pass with a failed call drops no
+//! host from it. A container instance or EC2 instance that a successful call did
+//! not return is asked for again on the Name clock only, so a task whose host is
+//! gone does not cost calls every cycle.
+//!
 //! Label stability: a new task whose facts cannot be read yet is *held* (left out of
 //! the file) for at most `hold`, so its series are not created once without and then
 //! again with the EC2 labels. After `hold` it is published with what is known, and a
@@ -34,6 +41,9 @@ pub struct EnrichOptions {
     pub hosts_tag: Option<(String, String)>,
     /// Whether the hosts list is wanted at all.
     pub want_hosts: bool,
+    /// Whether EC2 facts are read (DescribeContainerInstances, DescribeInstances);
+    /// without them a task gets its ECS facts only.
+    pub ec2: bool,
 }
 
 /// The result of one enrichment pass.
@@ -43,7 +53,8 @@ pub struct Enriched {
     pub tasks: Arc<BTreeMap<String, TaskInfo>>,
     /// Tasks held back this cycle.
     pub held: BTreeSet<String>,
-    /// EC2 hosts for the hosts file; None when it could not be determined yet.
+    /// EC2 hosts for the hosts file; None when not wanted, or while no pass has
+    /// been able to say them (every one so far had a failed call).
     pub hosts: Option<Vec<HostTarget>>,
     /// Calls that failed this pass.
     pub errors: Vec<AwsError>,
@@ -81,6 +92,14 @@ pub struct Enricher<E, X> {
     first_seen: HashMap<String, Instant>,
     /// Hosts selected by tag, and when.
     tagged: Option<(Instant, Vec<String>)>,
+    /// Clusters whose container instances the hosts file lists: when they were
+    /// listed, and the ARNs.
+    clusters: HashMap<Arc<str>, (Instant, Vec<Arc<str>>)>,
+    /// Container instance ARNs and EC2 instance ids that a successful call did not
+    /// return, and when it was made: asked again only on the Name clock.
+    missing: HashMap<String, Instant>,
+    /// The hosts of the last pass that could say them, kept after a failed call.
+    last_hosts: Option<Vec<HostTarget>>,
     released: HashSet<String>,
     /// The last pass, when it left nothing to retry: its result is reused while
     /// the instances and the host clocks stay the same.
@@ -107,13 +126,16 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
             hosts: HashMap::new(),
             first_seen: HashMap::new(),
             tagged: None,
+            clusters: HashMap::new(),
+            missing: HashMap::new(),
+            last_hosts: None,
             released: HashSet::new(),
             settled: None,
         }
     }
 
     fn due(&self, at: Instant, now: Instant) -> bool {
-        now.saturating_duration_since(at) >= self.opts.name_refresh
+        due(self.opts.name_refresh, at, now)
     }
 
     /// Enriches the ECS tasks of `snapshot`; every call ends by `deadline` (a call
@@ -137,7 +159,9 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                     && self
                         .tagged
                         .as_ref()
-                        .is_none_or(|(at, _)| self.due(*at, now)));
+                        .is_none_or(|(at, _)| self.due(*at, now)))
+                || self.missing.values().any(|at| self.due(*at, now))
+                || self.clusters.values().any(|(at, _)| self.due(*at, now));
             if same && !hosts_due {
                 return Enriched {
                     tasks: s.tasks.clone(),
@@ -165,8 +189,13 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
         out
     }
 
-    /// A full pass; true when it left nothing to retry (no error, no task
-    /// without its facts).
+    /// Whether the hosts file lists the container instances of every cluster seen.
+    fn lists_clusters(&self) -> bool {
+        self.opts.ec2 && self.opts.want_hosts && self.opts.hosts_tag.is_none()
+    }
+
+    /// A full pass; true when it left nothing to retry before a clock falls due (no
+    /// error, no task held).
     async fn enrich_all(
         &mut self,
         snapshot: &Snapshot,
@@ -174,6 +203,7 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
         deadline: Instant,
     ) -> (Enriched, bool) {
         let mut out = Enriched::default();
+        let refresh = self.opts.name_refresh;
 
         // ECS tasks in the snapshot, by cluster.
         let mut present: HashMap<&str, &str> = HashMap::new();
@@ -240,40 +270,103 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
             }
         }
 
-        // 2. DescribeContainerInstances for hosts not mapped yet.
-        let mut cis: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-        for t in self.tasks.values() {
-            if let Some(arn) = t
-                .facts
-                .as_ref()
-                .and_then(|f| f.container_instance_arn.as_ref())
-                && !self.container_instances.contains_key(&**arn)
-            {
-                cis.entry(&t.cluster).or_default().insert(arn.to_string());
+        // 2. For the hosts file: the container instances of every cluster in which
+        //    a task was found, listed when the cluster is first seen and then on the
+        //    Name clock (hosts that run no discovered task, such as a node exporter
+        //    daemon's, are scraped too).
+        if self.lists_clusters() {
+            let seen: BTreeSet<Arc<str>> = self
+                .tasks
+                .values()
+                .filter(|t| t.facts.is_some())
+                .map(|t| t.cluster.clone())
+                .collect();
+            self.clusters.retain(|c, _| seen.contains(c));
+            for cluster in seen {
+                if self
+                    .clusters
+                    .get(&cluster)
+                    .is_some_and(|(at, _)| !due(refresh, *at, now))
+                {
+                    continue;
+                }
+                let call = self.ecs.list_container_instances(&cluster);
+                match by_deadline(deadline, "ListContainerInstances", call).await {
+                    Ok(arns) => {
+                        let arns = arns.iter().map(|a| self.strings.share(a)).collect();
+                        self.clusters.insert(cluster, (now, arns));
+                    }
+                    Err(e) => {
+                        warn!(cluster = &*cluster, error = %e,
+                            "could not list the container instances of a cluster; the hosts file keeps the hosts it has");
+                        out.errors.push(e);
+                    }
+                }
             }
         }
+
+        // 3. DescribeContainerInstances for container instances not mapped yet.
+        let mut cis: BTreeMap<Arc<str>, BTreeSet<Arc<str>>> = BTreeMap::new();
+        if self.opts.ec2 {
+            for t in self.tasks.values() {
+                if let Some(arn) = t
+                    .facts
+                    .as_ref()
+                    .and_then(|f| f.container_instance_arn.as_ref())
+                {
+                    cis.entry(t.cluster.clone())
+                        .or_default()
+                        .insert(arn.clone());
+                }
+            }
+            for (cluster, (_, arns)) in &self.clusters {
+                cis.entry(cluster.clone())
+                    .or_default()
+                    .extend(arns.iter().cloned());
+            }
+        }
+        let referenced: HashSet<Arc<str>> = cis.values().flatten().cloned().collect();
+        self.container_instances
+            .retain(|arn, _| referenced.contains(arn.as_str()));
         for (cluster, arns) in cis {
-            let arns: Vec<String> = arns.into_iter().collect();
-            let call = self.ecs.container_instances(cluster, &arns);
+            let arns: Vec<String> = arns
+                .iter()
+                .filter(|arn| {
+                    !self.container_instances.contains_key(&***arn)
+                        && self
+                            .missing
+                            .get(&***arn)
+                            .is_none_or(|at| due(refresh, *at, now))
+                })
+                .map(|arn| arn.to_string())
+                .collect();
+            if arns.is_empty() {
+                continue;
+            }
+            let call = self.ecs.container_instances(&cluster, &arns);
             match by_deadline(deadline, "DescribeContainerInstances", call).await {
                 Ok(pairs) => {
                     for (arn, ec2) in pairs {
                         let ec2 = self.strings.share(&ec2);
+                        self.missing.remove(&arn);
                         self.container_instances.insert(arn, ec2);
+                    }
+                    for arn in arns {
+                        if !self.container_instances.contains_key(&arn) {
+                            self.missing.insert(arn, now);
+                        }
                     }
                 }
                 Err(e) => {
-                    warn!(cluster, error = %e, "could not describe container instances");
+                    warn!(cluster = &*cluster, error = %e, "could not describe container instances");
                     out.errors.push(e);
                 }
             }
         }
 
-        // 3. Hosts: read new ones, refresh the others on the Name clock.
-        let mut wanted: BTreeSet<String> = self
-            .tasks
-            .values()
-            .filter_map(|t| t.facts.as_ref()?.container_instance_arn.as_ref())
+        // 4. Hosts: read new ones, refresh the others on the Name clock.
+        let mut wanted: BTreeSet<String> = referenced
+            .iter()
             .filter_map(|arn| self.container_instances.get(&**arn))
             .map(|ec2| ec2.to_string())
             .collect();
@@ -282,7 +375,7 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
             && self
                 .tagged
                 .as_ref()
-                .is_none_or(|(at, _)| self.due(*at, now))
+                .is_none_or(|(at, _)| due(refresh, *at, now))
         {
             match by_deadline(
                 deadline,
@@ -294,6 +387,7 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                 Ok(hosts) => {
                     let ids = hosts.iter().map(|h| h.instance_id.clone()).collect();
                     for h in hosts {
+                        self.missing.remove(&h.instance_id);
                         self.hosts.insert(h.instance_id.clone(), (h, now));
                     }
                     self.tagged = Some((now, ids));
@@ -307,27 +401,50 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
         if let Some((_, ids)) = &self.tagged {
             wanted.extend(ids.iter().cloned());
         }
-        let due: Vec<String> = wanted
+        let asked: Vec<String> = wanted
             .iter()
-            .filter(|id| self.hosts.get(*id).is_none_or(|(_, at)| self.due(*at, now)))
+            .filter(|id| {
+                self.hosts
+                    .get(*id)
+                    .is_none_or(|(_, at)| due(refresh, *at, now))
+                    && self
+                        .missing
+                        .get(*id)
+                        .is_none_or(|at| due(refresh, *at, now))
+            })
             .cloned()
             .collect();
-        if !due.is_empty() {
-            match by_deadline(deadline, "DescribeInstances", self.ec2.hosts(&due)).await {
+        if !asked.is_empty() {
+            match by_deadline(deadline, "DescribeInstances", self.ec2.hosts(&asked)).await {
                 Ok(hosts) => {
+                    let mut returned = HashSet::new();
                     for h in hosts {
+                        returned.insert(h.instance_id.clone());
+                        self.missing.remove(&h.instance_id);
                         self.hosts.insert(h.instance_id.clone(), (h, now));
+                    }
+                    for id in asked.into_iter().filter(|id| !returned.contains(id)) {
+                        match self.hosts.get_mut(&id) {
+                            // Gone from EC2 (terminated) while still wanted: keep its
+                            // cached tags, ask again on the Name clock.
+                            Some((_, at)) => *at = now,
+                            None => {
+                                self.missing.insert(id, now);
+                            }
+                        }
                     }
                 }
                 Err(e) => {
-                    warn!(hosts = due.len(), error = %e, "could not describe EC2 hosts; keeping their cached tags");
+                    warn!(hosts = asked.len(), error = %e, "could not describe EC2 hosts; keeping their cached tags");
                     out.errors.push(e);
                 }
             }
         }
         self.hosts.retain(|id, _| wanted.contains(id));
+        self.missing
+            .retain(|k, _| referenced.contains(k.as_str()) || wanted.contains(k));
 
-        // 4. Labels per task; hold what is incomplete, within bounds.
+        // 5. Labels per task; hold what is incomplete, within bounds.
         let mut incomplete = Vec::new();
         // A host's name and type, shared by the labels of all its tasks.
         let mut host_labels: HashMap<&str, NameAndType> = HashMap::new();
@@ -338,9 +455,10 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
             let ec2_id = f
                 .container_instance_arn
                 .as_ref()
+                .filter(|_| self.opts.ec2)
                 .and_then(|arn| self.container_instances.get(&**arn));
             let host = ec2_id.and_then(|i| self.hosts.get(&**i)).map(|(h, _)| h);
-            let complete = f.container_instance_arn.is_none() || host.is_some();
+            let complete = !self.opts.ec2 || f.container_instance_arn.is_none() || host.is_some();
             let (ec2_name, ec2_instance_type) = match host {
                 Some(h) => host_labels
                     .entry(&h.instance_id)
@@ -371,7 +489,6 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                 incomplete.push((id.to_string(), TaskInfo::default()));
             }
         }
-        let settled = incomplete.is_empty() && out.errors.is_empty();
         // Only tasks still waiting for their facts need the time they were first seen.
         let waiting: HashSet<&str> = incomplete.iter().map(|(id, _)| id.as_str()).collect();
         self.first_seen
@@ -380,9 +497,22 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
         for (id, info) in incomplete {
             self.hold_or_release(&id, now, info, &mut out);
         }
+        let settled = out.errors.is_empty() && out.held.is_empty();
 
+        // 6. The hosts file: exactly the hosts known after a pass without error;
+        //    after a failed call, no host leaves it (last known good).
         if self.opts.want_hosts {
-            out.hosts = Some(self.host_targets());
+            let current = self.host_targets();
+            out.hosts = if out.errors.is_empty() {
+                Some(current)
+            } else {
+                self.last_hosts
+                    .as_ref()
+                    .map(|last| keep_known(current, last))
+            };
+            if out.hosts.is_some() {
+                self.last_hosts.clone_from(&out.hosts);
+            }
         }
         (out, settled)
     }
@@ -410,6 +540,14 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                 .and_then(|arn| self.container_instances.get(&**arn))
             {
                 cluster_of.insert(ec2, &t.cluster);
+            }
+        }
+        for (cluster, (_, arns)) in &self.clusters {
+            for ec2 in arns
+                .iter()
+                .filter_map(|a| self.container_instances.get(&**a))
+            {
+                cluster_of.insert(ec2, cluster);
             }
         }
         // With a tag filter, the hosts file holds exactly the tagged hosts.
@@ -443,6 +581,23 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
     }
 }
 
+/// Whether a clock read `at` is due again after `refresh`.
+fn due(refresh: Duration, at: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(at) >= refresh
+}
+
+/// `current`, plus the hosts of `last` it lacks, by instance id.
+fn keep_known(mut current: Vec<HostTarget>, last: &[HostTarget]) -> Vec<HostTarget> {
+    let have: HashSet<String> = current.iter().map(|h| h.instance_id.clone()).collect();
+    current.extend(
+        last.iter()
+            .filter(|h| !have.contains(&h.instance_id))
+            .cloned(),
+    );
+    current.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    current
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,8 +613,11 @@ mod tests {
     struct Fake {
         tasks: Vec<(String, TaskFacts)>,
         cis: Vec<(String, String)>,
+        /// (cluster, container instance ARN) registered.
+        listed: Mutex<Vec<(String, String)>>,
         hosts: Mutex<Vec<Host>>,
         fail_ecs: Mutex<bool>,
+        fail_ec2: Mutex<bool>,
         calls: Mutex<Vec<(&'static str, usize)>>,
     }
 
@@ -499,6 +657,20 @@ mod tests {
                 .cloned()
                 .collect())
         }
+        async fn list_container_instances(&self, cluster: &str) -> Result<Vec<String>, AwsError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(("ListContainerInstances", 0));
+            Ok(self
+                .listed
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(c, _)| c == cluster)
+                .map(|(_, a)| a.clone())
+                .collect())
+        }
     }
 
     impl Ec2 for &Fake {
@@ -507,6 +679,13 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push(("DescribeInstances", ids.len()));
+            if *self.fail_ec2.lock().unwrap() {
+                return Err(AwsError::new(
+                    "DescribeInstances",
+                    crate::aws::ErrorKind::Server,
+                    "internal error",
+                ));
+            }
             let h = self.hosts.lock().unwrap();
             Ok(h.iter()
                 .filter(|h| ids.contains(&h.instance_id))
@@ -572,6 +751,7 @@ mod tests {
             name_refresh: Duration::from_secs(300),
             hosts_tag: None,
             want_hosts: true,
+            ec2: true,
         }
     }
 
@@ -593,7 +773,15 @@ mod tests {
         let hosts = r.hosts.unwrap();
         assert_eq!(hosts.len(), 1);
         assert_eq!(hosts[0].cluster.as_deref(), Some("prod"));
-        assert_eq!(f.calls.lock().unwrap().len(), 3);
+        assert_eq!(
+            *f.calls.lock().unwrap(),
+            [
+                ("DescribeTasks", 2),
+                ("ListContainerInstances", 0),
+                ("DescribeContainerInstances", 1),
+                ("DescribeInstances", 1)
+            ]
+        );
 
         f.calls.lock().unwrap().clear();
         let again = e
@@ -627,7 +815,11 @@ mod tests {
             )
             .await;
         assert_eq!(r.tasks["t1"].ec2_name.as_deref(), Some("renamed"));
-        assert_eq!(*f.calls.lock().unwrap(), vec![("DescribeInstances", 1)]);
+        assert_eq!(
+            *f.calls.lock().unwrap(),
+            [("ListContainerInstances", 0), ("DescribeInstances", 1)],
+            "the hosts file's cluster listing and the Name refresh"
+        );
     }
 
     #[tokio::test]
@@ -670,11 +862,200 @@ mod tests {
             .iter()
             .map(|i| ("prod".to_string(), facts(i, "FARGATE", None)))
             .collect();
-        let mut e = Enricher::new(&f, &f, opts());
+        let no_hosts = EnrichOptions {
+            want_hosts: false,
+            ..opts()
+        };
+        let mut e = Enricher::new(&f, &f, no_hosts);
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let r = e.enrich(&snapshot(&refs), Instant::now(), far()).await;
         assert_eq!(r.tasks.len(), 250);
         // The adapter splits into batches of 100 (checked on the wire against moto).
         assert_eq!(*f.calls.lock().unwrap(), vec![("DescribeTasks", 250)]);
+    }
+
+    fn host(id: &str, name: &str) -> Host {
+        Host {
+            instance_id: id.into(),
+            name: Some(name.into()),
+            instance_type: Some("m5.large".into()),
+            availability_zone: Some("us-east-1a".into()),
+            private_ip: Some("10.0.0.10".into()),
+        }
+    }
+
+    fn ids(hosts: &Option<Vec<HostTarget>>) -> Vec<&str> {
+        hosts
+            .as_ref()
+            .expect("a hosts list")
+            .iter()
+            .map(|h| h.instance_id.as_str())
+            .collect()
+    }
+
+    fn take_calls(f: &Fake) -> Vec<(&'static str, usize)> {
+        std::mem::take(&mut *f.calls.lock().unwrap())
+    }
+
+    /// A cluster with two hosts, one running the discovered task.
+    fn two_hosts() -> Fake {
+        let f = fake();
+        Fake {
+            cis: vec![
+                ("ci-a".into(), "i-a".into()),
+                ("ci-b".into(), "i-b".into()),
+                ("ci-c".into(), "i-c".into()),
+            ],
+            listed: Mutex::new(vec![
+                ("prod".into(), "ci-a".into()),
+                ("prod".into(), "ci-b".into()),
+            ]),
+            hosts: Mutex::new(vec![
+                host("i-a", "host-a"),
+                host("i-b", "daemon-only"),
+                host("i-c", "new"),
+            ]),
+            ..f
+        }
+    }
+
+    #[tokio::test]
+    async fn hosts_file_lists_every_container_instance_of_the_clusters_seen() {
+        let f = two_hosts();
+        let mut e = Enricher::new(&f, &f, opts());
+        let t0 = Instant::now();
+        let r = e.enrich(&snapshot(&["t1"]), t0, far()).await;
+        assert_eq!(ids(&r.hosts), ["i-a", "i-b"]);
+        let daemon = &r.hosts.as_ref().unwrap()[1];
+        assert_eq!(daemon.cluster.as_deref(), Some("prod"));
+        assert_eq!(daemon.name.as_deref(), Some("daemon-only"));
+        assert_eq!(
+            take_calls(&f),
+            [
+                ("DescribeTasks", 1),
+                ("ListContainerInstances", 0),
+                ("DescribeContainerInstances", 2),
+                ("DescribeInstances", 2)
+            ]
+        );
+        e.enrich(&snapshot(&["t1"]), t0 + Duration::from_secs(30), far())
+            .await;
+        assert!(take_calls(&f).is_empty(), "steady state makes no call");
+
+        // A host joins the cluster: found on the Name clock.
+        f.listed
+            .lock()
+            .unwrap()
+            .push(("prod".into(), "ci-c".into()));
+        e.enrich(&snapshot(&["t1"]), t0 + Duration::from_secs(299), far())
+            .await;
+        assert!(take_calls(&f).is_empty());
+        let r = e
+            .enrich(&snapshot(&["t1"]), t0 + Duration::from_secs(300), far())
+            .await;
+        assert_eq!(ids(&r.hosts), ["i-a", "i-b", "i-c"]);
+        assert_eq!(
+            take_calls(&f),
+            [
+                ("ListContainerInstances", 0),
+                ("DescribeContainerInstances", 1),
+                ("DescribeInstances", 3)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_drops_no_host_and_an_early_one_writes_none() {
+        // EC2 failing from the start: no hosts list at all, not an empty one.
+        let f = two_hosts();
+        *f.fail_ec2.lock().unwrap() = true;
+        let mut e = Enricher::new(&f, &f, opts());
+        let t0 = Instant::now();
+        let r = e.enrich(&snapshot(&["t1"]), t0, far()).await;
+        assert!(r.hosts.is_none() && r.errors.len() == 1);
+        let r = e
+            .enrich(&snapshot(&["t1"]), t0 + Duration::from_secs(90), far())
+            .await;
+        assert!(r.hosts.is_none(), "still none after the task's release");
+        assert!(r.held.is_empty() && r.tasks.contains_key("t1"));
+        *f.fail_ec2.lock().unwrap() = false;
+        let r = e
+            .enrich(&snapshot(&["t1"]), t0 + Duration::from_secs(91), far())
+            .await;
+        assert_eq!(ids(&r.hosts), ["i-a", "i-b"]);
+
+        // A host leaves the cluster while EC2 fails: kept until a clean pass.
+        let f = two_hosts();
+        let mut e = Enricher::new(&f, &f, opts());
+        let r = e.enrich(&snapshot(&["t1"]), t0, far()).await;
+        assert_eq!(ids(&r.hosts), ["i-a", "i-b"]);
+        f.listed.lock().unwrap().pop();
+        *f.fail_ec2.lock().unwrap() = true;
+        let r = e
+            .enrich(&snapshot(&["t1"]), t0 + Duration::from_secs(300), far())
+            .await;
+        assert_eq!(r.errors.len(), 1);
+        assert_eq!(ids(&r.hosts), ["i-a", "i-b"], "kept while a call fails");
+        *f.fail_ec2.lock().unwrap() = false;
+        let r = e
+            .enrich(&snapshot(&["t1"]), t0 + Duration::from_secs(301), far())
+            .await;
+        assert_eq!(ids(&r.hosts), ["i-a"], "gone after a clean pass");
+    }
+
+    #[tokio::test]
+    async fn a_host_ec2_does_not_return_is_asked_again_on_the_name_clock_only() {
+        let mut f = fake();
+        f.cis = vec![("ci-a".into(), "i-gone".into())];
+        let mut e = Enricher::new(&f, &f, opts());
+        let t0 = Instant::now();
+        let r = e.enrich(&snapshot(&["t1"]), t0, far()).await;
+        assert!(r.errors.is_empty());
+        assert_eq!(r.held, BTreeSet::from(["t1".to_string()]));
+        take_calls(&f);
+        for s in [10, 30, 59] {
+            let r = e
+                .enrich(&snapshot(&["t1"]), t0 + Duration::from_secs(s), far())
+                .await;
+            assert!(r.held.contains("t1"));
+        }
+        assert!(take_calls(&f).is_empty(), "not asked again every cycle");
+        let r = e
+            .enrich(&snapshot(&["t1"]), t0 + Duration::from_secs(61), far())
+            .await;
+        let t1 = &r.tasks["t1"];
+        assert_eq!(t1.ec2_instance_id.as_deref(), Some("i-gone"));
+        assert!(t1.ec2_name.is_none());
+        e.enrich(&snapshot(&["t1"]), t0 + Duration::from_secs(120), far())
+            .await;
+        assert!(take_calls(&f).is_empty());
+        e.enrich(&snapshot(&["t1"]), t0 + Duration::from_secs(300), far())
+            .await;
+        assert_eq!(
+            take_calls(&f),
+            [("ListContainerInstances", 0), ("DescribeInstances", 1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn without_ec2_a_task_gets_its_ecs_facts_only() {
+        let f = fake();
+        let mut e = Enricher::new(
+            &f,
+            &f,
+            EnrichOptions {
+                ec2: false,
+                want_hosts: false,
+                ..opts()
+            },
+        );
+        let r = e
+            .enrich(&snapshot(&["t1", "t2"]), Instant::now(), far())
+            .await;
+        assert!(r.held.is_empty() && r.errors.is_empty());
+        assert_eq!(r.tasks["t1"].launch_type.as_deref(), Some("EC2"));
+        assert_eq!(r.tasks["t1"].revision.as_deref(), Some("3"));
+        assert!(r.tasks["t1"].ec2_instance_id.is_none() && r.tasks["t1"].ec2_name.is_none());
+        assert_eq!(take_calls(&f), [("DescribeTasks", 2)]);
     }
 }

@@ -382,6 +382,125 @@ async fn prometheus_reads_the_hosts_file_with_instance_set_to_the_name() {
     );
 }
 
+/// Host (address, instance label, ecs_cluster label) of each target in a hosts file.
+fn host_rows(path: &std::path::Path) -> Vec<(String, String, String)> {
+    let mut v: Vec<(String, String, String)> = parse_file(path)
+        .iter()
+        .map(|g| {
+            let l = &g["labels"];
+            (
+                g["targets"][0].as_str().unwrap().to_string(),
+                l["instance"].as_str().unwrap().to_string(),
+                l["ecs_cluster"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The hosts file lists every container instance of the clusters seen, including a
+/// host that runs no discovered task (a node exporter daemon's). EC2 failing from
+/// the start writes no hosts file (not an empty one); EC2 and ECS failing later
+/// drop no host from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_file_has_every_host_of_the_clusters_and_never_shrinks_on_errors() {
+    let Stack { _moto, proxy, s, e } = stack().await;
+    let t = topology(&s, &e).await;
+    // Registered after the tasks were placed: it runs none of them.
+    let (daemon_only, daemon_ip) = e.host(Some("daemon-only")).await;
+    e.container_instance("prod", &daemon_only).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts.json");
+
+    proxy.set_fault_for("DescribeInstances", Fault::Throttle);
+    let sc = Sidecar::start(
+        dir.path(),
+        &proxy.url,
+        &[
+            "--interval",
+            "1s",
+            "--enrichment-hold",
+            "2s",
+            "--ec2-name-refresh",
+            "2s",
+            "--ec2-hosts-output",
+            hosts.to_str().unwrap(),
+        ],
+    );
+    // The tasks are published after the hold, without their host's labels; the
+    // hosts file waits for hosts it can name.
+    sc.wait_ready(T).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sc.targets().len(), 3);
+    assert!(
+        !hosts.exists(),
+        "hosts file written while EC2 failed: {:?}",
+        std::fs::read_to_string(&hosts)
+    );
+
+    proxy.set_fault_for("DescribeInstances", Fault::Pass);
+    let want = vec![
+        (
+            format!("{}:9100", t.named.1),
+            "alpha".to_string(),
+            "prod".to_string(),
+        ),
+        (
+            format!("{daemon_ip}:9100"),
+            "daemon-only".to_string(),
+            "prod".to_string(),
+        ),
+        (
+            format!("{}:9100", t.unnamed.1),
+            t.unnamed.0.clone(),
+            "edge".to_string(),
+        ),
+    ];
+    let mut want = want;
+    want.sort();
+    wait_for_async(Duration::from_secs(20), "the three hosts", || async {
+        (hosts.exists() && host_rows(&hosts) == want).then_some(())
+    })
+    .await;
+    let listed = proxy.counts().get("ListContainerInstances").copied();
+    assert!(
+        listed.is_some_and(|n| n >= 2),
+        "one listing per cluster: {listed:?}"
+    );
+
+    // Everything that names hosts fails for several Name refreshes: the hosts
+    // file stays as it was, byte for byte.
+    let before = std::fs::read(&hosts).unwrap();
+    for op in [
+        "ListContainerInstances",
+        "DescribeInstances",
+        "DescribeContainerInstances",
+    ] {
+        proxy.set_fault_for(op, Fault::ServerError);
+    }
+    let asked = proxy.counts();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let during = diff(&asked, &proxy.counts());
+    assert!(
+        during.contains_key("ListContainerInstances") && during.contains_key("DescribeInstances"),
+        "the hosts were asked for again, and failed: {during:?}"
+    );
+    assert_eq!(
+        std::fs::read(&hosts).unwrap(),
+        before,
+        "hosts file untouched"
+    );
+    assert_eq!(sc.targets().len(), 3);
+    for op in [
+        "ListContainerInstances",
+        "DescribeInstances",
+        "DescribeContainerInstances",
+    ] {
+        proxy.set_fault_for(op, Fault::Pass);
+    }
+}
+
 /// The cost of a cold and a steady cycle for 20 services x 10 tasks on 5 EC2 hosts,
 /// counted on the wire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

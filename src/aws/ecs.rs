@@ -1,10 +1,11 @@
-//! The Amazon ECS adapter: DescribeTasks and DescribeContainerInstances, batched.
+//! The Amazon ECS adapter: DescribeTasks and DescribeContainerInstances, batched, and
+//! ListContainerInstances, paginated.
 
 use std::sync::Arc;
 
 use aws_sdk_ecs::Client;
 
-use super::{AwsError, BATCH, Ecs, TaskFacts, record};
+use super::{AwsError, BATCH, Ecs, ErrorKind, TaskFacts, record};
 use crate::metrics::Metrics;
 
 /// ECS through the SDK; counts every call in `metrics`.
@@ -82,6 +83,30 @@ impl Ecs for SdkEcs {
                 {
                     out.push((arn.to_string(), ec2.to_string()));
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_container_instances(&self, cluster: &str) -> Result<Vec<String>, AwsError> {
+        const OP: &str = "ListContainerInstances";
+        let mut pages = self
+            .client
+            .list_container_instances()
+            .cluster(cluster)
+            .max_results(100)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            match record(
+                &self.metrics,
+                OP,
+                page.map_err(|e| AwsError::from_sdk(OP, e)),
+            ) {
+                Ok(page) => out.extend(page.container_instance_arns().iter().cloned()),
+                Err(e) if e.kind == ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(e),
             }
         }
         Ok(out)

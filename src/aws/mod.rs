@@ -116,6 +116,12 @@ pub trait Ecs: Send + Sync {
         cluster: &str,
         arns: &[String],
     ) -> impl Future<Output = Result<Vec<(String, String)>, AwsError>> + Send;
+    /// The ARNs of the container instances registered in one cluster (every state
+    /// but INACTIVE), all pages. A cluster that does not exist has none.
+    fn list_container_instances(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
 }
 
 /// What enrichment needs from Amazon EC2.
