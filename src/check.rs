@@ -235,6 +235,15 @@ pub fn permission_row(action: &str, r: Result<(), AwsError>) -> Row {
             Status::Pass,
             "allowed (the test resource does not exist, which is fine)",
         ),
+        Err(e) if e.kind == ErrorKind::AccessDenied && credentials_refused(&e.message) => Row::new(
+            action,
+            Status::Fail,
+            format!(
+                "the credentials were refused, not the action: check the access key, \
+                     its secret, the session token and the clock ({})",
+                e.message
+            ),
+        ),
         Err(e) if e.kind == ErrorKind::AccessDenied => Row::new(
             action,
             Status::Fail,
@@ -244,10 +253,26 @@ pub fn permission_row(action: &str, r: Result<(), AwsError>) -> Row {
     }
 }
 
+/// Whether an access-denied answer refuses the credentials themselves (unknown or
+/// expired key, bad signature) rather than the action: IAM policy does not help.
+fn credentials_refused(message: &str) -> bool {
+    let code = message.split(':').next().unwrap_or("");
+    matches!(
+        code,
+        "UnrecognizedClientException"
+            | "InvalidClientTokenId"
+            | "InvalidSignatureException"
+            | "SignatureDoesNotMatch"
+            | "ExpiredToken"
+            | "ExpiredTokenException"
+            | "AuthFailure"
+    )
+}
+
 /// The ECS and EC2 actions of the enrichment (--ecs-enrichment), each exercised
 /// with a harmless call: describing a task and a container instance that do not
 /// exist, and one page of instances.
-async fn enrichment_permissions(sdk: &aws_config::SdkConfig) -> Vec<Row> {
+async fn enrichment_permissions(sdk: &aws_config::SdkConfig, options: &Options) -> Vec<Row> {
     let ecs = aws_sdk_ecs::Client::new(sdk);
     let ec2 = aws_sdk_ec2::Client::new(sdk);
     // A missing cluster or task is an answer past authorisation: allowed.
@@ -278,11 +303,36 @@ async fn enrichment_permissions(sdk: &aws_config::SdkConfig) -> Vec<Row> {
         .await
         .map(drop)
         .map_err(|e| AwsError::from_sdk("DescribeInstances", e));
-    vec![
-        permission_row("ecs:DescribeTasks", allowed_past_auth(tasks)),
-        permission_row("ecs:DescribeContainerInstances", allowed_past_auth(cis)),
-        permission_row("ec2:DescribeInstances", hosts),
-    ]
+    let mut rows = vec![permission_row(
+        "ecs:DescribeTasks",
+        allowed_past_auth(tasks),
+    )];
+    if options.ec2_enrichment {
+        rows.push(permission_row(
+            "ecs:DescribeContainerInstances",
+            allowed_past_auth(cis),
+        ));
+        rows.push(permission_row("ec2:DescribeInstances", hosts));
+    } else {
+        for action in ["ecs:DescribeContainerInstances", "ec2:DescribeInstances"] {
+            rows.push(Row::new(action, Status::Skip, "--ec2-enrichment false"));
+        }
+    }
+    if options.ec2_hosts_output.is_some() && options.ec2_hosts_tag.is_none() {
+        let listed = ecs
+            .list_container_instances()
+            .cluster("cloudmap-sd-check")
+            .max_results(1)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| AwsError::from_sdk("ListContainerInstances", e));
+        rows.push(permission_row(
+            "ecs:ListContainerInstances",
+            allowed_past_auth(listed),
+        ));
+    }
+    rows
 }
 
 /// Picks real names and ids to call with, when the account has a service.
@@ -655,16 +705,36 @@ pub async fn run(options: &Options, sdk: &SdkConfig) -> Report {
             rows.push(permission_row(p.action, r));
         }
         if options.ecs_enrichment {
-            rows.extend(enrichment_permissions(sdk).await);
+            rows.extend(enrichment_permissions(sdk, options).await);
         }
     } else {
-        for p in CLOUDMAP_PERMISSIONS {
-            rows.push(Row::new(p.action, Status::Skip, "no Region or credentials"));
+        let enrichment: &[&str] = if !options.ecs_enrichment {
+            &[]
+        } else if options.ec2_enrichment {
+            &[
+                "ecs:DescribeTasks",
+                "ecs:DescribeContainerInstances",
+                "ec2:DescribeInstances",
+            ]
+        } else {
+            &["ecs:DescribeTasks"]
+        };
+        for action in CLOUDMAP_PERMISSIONS
+            .iter()
+            .map(|p| p.action)
+            .chain(enrichment.iter().copied())
+        {
+            rows.push(Row::new(action, Status::Skip, "no Region or credentials"));
         }
     }
 
-    // Output directory.
+    // Output directories.
     rows.push(output_dir_row(&options.output));
+    if let Some(hosts) = &options.ec2_hosts_output {
+        let mut row = output_dir_row(hosts);
+        row.check = "ec2 hosts output directory writable".into();
+        rows.push(row);
+    }
 
     // Prometheus configuration.
     let config = match &options.prometheus_config {
@@ -750,7 +820,9 @@ pub async fn run(options: &Options, sdk: &SdkConfig) -> Report {
 
 /// Deadline for the whole check, so a hanging endpoint cannot hang the command.
 pub fn deadline(options: &Options) -> Duration {
-    options.api_timeout * (CLOUDMAP_PERMISSIONS.len() as u32 + 6)
+    // The Cloud Map rows, the service lookup (3 calls), credentials, the ECS/EC2
+    // rows (4) and the probe, each bounded by --api-timeout.
+    options.api_timeout * (CLOUDMAP_PERMISSIONS.len() as u32 + 10)
 }
 
 #[cfg(test)]
@@ -877,6 +949,20 @@ scrape_configs:
             "{}",
             r.detail
         );
+        // A key AWS does not know is not a policy problem.
+        let refused = AwsError::new(
+            "GetService",
+            ErrorKind::AccessDenied,
+            "UnrecognizedClientException: The security token included in the request is invalid.",
+        );
+        let r = permission_row(a, Err(refused));
+        assert_eq!(r.status, Status::Fail);
+        assert!(
+            r.detail.contains("credentials were refused"),
+            "{}",
+            r.detail
+        );
+        assert!(!r.detail.contains("grant"), "{}", r.detail);
     }
 
     #[test]

@@ -78,7 +78,7 @@ async fn check_passes_with_full_permissions_and_a_good_config() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "check failed:\n{stdout}\n{stderr}");
-    let rows = rows(&stdout);
+    let table = rows(&stdout);
     for action in [
         "servicediscovery:ListNamespaces",
         "servicediscovery:ListServices",
@@ -100,7 +100,7 @@ async fn check_passes_with_full_permissions_and_a_good_config() {
         "prometheus: remote_write[0] sigv4",
     ] {
         assert!(
-            rows.iter().any(|(c, r)| c == action && r == "pass"),
+            table.iter().any(|(c, r)| c == action && r == "pass"),
             "{action} did not pass:\n{stdout}"
         );
     }
@@ -122,6 +122,41 @@ async fn check_passes_with_full_permissions_and_a_good_config() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], true, "{v}");
     assert!(v["checks"].as_array().unwrap().len() >= 15, "{v}");
+
+    // The hosts file adds its directory and ecs:ListContainerInstances; without
+    // EC2 enrichment the two EC2-side actions are skipped, not failed.
+    let hosts = sd_dir.join("hosts.json");
+    let mut hosts_args = args.to_vec();
+    hosts_args.extend(["--ec2-hosts-output", hosts.to_str().unwrap()]);
+    let out = run_cli(&hosts_args, &aws_env(&moto.url));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let rows_hosts = rows(&stdout);
+    for check in [
+        "ecs:ListContainerInstances",
+        "ec2 hosts output directory writable",
+    ] {
+        assert!(
+            rows_hosts.iter().any(|(c, r)| c == check && r == "pass"),
+            "{check} did not pass:\n{stdout}"
+        );
+    }
+    let mut no_ec2 = args.to_vec();
+    no_ec2.extend(["--ec2-enrichment", "false"]);
+    let out = run_cli(&no_ec2, &aws_env(&moto.url));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let rows_no_ec2 = rows(&stdout);
+    for (check, want) in [
+        ("ecs:DescribeTasks", "pass"),
+        ("ecs:DescribeContainerInstances", "skip"),
+        ("ec2:DescribeInstances", "skip"),
+    ] {
+        assert!(
+            rows_no_ec2.iter().any(|(c, r)| c == check && r == want),
+            "{check} is not {want}:\n{stdout}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
