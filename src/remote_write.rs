@@ -691,7 +691,20 @@ pub struct QueueHealth {
     pub state: State,
     /// Why the state is not `ok`; empty when it is.
     pub reason: String,
+    /// The same, as codes from [`CAUSES`] (a metric label).
+    pub causes: Vec<&'static str>,
 }
+
+/// Every cause of a state other than ok, as the `cause` label of
+/// `cloudmap_sd_remote_write_cause`.
+pub const CAUSES: [&str; 6] = [
+    "samples_failed",
+    "lag",
+    "samples_retried",
+    "pending_unsent",
+    "prometheus_unreachable",
+    "no_queues",
+];
 
 fn rate(prev: Option<f64>, cur: Option<f64>, secs: f64) -> Option<f64> {
     let (p, c) = (prev?, cur?);
@@ -727,28 +740,38 @@ pub fn assess(
                 (Some(h), Some(s)) if s > 0.0 => Some((h - s).max(0.0)),
                 _ => None,
             };
-            let mut failing = Vec::new();
-            let mut degraded = Vec::new();
+            // (cause code, reason) pairs.
+            let mut failing: Vec<(&'static str, String)> = Vec::new();
+            let mut degraded: Vec<(&'static str, String)> = Vec::new();
             if let Some(r) = failed_rate.filter(|r| *r > 0.0) {
-                failing.push(format!("{r:.1} samples/s failed (not retried: lost)"));
+                failing.push((
+                    "samples_failed",
+                    format!("{r:.1} samples/s failed (not retried: lost)"),
+                ));
             }
             if let Some(l) = lag {
                 if l >= max_lag {
-                    failing.push(format!("lag {l:.0}s >= {max_lag:.0}s"));
+                    failing.push(("lag", format!("lag {l:.0}s >= {max_lag:.0}s")));
                 } else if l >= max_lag / 2.0 {
-                    degraded.push(format!("lag {l:.0}s >= {:.0}s", max_lag / 2.0));
+                    degraded.push(("lag", format!("lag {l:.0}s >= {:.0}s", max_lag / 2.0)));
                 }
             }
             if let Some(r) = retried_rate.filter(|r| *r > 0.0) {
-                degraded.push(format!(
-                    "{r:.1} samples/s retried (the receiver is unreachable or answers 5xx/429)"
+                degraded.push((
+                    "samples_retried",
+                    format!(
+                        "{r:.1} samples/s retried (the receiver is unreachable or answers 5xx/429)"
+                    ),
                 ));
             }
             let pending = q.pending;
             if lag.is_none() && pending.unwrap_or(0.0) > 0.0 && prev.is_some() {
-                degraded.push(format!(
-                    "{:.0} samples pending and none sent yet",
-                    pending.unwrap_or(0.0)
+                degraded.push((
+                    "pending_unsent",
+                    format!(
+                        "{:.0} samples pending and none sent yet",
+                        pending.unwrap_or(0.0)
+                    ),
                 ));
             }
             let (state, reasons) = if !failing.is_empty() {
@@ -759,6 +782,7 @@ pub fn assess(
             } else {
                 (State::Ok, Vec::new())
             };
+            let (causes, reasons): (Vec<&'static str>, Vec<String>) = reasons.into_iter().unzip();
             QueueHealth {
                 queue: name.clone(),
                 failed_rate,
@@ -768,26 +792,32 @@ pub fn assess(
                 lag,
                 state,
                 reason: reasons.join("; "),
+                causes,
             }
         })
         .collect()
 }
 
-/// The overall state: the worst queue, with the reasons of the queues in that state.
-pub fn overall(queues: &[QueueHealth]) -> (State, String) {
+/// The overall state: the worst queue, with the reasons (and cause codes) of the
+/// queues in that state.
+pub fn overall(queues: &[QueueHealth]) -> (State, String, Vec<&'static str>) {
     let Some(worst) = queues.iter().map(|q| q.state).max() else {
         return (
             State::NoQueues,
             "Prometheus has no remote_write queue".to_string(),
+            vec!["no_queues"],
         );
     };
-    let reason = queues
-        .iter()
-        .filter(|q| q.state == worst && !q.reason.is_empty())
+    let in_worst = || queues.iter().filter(|q| q.state == worst);
+    let reason = in_worst()
+        .filter(|q| !q.reason.is_empty())
         .map(|q| format!("queue {}: {}", q.queue, q.reason))
         .collect::<Vec<_>>()
         .join("; ");
-    (worst, reason)
+    let mut causes: Vec<&'static str> = in_worst().flat_map(|q| q.causes.iter().copied()).collect();
+    causes.sort_unstable();
+    causes.dedup();
+    (worst, reason, causes)
 }
 
 // ---------------------------------------------------------------------------------
@@ -806,6 +836,12 @@ pub struct QueueLabels {
     pub queue: String,
 }
 
+/// A remote-write `cause` label (one of [`CAUSES`]).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    pub cause: &'static str,
+}
+
 /// A probe `result` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -821,6 +857,8 @@ pub struct RemoteWriteMetrics {
     pub state: Family<StateLabels, Gauge>,
     /// Transitions into each state.
     pub transitions: Family<StateLabels, Counter>,
+    /// 1 for each cause of the current state, 0 for the others.
+    pub cause: Family<CauseLabels, Gauge>,
     /// Reads of Prometheus's /metrics: `success`, `failed`.
     pub scrapes: Family<crate::metrics::OutcomeLabels, Counter>,
     pub failed_rate: Family<QueueLabels, GaugeF>,
@@ -848,6 +886,12 @@ impl RemoteWriteMetrics {
             "remote_write_transitions",
             "Transitions of the remote-write state, by the state entered",
             self.transitions.clone(),
+        );
+        registry.register(
+            "remote_write_cause",
+            "Remote-write health: 1 for each cause of the current state (samples_failed, lag, \
+             samples_retried, pending_unsent, prometheus_unreachable, no_queues), 0 for the others",
+            self.cause.clone(),
         );
         registry.register(
             "remote_write_watch_scrapes",
@@ -906,6 +950,14 @@ impl RemoteWriteMetrics {
         );
     }
 
+    fn set_causes(&self, causes: &[&str]) {
+        for c in CAUSES {
+            self.cause
+                .get_or_create(&CauseLabels { cause: c })
+                .set(i64::from(causes.contains(&c)));
+        }
+    }
+
     fn set_state(&self, state: State) {
         for s in State::ALL {
             self.state
@@ -961,6 +1013,8 @@ pub struct Watcher {
     metrics: Arc<Metrics>,
     prev: Option<(Scrape, Instant)>,
     state: Option<State>,
+    /// The causes of the last observation.
+    causes: Vec<&'static str>,
     queues: Vec<QueueLabels>,
 }
 
@@ -971,6 +1025,7 @@ impl Watcher {
             metrics,
             prev: None,
             state: None,
+            causes: Vec::new(),
             queues: Vec::new(),
         }
     }
@@ -985,13 +1040,13 @@ impl Watcher {
     pub fn observe(&mut self, read: Result<String, String>, now: Instant) -> (State, String) {
         let metrics = self.metrics.clone();
         let m = &metrics.remote_write;
-        let (state, reason) = match read {
+        let (state, reason, causes) = match read {
             Err(e) => {
                 m.scrapes
                     .get_or_create(&crate::metrics::OutcomeLabels { outcome: "failed" })
                     .inc();
                 self.prev = None;
-                (State::Unreachable, e)
+                (State::Unreachable, e, vec!["prometheus_unreachable"])
             }
             Ok(text) => {
                 m.scrapes
@@ -1005,6 +1060,7 @@ impl Watcher {
                 overall(&health)
             }
         };
+        m.set_causes(&causes);
         if self.state != Some(state) {
             m.set_state(state);
             m.transitions
@@ -1027,9 +1083,13 @@ impl Watcher {
                 }
             }
             self.state = Some(state);
+        } else if self.causes != causes {
+            // Same state, other causes: worth a line (not for changing figures).
+            info!(state = %state, causes = %causes.join(","), reason = %reason, "remote_write state: {state}, causes changed");
         } else {
             debug!(state = %state, reason = %reason, "remote_write watch");
         }
+        self.causes = causes;
         (state, reason)
     }
 
@@ -1482,9 +1542,11 @@ prometheus_remote_storage_samples_pending{remote_name="a,b \"q\"",url="http://r"
             reading(0.0, 0.0, 500.0, 1.0).queues["q"].clone(),
         );
         let h = assess(None, &s, Duration::from_secs(60));
-        let (state, reason) = overall(&h);
+        let (state, reason, causes) = overall(&h);
         assert_eq!(state, State::Failing);
         assert!(reason.starts_with("queue z: lag"), "{reason}");
+        assert_eq!(causes, ["lag"]);
+        assert_eq!(overall(&[]).2, ["no_queues"]);
     }
 
     #[test]
@@ -1501,8 +1563,18 @@ prometheus_remote_storage_samples_pending{remote_name="a,b \"q\"",url="http://r"
         );
         let t0 = Instant::now();
         assert_eq!(w.observe(Err("refused".into()), t0).0, State::Unreachable);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"cloudmap_sd_remote_write_cause{cause="prometheus_unreachable"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"cloudmap_sd_remote_write_cause{cause="lag"} 0"#));
         assert_eq!(w.observe(Ok(V2_42.into()), t0).0, State::Ok);
         let text = metrics.encode();
+        assert!(
+            text.contains(r#"cloudmap_sd_remote_write_cause{cause="prometheus_unreachable"} 0"#),
+            "{text}"
+        );
         assert!(
             text.contains(r#"cloudmap_sd_remote_write_state{state="ok"} 1"#),
             "{text}"

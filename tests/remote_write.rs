@@ -14,7 +14,9 @@ use cloudmap_sd::metrics::Metrics;
 use cloudmap_sd::remote_write::{AmpProbe, ProbeResult, WatchConfig, watch};
 use tokio_util::sync::CancellationToken;
 
-use common::{Sigv4Server, free_port, get_status, prometheus_on, sum_metric, wait_for_async};
+use common::{
+    Moto, Sidecar, Sigv4Server, free_port, get_status, prometheus_on, sum_metric, wait_for_async,
+};
 
 const KEY: &str = "AKIDCLOUDMAPSDTEST";
 const SECRET: &str = "probe-secret";
@@ -153,6 +155,79 @@ async fn transport_failures_are_classified() {
     assert_eq!(o.result, ProbeResult::Credentials, "{o}");
 }
 
+/// `run` with only --prometheus-config: it probes the remote_write URL of that file,
+/// signed for the config's sigv4 Region with the credentials of the AWS chain (the
+/// test server checks them with botocore), again on --amp-probe-interval, and
+/// reports a Prometheus it cannot read as unreachable, with that cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_probes_the_url_of_the_prometheus_config_and_exports_the_causes() {
+    let moto = Moto::start();
+    // The sidecar's AWS chain holds the test credentials of common::aws_env.
+    let server = Sigv4Server::start("testing", "testing", "eu-west-1", &[200, 403]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  external_labels: {{cluster: c, __replica__: r}}\nremote_write:\n  \
+             - url: {}/workspaces/ws-test/api/v1/remote_write\n    sigv4:\n      region: eu-west-1\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let nothing = format!("http://127.0.0.1:{}", free_port());
+    let sc = Sidecar::start(
+        dir.path(),
+        &moto.url,
+        &[
+            "--interval",
+            "1s",
+            "--prometheus-config",
+            config.to_str().unwrap(),
+            "--amp-probe-interval",
+            "1s",
+            "--prometheus-url",
+            &nothing,
+            "--remote-write-watch-interval",
+            "1s",
+        ],
+    );
+    sc.wait_ready(Duration::from_secs(60)).await;
+    let text = wait_for_async(
+        Duration::from_secs(20),
+        "an accepted, then a forbidden probe",
+        || {
+            let url = sc.url("/metrics");
+            async move {
+                let (_, text) = common::http_get(&url).await?;
+                (sum_metric(&text, "cloudmap_sd_amp_probes_total{result=\"accepted\"}") >= 1.0
+                    && text.contains("cloudmap_sd_amp_probe_result{result=\"forbidden\"} 1"))
+                .then_some(text)
+            }
+        },
+    )
+    .await;
+    let lines = server.lines();
+    assert_eq!(
+        lines[..2],
+        ["ok 200", "ok 403"],
+        "signatures verified: {lines:?}"
+    );
+    assert!(
+        text.contains("cloudmap_sd_remote_write_state{state=\"unreachable\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cloudmap_sd_remote_write_cause{cause=\"prometheus_unreachable\"} 1"),
+        "{text}"
+    );
+    let log = sc.proc.log_text();
+    assert!(
+        log.contains("aps:RemoteWrite"),
+        "the 403 is explained: {log}"
+    );
+}
+
 /// The overall state from the sidecar's own metrics text.
 fn state(metrics: &Metrics) -> String {
     metrics
@@ -255,8 +330,15 @@ async fn watch_follows_a_receiver_that_stops_and_comes_back() {
         )
     };
     let oks_before = oks();
+    let scrapes = || {
+        sum_metric(
+            &metrics.encode(),
+            "cloudmap_sd_remote_write_watch_scrapes_total{outcome=\"success\"}",
+        )
+    };
 
     drop(receiver);
+    let scrapes_at_stop = scrapes();
     let took = wait_state(
         &metrics,
         Duration::from_secs(30),
@@ -265,6 +347,10 @@ async fn watch_follows_a_receiver_that_stops_and_comes_back() {
     )
     .await;
     let text = metrics.encode();
+    // Two watch periods: at most two reads of Prometheus after the stop. The clock
+    // bound adds the time this loop takes to notice.
+    let reads = scrapes() - scrapes_at_stop;
+    assert!(reads <= 2.0, "state changed after {reads} reads\n{text}");
     assert!(
         took <= 2 * period + Duration::from_millis(1500),
         "state changed after {took:?}, more than two watch periods ({period:?} each)\n{text}"
@@ -272,6 +358,14 @@ async fn watch_follows_a_receiver_that_stops_and_comes_back() {
     assert!(
         text.contains("cloudmap_sd_remote_write_retried_samples_per_second{queue=\"amp\"}"),
         "{text}"
+    );
+    assert!(
+        ["samples_retried", "samples_failed"]
+            .iter()
+            .any(|c| text.contains(&format!(
+                "cloudmap_sd_remote_write_cause{{cause=\"{c}\"}} 1"
+            ))),
+        "the cause is exported: {text}"
     );
 
     let _receiver = prometheus_on(
