@@ -397,9 +397,15 @@ impl<C: CloudMap> Discovery<C> {
         }
 
         if failures.len() > WARN_SERVICES {
+            let services = failures[WARN_SERVICES..]
+                .iter()
+                .map(|f| format!("{}/{}", f.namespace, f.service))
+                .collect::<Vec<_>>()
+                .join(", ");
             warn!(
                 more = failures.len() - WARN_SERVICES,
-                "more service reads failed (RUST_LOG=debug names each); they keep their last known targets"
+                services = %services,
+                "more service reads failed (RUST_LOG=debug gives each error); they keep their last known targets"
             );
         }
 
