@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::aws::{AwsError, Ec2, Ecs, ErrorKind, Host, TaskFacts, by_deadline};
+use crate::aws::{AwsError, BATCH, Ec2, Ecs, ErrorKind, Host, TaskFacts, by_deadline};
 use crate::targets::{HostTarget, Instance, Interner, Snapshot, TaskInfo, attr};
 
 /// How enrichment behaves.
@@ -227,45 +227,50 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                 self.first_seen.entry(id.to_string()).or_insert(now);
             }
         }
+        // One call per batch, so a failed batch holds only its own tasks.
         for (cluster, mut ids) in unknown {
             ids.sort();
-            match by_deadline(deadline, "DescribeTasks", self.ecs.tasks(cluster, &ids)).await {
-                Ok(found) => {
-                    let mut found: HashMap<String, TaskFacts> =
-                        found.into_iter().map(|f| (f.task_id.clone(), f)).collect();
-                    let cluster = self.strings.share(cluster);
-                    for id in ids {
-                        let mut share = |s: Option<String>| s.map(|s| self.strings.share(&s));
-                        let facts = found.remove(&id).map(|f| Facts {
-                            launch_type: share(f.launch_type),
-                            revision: share(f.revision),
-                            container_instance_arn: share(f.container_instance_arn),
-                        });
-                        self.tasks.insert(
-                            id,
-                            TaskEntry {
-                                cluster: cluster.clone(),
-                                facts,
-                            },
-                        );
+            let mut batches = ids.chunks(BATCH);
+            while let Some(batch) = batches.next() {
+                let call = self.ecs.tasks(cluster, batch);
+                match by_deadline(deadline, "DescribeTasks", call).await {
+                    Ok(found) => {
+                        let mut found: HashMap<String, TaskFacts> =
+                            found.into_iter().map(|f| (f.task_id.clone(), f)).collect();
+                        let cluster = self.strings.share(cluster);
+                        for id in batch {
+                            let mut share = |s: Option<String>| s.map(|s| self.strings.share(&s));
+                            let facts = found.remove(id).map(|f| Facts {
+                                launch_type: share(f.launch_type),
+                                revision: share(f.revision),
+                                container_instance_arn: share(f.container_instance_arn),
+                            });
+                            self.tasks.insert(
+                                id.clone(),
+                                TaskEntry {
+                                    cluster: cluster.clone(),
+                                    facts,
+                                },
+                            );
+                        }
                     }
-                }
-                Err(e) if e.kind == ErrorKind::NotFound => {
-                    // No such cluster: these instances are not ECS tasks here.
-                    let cluster = self.strings.share(cluster);
-                    for id in ids {
-                        self.tasks.insert(
-                            id,
-                            TaskEntry {
-                                cluster: cluster.clone(),
-                                facts: None,
-                            },
-                        );
+                    Err(e) if e.kind == ErrorKind::NotFound => {
+                        // No such cluster: these instances are not ECS tasks here.
+                        let cluster = self.strings.share(cluster);
+                        for id in batch.iter().chain(batches.by_ref().flatten()) {
+                            self.tasks.insert(
+                                id.clone(),
+                                TaskEntry {
+                                    cluster: cluster.clone(),
+                                    facts: None,
+                                },
+                            );
+                        }
                     }
-                }
-                Err(e) => {
-                    warn!(cluster, tasks = ids.len(), error = %e, "could not describe new ECS tasks; holding them");
-                    out.errors.push(e);
+                    Err(e) => {
+                        warn!(cluster, tasks = batch.len(), error = %e, "could not describe new ECS tasks; holding them");
+                        out.errors.push(e);
+                    }
                 }
             }
         }
@@ -340,26 +345,25 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                 })
                 .map(|arn| arn.to_string())
                 .collect();
-            if arns.is_empty() {
-                continue;
-            }
-            let call = self.ecs.container_instances(&cluster, &arns);
-            match by_deadline(deadline, "DescribeContainerInstances", call).await {
-                Ok(pairs) => {
-                    for (arn, ec2) in pairs {
-                        let ec2 = self.strings.share(&ec2);
-                        self.missing.remove(&arn);
-                        self.container_instances.insert(arn, ec2);
-                    }
-                    for arn in arns {
-                        if !self.container_instances.contains_key(&arn) {
-                            self.missing.insert(arn, now);
+            for batch in arns.chunks(BATCH) {
+                let call = self.ecs.container_instances(&cluster, batch);
+                match by_deadline(deadline, "DescribeContainerInstances", call).await {
+                    Ok(pairs) => {
+                        for (arn, ec2) in pairs {
+                            let ec2 = self.strings.share(&ec2);
+                            self.missing.remove(&arn);
+                            self.container_instances.insert(arn, ec2);
+                        }
+                        for arn in batch {
+                            if !self.container_instances.contains_key(arn) {
+                                self.missing.insert(arn.clone(), now);
+                            }
                         }
                     }
-                }
-                Err(e) => {
-                    warn!(cluster = &*cluster, error = %e, "could not describe container instances");
-                    out.errors.push(e);
+                    Err(e) => {
+                        warn!(cluster = &*cluster, error = %e, "could not describe container instances");
+                        out.errors.push(e);
+                    }
                 }
             }
         }
@@ -618,6 +622,8 @@ mod tests {
         hosts: Mutex<Vec<Host>>,
         fail_ecs: Mutex<bool>,
         fail_ec2: Mutex<bool>,
+        /// DescribeTasks fails for a batch holding this task id.
+        fail_tasks_with: Mutex<Option<String>>,
         calls: Mutex<Vec<(&'static str, usize)>>,
     }
 
@@ -627,7 +633,13 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push(("DescribeTasks", ids.len()));
-            if *self.fail_ecs.lock().unwrap() {
+            let failing_batch = self
+                .fail_tasks_with
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|id| ids.contains(id));
+            if *self.fail_ecs.lock().unwrap() || failing_batch {
                 return Err(AwsError::new(
                     "DescribeTasks",
                     crate::aws::ErrorKind::Throttled,
@@ -855,7 +867,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn new_tasks_of_a_cluster_go_in_one_adapter_call() {
+    async fn new_tasks_go_in_batches_of_100_and_a_failed_batch_holds_only_its_tasks() {
         let mut f = Fake::default();
         let ids: Vec<String> = (0..250).map(|i| format!("t{i}")).collect();
         f.tasks = ids
@@ -866,12 +878,27 @@ mod tests {
             want_hosts: false,
             ..opts()
         };
-        let mut e = Enricher::new(&f, &f, no_hosts);
+        let mut e = Enricher::new(&f, &f, no_hosts.clone());
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let r = e.enrich(&snapshot(&refs), Instant::now(), far()).await;
         assert_eq!(r.tasks.len(), 250);
-        // The adapter splits into batches of 100 (checked on the wire against moto).
-        assert_eq!(*f.calls.lock().unwrap(), vec![("DescribeTasks", 250)]);
+        // ceil(250/100) calls (counted on the wire against moto too).
+        assert_eq!(
+            *f.calls.lock().unwrap(),
+            [
+                ("DescribeTasks", 100),
+                ("DescribeTasks", 100),
+                ("DescribeTasks", 50)
+            ]
+        );
+
+        // The batch holding t1 fails: only its tasks are held.
+        let mut e = Enricher::new(&f, &f, no_hosts.clone());
+        *f.fail_tasks_with.lock().unwrap() = Some("t1".into());
+        let r = e.enrich(&snapshot(&refs), Instant::now(), far()).await;
+        assert_eq!(r.errors.len(), 1);
+        assert!(r.held.contains("t1"));
+        assert_eq!((r.held.len(), r.tasks.len()), (100, 150));
     }
 
     fn host(id: &str, name: &str) -> Host {
