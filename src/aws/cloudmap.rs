@@ -6,7 +6,7 @@ use std::sync::Arc;
 use aws_sdk_servicediscovery::Client;
 use aws_sdk_servicediscovery::types::HealthStatusFilter;
 
-use super::{AwsError, CloudMap, ErrorKind, Namespace, ServicePage, ServiceSummary};
+use super::{AwsError, Call, CloudMap, ErrorKind, Namespace, ServicePage, ServiceSummary};
 use crate::config::HealthStatus;
 use crate::metrics::Metrics;
 use crate::targets::Instance;
@@ -28,10 +28,6 @@ impl SdkCloudMap {
     pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
         SdkCloudMap { client, metrics }
     }
-
-    fn record<T>(&self, op: &'static str, r: Result<T, AwsError>) -> Result<T, AwsError> {
-        super::record(&self.metrics, op, r)
-    }
 }
 
 fn missing(op: &'static str, what: &str) -> AwsError {
@@ -48,8 +44,13 @@ impl CloudMap for SdkCloudMap {
             .into_paginator()
             .send();
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = self.record(OP, page.map_err(|e| AwsError::from_sdk(OP, e)))?;
+        loop {
+            let call = Call::start(&self.metrics, OP);
+            let Some(page) = pages.next().await else {
+                call.cancel();
+                break;
+            };
+            let page = call.end(page.map_err(|e| AwsError::from_sdk(OP, e)))?;
             for ns in page.namespaces() {
                 let (Some(id), Some(name)) = (ns.id(), ns.name()) else {
                     return Err(missing(OP, "namespace id or name"));
@@ -65,6 +66,7 @@ impl CloudMap for SdkCloudMap {
 
     async fn services_page(&self, token: Option<String>) -> Result<ServicePage, AwsError> {
         const OP: &str = "ListServices";
+        let call = Call::start(&self.metrics, OP);
         let r = self
             .client
             .list_services()
@@ -72,7 +74,7 @@ impl CloudMap for SdkCloudMap {
             .set_next_token(token)
             .send()
             .await;
-        let page = self.record(OP, r.map_err(|e| AwsError::from_sdk(OP, e)))?;
+        let page = call.end(r.map_err(|e| AwsError::from_sdk(OP, e)))?;
         let mut out = Vec::new();
         for s in page.services() {
             let (Some(id), Some(arn), Some(name)) = (s.id(), s.arn(), s.name()) else {
@@ -95,6 +97,7 @@ impl CloudMap for SdkCloudMap {
 
     async fn service_namespace(&self, service_id: &str) -> Result<String, AwsError> {
         const OP: &str = "GetService";
+        let call = Call::start(&self.metrics, OP);
         let r = self
             .client
             .get_service()
@@ -108,11 +111,12 @@ impl CloudMap for SdkCloudMap {
                     .map(str::to_string)
                     .ok_or_else(|| missing(OP, "namespace id"))
             });
-        self.record(OP, r)
+        call.end(r)
     }
 
     async fn tags(&self, service_arn: &str) -> Result<BTreeMap<String, String>, AwsError> {
         const OP: &str = "ListTagsForResource";
+        let call = Call::start(&self.metrics, OP);
         let r = self
             .client
             .list_tags_for_resource()
@@ -126,11 +130,12 @@ impl CloudMap for SdkCloudMap {
                     .map(|t| (t.key().to_string(), t.value().to_string()))
                     .collect()
             });
-        self.record(OP, r)
+        call.end(r)
     }
 
     async fn instances_revision(&self, namespace: &str, service: &str) -> Result<i64, AwsError> {
         const OP: &str = "DiscoverInstancesRevision";
+        let call = Call::start(&self.metrics, OP);
         let r = self
             .client
             .discover_instances_revision()
@@ -143,7 +148,7 @@ impl CloudMap for SdkCloudMap {
                 o.instances_revision()
                     .ok_or_else(|| missing(OP, "InstancesRevision"))
             });
-        self.record(OP, r)
+        call.end(r)
     }
 
     async fn instances(
@@ -159,6 +164,7 @@ impl CloudMap for SdkCloudMap {
             HealthStatus::All => HealthStatusFilter::All,
             HealthStatus::HealthyOrElseAll => HealthStatusFilter::HealthyOrElseAll,
         };
+        let call = Call::start(&self.metrics, OP);
         let r = self
             .client
             .discover_instances()
@@ -183,6 +189,6 @@ impl CloudMap for SdkCloudMap {
                     })
                     .collect()
             });
-        self.record(OP, r)
+        call.end(r)
     }
 }

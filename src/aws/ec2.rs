@@ -6,7 +6,7 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::operation::describe_instances::builders::DescribeInstancesFluentBuilder;
 use aws_sdk_ec2::types::{Filter, Instance};
 
-use super::{AwsError, BATCH, Ec2, Host, record};
+use super::{AwsError, BATCH, Call, Ec2, Host};
 use crate::metrics::Metrics;
 
 /// EC2 through the SDK; counts every call in `metrics`.
@@ -29,12 +29,13 @@ impl SdkEc2 {
         const OP: &str = "DescribeInstances";
         let mut pages = request.into_paginator().send();
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = record(
-                &self.metrics,
-                OP,
-                page.map_err(|e| AwsError::from_sdk(OP, e)),
-            )?;
+        loop {
+            let call = Call::start(&self.metrics, OP);
+            let Some(page) = pages.next().await else {
+                call.cancel();
+                break;
+            };
+            let page = call.end(page.map_err(|e| AwsError::from_sdk(OP, e)))?;
             out.extend(
                 page.reservations()
                     .iter()

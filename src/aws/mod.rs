@@ -136,6 +136,44 @@ pub trait Ec2: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Host>, AwsError>> + Send;
 }
 
+/// One API call in flight: counted with its outcome by [`Call::end`], or as
+/// `abandoned` if it is dropped first (the cycle deadline gave up on it, though the
+/// request may have reached AWS).
+pub(crate) struct Call<'a> {
+    metrics: &'a crate::metrics::Metrics,
+    op: &'static str,
+    armed: bool,
+}
+
+impl<'a> Call<'a> {
+    pub(crate) fn start(metrics: &'a crate::metrics::Metrics, op: &'static str) -> Self {
+        Call {
+            metrics,
+            op,
+            armed: true,
+        }
+    }
+
+    /// Counts the call with the outcome of `r`, and passes `r` through.
+    pub(crate) fn end<T>(mut self, r: Result<T, AwsError>) -> Result<T, AwsError> {
+        self.armed = false;
+        record(self.metrics, self.op, r)
+    }
+
+    /// No request was made after all (a paginator that had no page left).
+    pub(crate) fn cancel(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.metrics.api_call(self.op, "abandoned");
+        }
+    }
+}
+
 /// Counts one call in `metrics` and passes the result through.
 pub(crate) fn record<T>(
     metrics: &crate::metrics::Metrics,
@@ -315,6 +353,33 @@ pub fn classify(code: Option<&str>, status: u16) -> ErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_call_dropped_at_the_deadline_is_counted_as_abandoned() {
+        let metrics = crate::metrics::Metrics::new();
+        let slow = async {
+            let call = Call::start(&metrics, "DiscoverInstances");
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            call.end(Ok(()))
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(10);
+        let r = by_deadline(deadline, "DiscoverInstances", slow).await;
+        assert!(r.unwrap_err().is_deadline());
+        let quick = async { Call::start(&metrics, "ListServices").end(Ok(())) };
+        by_deadline(deadline, "ListServices", quick).await.unwrap();
+        Call::start(&metrics, "ListNamespaces").cancel();
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"cloudmap_sd_aws_api_calls_total{operation="DiscoverInstances",outcome="abandoned"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"cloudmap_sd_aws_api_calls_total{operation="ListServices",outcome="success"} 1"#
+        ));
+        assert!(!text.contains("ListNamespaces"), "{text}");
+    }
 
     #[test]
     fn classification() {
