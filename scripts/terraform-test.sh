@@ -5,8 +5,10 @@
 #      example and test configuration
 #   3. checkov, offline: no failed check, every skip has a reason
 #   4. plan + apply of terraform/tests/moto against a moto server started here, the
-#      created resources read back and checked, a second plan shows no drift, and the
-#      init container's script run locally against a fake task metadata endpoint
+#      created resources read back and checked (plus, from moto's request recording,
+#      what apply sent where moto stores nothing), a second plan shows no drift, and
+#      the init container's script run locally against a fake task metadata endpoint
+#      (compact and indented JSON)
 #   5. cloudmap-sd (CLOUDMAP_SD_BIN, or a cargo build output) discovers the target that
 #      the scrape-target module created
 #   6. terraform destroy
@@ -14,7 +16,7 @@
 #
 # Needs: terraform on PATH, the provider mirror (a folder holding
 # registry.terraform.io/hashicorp/aws), python3. Installs checkov, moto[server]==5.1.6,
-# boto3 and PyYAML into <repo>/.venv when missing.
+# boto3 and PyYAML into <repo>/.venv when missing, and busybox with apt-get when root.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -232,7 +234,9 @@ start_moto() {
   local port
   port=$(free_port)
   MOTO_URL="http://127.0.0.1:$port"
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$WORK/moto.log" 2>&1 &
+  # The recorder (off until step_plan_apply starts it) keeps its file in $WORK.
+  MOTO_RECORDER_FILEPATH="$WORK/moto-recording.jsonl" \
+    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$WORK/moto.log" 2>&1 &
   MOTO_PID=$!
   export MOTO_URL
   local _
@@ -248,6 +252,12 @@ start_moto() {
   return 1
 }
 
+# POST to moto's own API, e.g. moto_api recorder/start-recording.
+moto_api() {
+  "$PY" -c 'import sys, urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=b"", method="POST"), timeout=10).read()' \
+    "$MOTO_URL/moto-api/$1"
+}
+
 tf_moto() {
   (cd "$MOTO_DIR" && terraform "$@" -input=false -no-color -var "moto_endpoint=$MOTO_URL")
 }
@@ -258,10 +268,14 @@ step_plan_apply() {
     return 1
   }
   grep -E '^Plan:' "$WORK/plan.log"
+  # Record the requests of the apply: moto accepts some parameters without storing
+  # them (the EC2 service's placementStrategy), so verify.py checks what was sent.
+  moto_api recorder/reset-recording && moto_api recorder/start-recording || return 1
   (cd "$MOTO_DIR" && terraform apply -input=false -no-color "$WORK/apply.tfplan") >"$WORK/apply.log" 2>&1 || {
     cat "$WORK/apply.log"
     return 1
   }
+  moto_api recorder/stop-recording || return 1
   grep -E '^Apply complete' "$WORK/apply.log"
   (cd "$MOTO_DIR" && terraform output -json) >"$WORK/outputs.json"
 }
@@ -277,7 +291,24 @@ step_drift() {
   "$PY" "$MOTO_DIR/verify.py" drift "$WORK/again.json"
 }
 
-step_init_script() { "$PY" "$MOTO_DIR/verify.py" init-script "$WORK/outputs.json"; }
+step_init_script() {
+  # The init container runs busybox's sh, sed and wget (the Prometheus image's);
+  # verify.py runs the script with them too when busybox is here.
+  if ! command -v busybox >/dev/null 2>&1; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+      say "installing busybox (apt-get)"
+      if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox >"$WORK/apt.log" 2>&1; then
+        tail -n 5 "$WORK/apt.log"
+        say "apt-get install busybox failed; install busybox and run again"
+        return 1
+      fi
+    else
+      say "busybox is missing and cannot be installed here (not root or no apt-get): install busybox and run again"
+      return 1
+    fi
+  fi
+  "$PY" "$MOTO_DIR/verify.py" init-script "$WORK/outputs.json"
+}
 
 find_sidecar_bin() {
   local c

@@ -23,7 +23,13 @@ locals {
       CLOUDMAP_SD_INTERVAL    = var.discovery_interval
       CLOUDMAP_SD_LISTEN      = "127.0.0.1:${var.sidecar_port}"
       CLOUDMAP_SD_LABEL_STYLE = var.label_style
-      AWS_REGION              = local.region
+      # The workspace Prometheus remote-writes to: the sidecar's AMP probe (and the
+      # AMP row of `cloudmap-sd check`) signs an empty write to it with the task role.
+      CLOUDMAP_SD_AMP_REMOTE_WRITE_URL = local.remote_write_url
+      # Off: no ecs:DescribeContainerInstances or ec2:DescribeInstances call (the
+      # task role lacks them then) and no EC2 host labels; ECS task facts stay.
+      CLOUDMAP_SD_EC2_ENRICHMENT = tostring(var.enable_ec2_enrichment)
+      AWS_REGION                 = local.region
     },
     # No variable at all (rather than an empty one) means every namespace.
     length(var.namespaces) > 0 ? { CLOUDMAP_SD_NAMESPACE = join(",", var.namespaces) } : {},

@@ -241,7 +241,7 @@ variable "sidecar_environment" {
 }
 
 variable "enable_ec2_enrichment" {
-  description = "Grant ecs:DescribeContainerInstances and ec2:DescribeInstances, used only to label targets that run on EC2 container instances with their host. false for a Fargate-only fleet."
+  description = "Label targets that run on EC2 container instances with their host: grants ecs:DescribeContainerInstances and ec2:DescribeInstances and sets CLOUDMAP_SD_EC2_ENRICHMENT. false (a Fargate-only fleet) drops both and makes the sidecar skip those calls."
   type        = bool
   default     = true
 }

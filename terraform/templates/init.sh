@@ -15,9 +15,22 @@ chmod 0750 "$FILE_SD_DIR" "$DATA_DIR"
 
 # 2. A value unique to this task for the __replica__ external label: the task ID, the
 #    last part of the TaskARN in the task metadata. The hostname is the fallback.
+#    The agent answers with one line of compact JSON; the sed also takes the
+#    pretty-printed form.
+#    At most 5 s: wget -T where wget lists it, else `timeout`. A busybox built without
+#    wget timeout support crashes on -T (Debian's busybox before 1.36.1-5 does).
+fetch() {
+  if wget --help 2>&1 | grep -q -e '-T[ ,]'; then
+    wget -q -T 5 -O - "$1"
+  elif command -v timeout >/dev/null 2>&1; then
+    timeout 5 wget -q -O - "$1"
+  else
+    wget -q -O - "$1"
+  fi
+}
 replica=""
 if [ -n "${ECS_CONTAINER_METADATA_URI_V4:-}" ]; then
-  task_arn=$(wget -q -T 5 -O - "${ECS_CONTAINER_METADATA_URI_V4}/task" 2>/dev/null |
+  task_arn=$(fetch "${ECS_CONTAINER_METADATA_URI_V4}/task" 2>/dev/null |
     sed -n 's/.*"TaskARN"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' | head -n 1) || task_arn=""
   replica=${task_arn##*/}
 fi

@@ -77,34 +77,42 @@ resource "aws_service_discovery_http_namespace" "apps" {
   description = "Applications for the moto test"
 }
 
-# Fargate, new AMP workspace, namespaces given (IAM condition on NamespaceName).
+# Fargate, new AMP workspace, namespaces given (IAM condition on NamespaceName),
+# a Fargate-only fleet: no EC2 host lookups.
 module "prometheus_fargate" {
   source = "../.."
 
-  name               = "prom-fargate"
-  cluster_arn        = aws_ecs_cluster.test.arn
-  launch_type        = "FARGATE"
-  desired_count      = 2
-  subnet_ids         = [aws_subnet.test.id]
-  security_group_ids = [aws_security_group.prometheus.id]
-  sidecar_image      = "registry.example.test/cloudmap-sd:test"
-  namespaces         = [aws_service_discovery_http_namespace.apps.name]
-  external_labels    = { environment = "moto" }
+  name                  = "prom-fargate"
+  cluster_arn           = aws_ecs_cluster.test.arn
+  launch_type           = "FARGATE"
+  desired_count         = 2
+  subnet_ids            = [aws_subnet.test.id]
+  security_group_ids    = [aws_security_group.prometheus.id]
+  sidecar_image         = "registry.example.test/cloudmap-sd:test"
+  namespaces            = [aws_service_discovery_http_namespace.apps.name]
+  external_labels       = { environment = "moto" }
+  enable_ec2_enrichment = false
 }
 
-# EC2, an existing workspace, every namespace, no ECS service.
+# EC2, an existing workspace, every namespace, EC2 host lookups on (the default), and
+# an ECS service with launch type EC2: placement strategy, no platform version.
+# moto 5.1.6 accepts that CreateService but neither stores nor returns
+# placementStrategy; verify.py checks it in moto's request recording instead, and
+# the drift check knows that gap.
 module "prometheus_ec2" {
   source = "../.."
 
-  name             = "prom-ec2"
-  cluster_arn      = aws_ecs_cluster.test.arn
-  launch_type      = "EC2"
-  create_service   = false
-  create_workspace = false
-  workspace_id     = module.prometheus_fargate.workspace_id
-  sidecar_image    = "registry.example.test/cloudmap-sd:test"
-  cluster_label    = "moto-ec2"
-  shard            = { index = 1, count = 3, key = "task" }
+  name               = "prom-ec2"
+  cluster_arn        = aws_ecs_cluster.test.arn
+  launch_type        = "EC2"
+  desired_count      = 2
+  subnet_ids         = [aws_subnet.test.id]
+  security_group_ids = [aws_security_group.prometheus.id]
+  create_workspace   = false
+  workspace_id       = module.prometheus_fargate.workspace_id
+  sidecar_image      = "registry.example.test/cloudmap-sd:test"
+  cluster_label      = "moto-ec2"
+  shard              = { index = 1, count = 3, key = "task" }
 }
 
 module "web_metrics" {
@@ -165,6 +173,7 @@ output "ec2" {
     task_definition_arn = module.prometheus_ec2.task_definition_arn
     task_role_name      = module.prometheus_ec2.task_role_name
     workspace_arn       = module.prometheus_ec2.workspace_arn
+    remote_write_url    = module.prometheus_ec2.remote_write_url
     service_name        = module.prometheus_ec2.service_name
   }
 }

@@ -12,6 +12,7 @@ Each sub-command prints one line per check and exits non-zero on the first failu
 Environment: MOTO_URL (http://127.0.0.1:PORT).
 """
 
+import base64
 import http.server
 import json
 import os
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.request
 
 import boto3
 import yaml
@@ -59,6 +61,43 @@ def task_def(arn):
 
 def env_of(container):
     return {e["name"]: e["value"] for e in container.get("environment", [])}
+
+
+ECS_TARGET = "AmazonEC2ContainerServiceV20141113."
+
+
+def sent_requests(target):
+    """Bodies of the JSON-protocol requests whose X-Amz-Target is TARGET (e.g.
+    ECS_TARGET + "CreateService"; Cloud Map has a CreateService too) that moto recorded
+    while scripts/terraform-test.sh had its recorder on (the apply)."""
+    with urllib.request.urlopen(os.environ["MOTO_URL"] + "/moto-api/recorder/download-recording", timeout=10) as r:
+        lines = r.read().decode().splitlines()
+    out = []
+    for line in lines:
+        entry = json.loads(line)
+        headers = {k.lower(): v for k, v in entry["headers"].items()}
+        if headers.get("x-amz-target") != target:
+            continue
+        body = entry.get("body") or ""
+        if entry.get("body_encoded"):
+            body = base64.b64decode(body).decode()
+        out.append(json.loads(body))
+    return out
+
+
+# The EC2 service's placement, as ecs.tf writes it: Availability Zones, then hosts.
+EC2_PLACEMENT = [
+    {"type": "spread", "field": "attribute:ecs.availability-zone"},
+    {"type": "spread", "field": "instanceId"},
+]
+
+SIDECAR_ACTIONS = {
+    "servicediscovery:ListNamespaces", "servicediscovery:ListServices",
+    "servicediscovery:GetService", "servicediscovery:ListTagsForResource",
+    "servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision",
+    "ecs:DescribeTasks", "aps:RemoteWrite",
+}
+EC2_HOST_ACTIONS = {"ecs:DescribeContainerInstances", "ec2:DescribeInstances"}
 
 
 def policy_statements(role, name):
@@ -116,6 +155,8 @@ def cmd_resources(path):
     check(senv.get("CLOUDMAP_SD_NAMESPACE") == out["namespace_name"], "CLOUDMAP_SD_NAMESPACE")
     check(senv.get("CLOUDMAP_SD_INTERVAL") == "30s" and senv.get("CLOUDMAP_SD_LISTEN") == "127.0.0.1:9469",
           "CLOUDMAP_SD_INTERVAL, CLOUDMAP_SD_LISTEN")
+    check(senv.get("CLOUDMAP_SD_EC2_ENRICHMENT") == "false",
+          "enable_ec2_enrichment=false: CLOUDMAP_SD_EC2_ENRICHMENT=false")
     mounts = {m["sourceVolume"]: m["readOnly"] for m in prom["mountPoints"]}
     check(mounts == {"prometheus-config": True, "file-sd": True, "prometheus-data": False},
           "prometheus: config and file-sd read-only, data writable")
@@ -131,47 +172,77 @@ def cmd_resources(path):
     check(rw["url"] == fg["remote_write_url"] and rw["url"].endswith(f"/workspaces/{fg['workspace_id']}/api/v1/remote_write"),
           "remote_write URL of the workspace")
     check(rw["sigv4"] == {"region": REGION}, "remote_write sigv4 region")
+    check(senv.get("CLOUDMAP_SD_AMP_REMOTE_WRITE_URL") == rw["url"],
+          "sidecar CLOUDMAP_SD_AMP_REMOTE_WRITE_URL = Prometheus's remote_write URL (AMP probe on)")
     files = cfg["scrape_configs"][0]["file_sd_configs"][0]["files"]
     check(files == ["/etc/prometheus/file_sd/*.json"], "file_sd glob covers the sidecar's file")
 
     print("ECS task definition (EC2, given workspace, all namespaces)")
     td2, c2 = task_def(ec2["task_definition_arn"])
     check(td2["requiresCompatibilities"] == ["EC2"] and td2["networkMode"] == "awsvpc", "EC2, awsvpc")
-    check("CLOUDMAP_SD_NAMESPACE" not in env_of(c2["cloudmap-sd"]), "no CLOUDMAP_SD_NAMESPACE: every namespace")
-    check(env_of(c2["cloudmap-sd"]).get("CLOUDMAP_SD_SHARD") == "1/3"
-          and env_of(c2["cloudmap-sd"]).get("CLOUDMAP_SD_SHARD_KEY") == "task", "shard = 1/3 by task")
+    senv2 = env_of(c2["cloudmap-sd"])
+    check("CLOUDMAP_SD_NAMESPACE" not in senv2, "no CLOUDMAP_SD_NAMESPACE: every namespace")
+    check(senv2.get("CLOUDMAP_SD_SHARD") == "1/3" and senv2.get("CLOUDMAP_SD_SHARD_KEY") == "task",
+          "shard = 1/3 by task")
+    check(senv2.get("CLOUDMAP_SD_EC2_ENRICHMENT") == "true",
+          "enable_ec2_enrichment=true (default): CLOUDMAP_SD_EC2_ENRICHMENT=true")
     cfg2 = yaml.safe_load(env_of(c2["init"])["PROMETHEUS_CONFIG"])
     check(cfg2["global"]["external_labels"]["cluster"] == "moto-ec2", "cluster_label override")
     check(ec2["workspace_arn"] == fg["workspace_arn"], "given workspace_id gives the same ARN")
-    check(ec2["service_name"] is None, "create_service=false: no service")
+    check(senv2.get("CLOUDMAP_SD_AMP_REMOTE_WRITE_URL") == cfg2["remote_write"][0]["url"] == ec2["remote_write_url"]
+          == fg["remote_write_url"], "sidecar CLOUDMAP_SD_AMP_REMOTE_WRITE_URL = the given workspace's remote_write URL")
 
-    print("ECS service")
-    svc = client("ecs").describe_services(cluster="moto-test", services=[fg["service_name"]])["services"][0]
-    check(svc["desiredCount"] == 2 and svc["launchType"] == "FARGATE", "2 replicas on FARGATE")
-    check(svc["taskDefinition"] == fg["task_definition_arn"], "runs the module's task definition")
+    print("ECS services, read back")
+    ecs = client("ecs")
+    svc = ecs.describe_services(cluster="moto-test", services=[fg["service_name"]])["services"][0]
+    check(svc["desiredCount"] == 2 and svc["launchType"] == "FARGATE", "Fargate: 2 replicas on FARGATE")
+    check(svc["taskDefinition"] == fg["task_definition_arn"], "Fargate: runs the module's task definition")
+    check(svc.get("platformVersion") == "LATEST", "Fargate: platformVersion LATEST")
+    check(not svc.get("placementStrategy"), "Fargate: no placement strategy")
+    check(ec2["service_name"] == "prom-ec2", "EC2: create_service=true gives service prom-ec2")
+    svc2 = ecs.describe_services(cluster="moto-test", services=[ec2["service_name"]])["services"][0]
+    check(svc2["desiredCount"] == 2 and svc2["launchType"] == "EC2", "EC2: 2 replicas, launchType EC2")
+    check(svc2["taskDefinition"] == ec2["task_definition_arn"], "EC2: runs the module's task definition")
+    check(not svc2.get("platformVersion"), "EC2: no platformVersion")
+    check(svc2["networkConfiguration"]["awsvpcConfiguration"].get("assignPublicIp") in (None, "DISABLED"),
+          "EC2: awsvpc without public IP")
+    if "placementStrategy" in svc2:
+        check(svc2["placementStrategy"] == EC2_PLACEMENT, "EC2: placementStrategy spread by AZ, then instanceId")
+    else:
+        print("  note moto does not return placementStrategy; checked in the CreateService request below")
+
+    print("ECS services, as apply sent them (moto's request recording)")
+    created = {r["serviceName"]: r for r in sent_requests(ECS_TARGET + "CreateService")}
+    check(set(created) == {"prom-fargate", "prom-ec2"}, "apply sent CreateService for prom-fargate and prom-ec2")
+    fsent, esent = created["prom-fargate"], created["prom-ec2"]
+    check(fsent.get("launchType") == "FARGATE" and fsent.get("platformVersion") == "LATEST"
+          and "placementStrategy" not in fsent, "Fargate: launchType FARGATE, platformVersion LATEST, no placement")
+    check(esent.get("launchType") == "EC2", "EC2: launchType EC2")
+    check("platformVersion" not in esent, "EC2: platformVersion not sent (null)")
+    check(esent.get("placementStrategy") == EC2_PLACEMENT,
+          "EC2: placementStrategy spread attribute:ecs.availability-zone, then instanceId")
+    check(not esent.get("capacityProviderStrategy"), "EC2: no capacity provider strategy (launch type instead)")
 
     print("IAM: task role is least privilege")
-    expected = {
-        "servicediscovery:ListNamespaces", "servicediscovery:ListServices",
-        "servicediscovery:GetService", "servicediscovery:ListTagsForResource",
-        "servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision",
-        "ecs:DescribeTasks", "ecs:DescribeContainerInstances", "ec2:DescribeInstances", "aps:RemoteWrite",
-    }
     sts = policy_statements(fg["task_role_name"], fg["task_role_name"])
     actions = set().union(*(s["actions"] for s in sts))
-    check(actions == expected, "exactly the sidecar's and Prometheus's actions")
+    check(actions == SIDECAR_ACTIONS,
+          "Fargate (enable_ec2_enrichment=false): exactly the sidecar's and Prometheus's actions, no EC2 host lookups")
+    ec2_actions = set().union(*(s["actions"] for s in policy_statements(ec2["task_role_name"], ec2["task_role_name"])))
+    check(ec2_actions == SIDECAR_ACTIONS | EC2_HOST_ACTIONS,
+          "EC2 (enable_ec2_enrichment=true): plus ecs:DescribeContainerInstances, ec2:DescribeInstances")
     aps = [s for s in sts if "aps:RemoteWrite" in s["actions"]]
     check(len(aps) == 1 and aps[0]["resources"] == [fg["workspace_arn"]] and aps[0]["actions"] == {"aps:RemoteWrite"},
           "aps:RemoteWrite only on the workspace ARN")
     disc = [s for s in sts if "servicediscovery:DiscoverInstances" in s["actions"]][0]
     names = disc["condition"]["StringEquals"]["servicediscovery:NamespaceName"]
     check(names in (out["namespace_name"], [out["namespace_name"]]), "DiscoverInstances limited to the namespace")
-    star = {a for s in sts if "*" in s["resources"] for a in s["actions"]}
+    sts2 = policy_statements(ec2["task_role_name"], ec2["task_role_name"])
+    star = {a for s in sts + sts2 if "*" in s["resources"] for a in s["actions"]}
     check(star <= {"servicediscovery:ListNamespaces", "servicediscovery:ListServices",
                    "servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision",
                    "ec2:DescribeInstances"},
-          "Resource '*' only for actions without resource-level permissions")
-    sts2 = policy_statements(ec2["task_role_name"], ec2["task_role_name"])
+          "Resource '*' only for actions without resource-level permissions (both roles)")
     disc2 = [s for s in sts2 if "servicediscovery:DiscoverInstances" in s["actions"]][0]
     check(not disc2["condition"], "no namespaces given: no NamespaceName condition")
     ex = policy_statements(fg["execution_role_name"], fg["execution_role_name"])
@@ -196,6 +267,10 @@ def cmd_resources(path):
 MOTO_GAPS = {
     "aws_ecs_service": {"availability_zone_rebalancing", "enable_ecs_managed_tags"},
 }
+# moto 5.1.6 drops the placementStrategy of CreateService (the recording shows it was
+# sent), so the plan wants to add it again: allowed only from nothing to exactly the
+# module's strategy, on the EC2 service.
+PLACEMENT_GAP = ("module.prometheus_ec2.aws_ecs_service.this[0]", "ordered_placement_strategy")
 
 
 def cmd_drift(path):
@@ -209,7 +284,11 @@ def cmd_drift(path):
             continue
         before, after = rc["change"]["before"] or {}, rc["change"]["after"] or {}
         changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
-        allowed = MOTO_GAPS.get(rc["type"], set())
+        allowed = set(MOTO_GAPS.get(rc["type"], set()))
+        if (rc["address"], "ordered_placement_strategy") == PLACEMENT_GAP \
+                and not before.get("ordered_placement_strategy") \
+                and after.get("ordered_placement_strategy") == EC2_PLACEMENT:
+            allowed.add("ordered_placement_strategy")
         if acts != ["update"] or not changed <= allowed:
             bad.append(f"{rc['address']} {acts} {sorted(changed - allowed)}")
         else:
@@ -217,13 +296,71 @@ def cmd_drift(path):
     check(not bad, "no drift besides known moto gaps" + ("" if not bad else ": " + "; ".join(bad)))
 
 
+def task_metadata(task_arn):
+    """A task metadata v4 `/task` document shaped like the ECS agent's: the cluster
+    first (so a parser that takes the first ARN-like value gets the wrong one), the
+    task ARN, and containers whose labels repeat the task ARN under another key."""
+    region, account, cluster = task_arn.split(":")[3], task_arn.split(":")[4], task_arn.split("/")[1]
+    task_id = task_arn.rsplit("/", 1)[1]
+
+    def container(name, image, docker_id):
+        return {
+            "DockerId": docker_id,
+            "Name": name,
+            "DockerName": name,
+            "Image": image,
+            "ImageID": "sha256:" + "ab" * 32,
+            "Labels": {
+                "com.amazonaws.ecs.cluster": f"arn:aws:ecs:{region}:{account}:cluster/{cluster}",
+                "com.amazonaws.ecs.container-name": name,
+                "com.amazonaws.ecs.task-arn": task_arn,
+                "com.amazonaws.ecs.task-definition-family": "prom-fargate",
+                "com.amazonaws.ecs.task-definition-version": "3",
+            },
+            "DesiredStatus": "RUNNING",
+            "KnownStatus": "RUNNING",
+            "Limits": {"CPU": 0},
+            "Type": "NORMAL",
+            "ContainerARN": f"arn:aws:ecs:{region}:{account}:container/{cluster}/{task_id}/{docker_id[:8]}",
+            "LogDriver": "awslogs",
+            "Networks": [{"NetworkMode": "awsvpc", "IPv4Addresses": ["10.99.1.40"]}],
+        }
+
+    return {
+        "Cluster": f"arn:aws:ecs:{region}:{account}:cluster/{cluster}",
+        "TaskARN": task_arn,
+        "Family": "prom-fargate",
+        "Revision": "3",
+        "DesiredStatus": "RUNNING",
+        "KnownStatus": "RUNNING",
+        "Limits": {"CPU": 0.5, "Memory": 1024},
+        "PullStartedAt": "2026-01-01T00:00:00.000000001Z",
+        "AvailabilityZone": f"{region}a",
+        "LaunchType": "FARGATE",
+        "Containers": [
+            container("init", "quay.io/prometheus/prometheus:v3.5.0", task_id + "-1111111111"),
+            container("cloudmap-sd", "registry.example.test/cloudmap-sd:test", task_id + "-2222222222"),
+        ],
+        "ClockDrift": {"ClockErrorBound": 0.5, "ClockSynchronizationStatus": "SYNCHRONIZED"},
+        "EphemeralStorageMetrics": {"Utilized": 261, "Reserved": 20496},
+    }
+
+
 class _Metadata(http.server.BaseHTTPRequestHandler):
+    """Serves task_metadata() at <base>/task: under /compact/ as the agent sends it,
+    one line of JSON with no spaces and no final newline; under /indented/ pretty
+    printed over many lines."""
+
     task_arn = ""
 
     def do_GET(self):
-        if self.path.endswith("/task"):
-            body = json.dumps({"Cluster": "moto-test", "TaskARN": self.task_arn, "Family": "prom-fargate"},
-                              indent=2).encode()
+        shape, _, rest = self.path.lstrip("/").partition("/")
+        if rest.endswith("task") and rest.count("/") == 1 and shape in ("compact", "indented"):
+            doc = task_metadata(self.task_arn)
+            if shape == "compact":
+                body = json.dumps(doc, separators=(",", ":")).encode()
+            else:
+                body = (json.dumps(doc, indent=4) + "\n").encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -237,19 +374,38 @@ class _Metadata(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def run_init(container, root, metadata_url):
-    """Runs the init container's command with sh, its volumes mapped under root."""
+# The commands init.sh runs; with busybox, each is that applet, as in the Prometheus
+# image (sh, sed and wget are busybox there).
+BUSYBOX_APPLETS = ("sh", "sed", "wget", "grep", "timeout", "head", "hostname", "chown", "chmod", "mv", "cat", "printf", "echo")
+
+
+def busybox_bin(root):
+    """A directory holding only busybox applets, for PATH; None without busybox."""
+    busybox = shutil.which("busybox")
+    if not busybox:
+        return None
+    d = os.path.join(root, "busybox-bin")
+    os.makedirs(d, exist_ok=True)
+    for applet in BUSYBOX_APPLETS:
+        os.symlink(busybox, os.path.join(d, applet))
+    return d
+
+
+def run_init(container, root, metadata_url, path=None):
+    """Runs the init container's command with sh, its volumes mapped under root.
+    path: PATH for the script (default: this process's)."""
     env = env_of(container)
     for k in ("CONFIG_DIR", "FILE_SD_DIR", "DATA_DIR"):
         env[k] = os.path.join(root, k.lower())
         os.makedirs(env[k], exist_ok=True)
     env["RUN_AS"] = f"{os.getuid()}:{os.getgid()}"
-    env["PATH"] = os.environ["PATH"]
+    env["PATH"] = path or os.environ["PATH"]
     if metadata_url:
         env["ECS_CONTAINER_METADATA_URI_V4"] = metadata_url
     argv = container["entryPoint"] + container["command"]
     check(argv[:2] == ["/bin/sh", "-c"], "init runs its script with /bin/sh -c")
-    proc = subprocess.run(["sh", "-c", argv[2]], env=env, capture_output=True, text=True, timeout=60)
+    sh = os.path.join(path, "sh") if path else "sh"
+    proc = subprocess.run([sh, "-c", argv[2]], env=env, capture_output=True, text=True, timeout=60)
     sys.stdout.write("".join(f"       | {line}\n" for line in (proc.stdout + proc.stderr).splitlines()))
     check(proc.returncode == 0, "init script exits 0")
     with open(os.path.join(env["CONFIG_DIR"], "prometheus.yml")) as f:
@@ -265,9 +421,18 @@ def cmd_init_script(path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     root = tempfile.mkdtemp(prefix="cloudmap-sd-init.")
     try:
-        print("init container script, with a task metadata endpoint")
-        url = f"http://127.0.0.1:{server.server_address[1]}/v4/abc"
-        cfg, env = run_init(c["init"], os.path.join(root, "a"), url)
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        with urllib.request.urlopen(f"{base}/compact/v4-abc/task", timeout=5) as r:
+            compact = r.read()
+        check(b"\n" not in compact and b'"TaskARN":"' in compact and json.loads(compact)["TaskARN"] == _Metadata.task_arn,
+              "fake endpoint: compact form is one line of JSON without spaces or final newline")
+
+        print("init container script, task metadata as indented multi-line JSON")
+        cfg, _ = run_init(c["init"], os.path.join(root, "indented"), f"{base}/indented/v4-abc")
+        check(cfg["global"]["external_labels"]["__replica__"] == task_id, "__replica__ = task ID from TaskARN")
+
+        print("init container script, task metadata as compact one-line JSON (the agent's shape)")
+        cfg, env = run_init(c["init"], os.path.join(root, "a"), f"{base}/compact/v4-abc")
         check(cfg["global"]["external_labels"]["__replica__"] == task_id, "__replica__ = task ID from TaskARN")
         check(cfg["global"]["external_labels"]["cluster"] == "moto-test", "cluster label kept")
         for k in ("FILE_SD_DIR", "DATA_DIR"):
@@ -279,7 +444,15 @@ def cmd_init_script(path):
                                   capture_output=True, text=True)
             check(proc.returncode == 0, "promtool check config: valid" + ("" if proc.returncode == 0 else ": " + proc.stdout + proc.stderr))
         else:
-            print("  skip promtool not on PATH: rendered config not linted")
+            check(False, "promtool on PATH to lint the rendered config (scripts/stack.sh install puts Prometheus's tools there)")
+
+        bb = busybox_bin(root)
+        if bb:
+            print("init container script under busybox (sh, sed, wget as in the Prometheus image), compact JSON")
+            cfg, _ = run_init(c["init"], os.path.join(root, "busybox"), f"{base}/compact/v4-abc", path=bb)
+            check(cfg["global"]["external_labels"]["__replica__"] == task_id, "busybox: __replica__ = task ID from TaskARN")
+        else:
+            check(False, "busybox on PATH to run the script with the Prometheus image's tools (apt-get install busybox)")
 
         print("init container script, without task metadata (hostname fallback)")
         cfg, _ = run_init(c["init"], os.path.join(root, "b"), None)
