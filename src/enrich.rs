@@ -1065,6 +1065,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn with_no_hold_a_task_whose_host_is_unknown_is_published_at_once() {
+        // What `once` does: there is no later cycle to wait for.
+        let mut f = fake();
+        f.cis = vec![("ci-a".into(), "i-gone".into())];
+        let mut e = Enricher::new(
+            &f,
+            &f,
+            EnrichOptions {
+                hold: Duration::ZERO,
+                ..opts()
+            },
+        );
+        let r = e.enrich(&snapshot(&["t1"]), Instant::now(), far()).await;
+        assert!(r.held.is_empty() && r.errors.is_empty());
+        assert_eq!(r.tasks["t1"].ec2_instance_id.as_deref(), Some("i-gone"));
+        assert_eq!(r.tasks["t1"].launch_type.as_deref(), Some("EC2"));
+    }
+
+    #[tokio::test]
     async fn without_ec2_a_task_gets_its_ecs_facts_only() {
         let f = fake();
         let mut e = Enricher::new(

@@ -386,6 +386,12 @@ pub async fn once<C: CloudMap, E: Ecs, X: Ec2>(
     options: &Options,
     metrics: Arc<Metrics>,
 ) -> Result<(), Error> {
+    // One pass has no later cycle to wait for: a task whose host cannot be named is
+    // written at once without the host's labels (with a warning), not left out.
+    let options = &Options {
+        enrichment_hold: Duration::ZERO,
+        ..options.clone()
+    };
     let mut engine = Engine::new(clients, options, metrics);
     let started = Instant::now();
     let pass = engine.pass(started).await.map_err(Error::Discovery)?;
