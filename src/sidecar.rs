@@ -309,7 +309,9 @@ fn explain(r: SkipReason) -> &'static str {
         SkipReason::InvalidPort => "port is not a number from 1 to 65535",
         SkipReason::InvalidPath => "path must start with / and hold no spaces",
         SkipReason::InvalidScheme => "scheme must be http or https",
-        SkipReason::InvalidName => "endpoint name after METRICS_PATH_ / METRICS_PORT_ is empty",
+        SkipReason::InvalidName => {
+            "endpoint name after METRICS_PATH_ / METRICS_PORT_ / METRICS_SCHEME_ is empty"
+        }
         SkipReason::MissingPort => {
             "no port tag, no AWS_INSTANCE_PORT attribute and no --default-port"
         }

@@ -42,6 +42,10 @@ fn once_stdout(url: &str, extra: &[&str]) -> Vec<serde_json::Value> {
     targets_of(&out.stdout)
 }
 
+/// DiscoverInstances has no pagination: AWS answers at most 100 instances unless the
+/// request asks for more with `MaxResults` (up to 1000). moto answers every instance
+/// when `MaxResults` is absent, so on its own it cannot tell whether the sidecar asks.
+/// The proxy restores AWS's default and records what the sidecar sends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_than_100_instances_in_one_service() {
     let moto = Moto::start();
@@ -58,11 +62,49 @@ async fn more_than_100_instances_in_one_service() {
         let ip = format!("10.1.{}.{}", i / 200, i % 200 + 1);
         s.task(&svc, &format!("{i:032x}"), &ip, None).await;
     }
-    let groups = once_stdout(&moto.url, &[]);
+    let proxy = Proxy::start(&moto.url).await;
+    proxy.record_requests("DiscoverInstances");
+
+    // Why the emulation: without MaxResults moto answers all 150, AWS 100.
+    let via_proxy = Seeder::new(&proxy.url).await;
+    let discover = || async {
+        via_proxy
+            .sd
+            .discover_instances()
+            .namespace_name("big")
+            .service_name("wide")
+            .send()
+            .await
+            .unwrap()
+            .instances()
+            .len()
+    };
+    assert_eq!(discover().await, 150, "moto alone answers every instance");
+    proxy.emulate_aws_discover_default(true);
+    assert_eq!(
+        discover().await,
+        AWS_DISCOVER_INSTANCES_DEFAULT_MAX as usize,
+        "with the proxy's emulation, AWS's default page"
+    );
+    let probes = proxy.requests("DiscoverInstances").len();
+
+    let groups = once_stdout(&proxy.url, &[]);
+    let asked = &proxy.requests("DiscoverInstances")[probes..];
+    assert_eq!(
+        asked.len(),
+        1,
+        "one DiscoverInstances for the service: {asked:?}"
+    );
+    assert_eq!(asked[0]["ServiceName"], "wide");
+    assert_eq!(
+        asked[0]["MaxResults"], 1000,
+        "the sidecar asks for the API's maximum: {}",
+        asked[0]
+    );
     assert_eq!(
         groups.len(),
         150,
-        "every instance beyond the default page of 100"
+        "every instance beyond AWS's default of 100"
     );
     assert!(
         groups
@@ -209,6 +251,110 @@ async fn untagged_ignored_and_malformed_skipped_with_a_warning() {
     ] {
         assert!(warning.contains(needle), "{needle} missing in: {warning}");
     }
+}
+
+/// What docs/labels.md says about `__meta_*` labels and the `invalid_name` skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_labels_empty_values_and_colliding_names() {
+    let moto = Moto::start();
+    let s = Seeder::new(&moto.url).await;
+    let ns = s.http_namespace("apps").await;
+    let svc = s
+        .service(
+            &ns,
+            "web",
+            &[
+                ("METRICS_PATH", "/m"),
+                // A named endpoint without a name: skipped, the primary one stays.
+                ("METRICS_SCHEME_", "https"),
+                ("note", ""),
+                ("team.name", "dot"),
+                ("team_name", "underscore"),
+            ],
+        )
+        .await;
+    s.instance(
+        &svc,
+        "i1",
+        &[
+            ("AWS_INSTANCE_IPV4", "10.0.0.1".to_string()),
+            ("AWS_INSTANCE_PORT", "80".to_string()),
+            ("AVAILABILITY_ZONE", String::new()),
+            ("EMPTY", String::new()),
+            ("rack_id", "underscore".to_string()),
+            ("rack~id", "tilde".to_string()),
+        ],
+    )
+    .await;
+
+    let out = run_cli(&["once", "--output", "-"], &aws_env(&moto.url));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let groups = targets_of(&out.stdout);
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    let l = groups[0]["labels"].as_object().unwrap();
+    // Empty values: written for the __meta_* labels, left out for the named ones.
+    assert_eq!(l["__meta_cloudmap_service_tag_note"], "");
+    assert_eq!(l["__meta_cloudmap_instance_attribute_EMPTY"], "");
+    assert_eq!(
+        l["__meta_cloudmap_instance_attribute_AVAILABILITY_ZONE"],
+        ""
+    );
+    assert!(l.get("availability_zone").is_none(), "{l:?}");
+    // Keys that sanitise to one name: the key that sorts last (bytewise) wins.
+    assert_eq!(l["__meta_cloudmap_service_tag_team_name"], "underscore");
+    assert_eq!(l["__meta_cloudmap_instance_attribute_rack_id"], "tilde");
+    assert_eq!(l["__meta_cloudmap_service_tag_METRICS_SCHEME_"], "https");
+    assert!(l.get("__scheme__").is_none(), "{l:?}");
+
+    let warning = log
+        .lines()
+        .find(|l| l.contains("endpoint skipped"))
+        .unwrap_or_else(|| panic!("no skip warning in: {log}"));
+    for needle in ["service=web", "tag=METRICS_SCHEME_", "invalid_name"] {
+        assert!(warning.contains(needle), "{needle} missing in: {warning}");
+    }
+}
+
+/// The cold cycle's cost as docs/configuration.md counts it, with a namespace
+/// selection: the listing and GetService cover every service in the Region, the
+/// tag reads only the selected namespaces' services, the instance reads only
+/// their tagged ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_cycle_cost_with_a_namespace_selection() {
+    let moto = Moto::start();
+    let s = Seeder::new(&moto.url).await;
+    let apps = s.http_namespace("apps").await;
+    let jobs = s.http_namespace("jobs").await;
+    let tagged = [("METRICS_PATH", "/metrics")];
+    let web = s.service(&apps, "web", &tagged).await;
+    let worker = s.service(&apps, "worker", &tagged).await;
+    s.service(&apps, "plain", &[]).await;
+    let batch = s.service(&jobs, "batch", &tagged).await;
+    s.service(&jobs, "other", &[]).await;
+    s.task(&web, "w1", "10.0.0.1", Some(80)).await;
+    s.task(&worker, "k1", "10.0.0.2", Some(80)).await;
+    s.task(&batch, "b1", "10.0.1.1", Some(80)).await;
+    let proxy = Proxy::start(&moto.url).await;
+
+    let groups = once_stdout(
+        &proxy.url,
+        &["--namespace", "apps", "--ecs-enrichment", "false"],
+    );
+    assert_eq!(groups.len(), 2);
+    // S = 5 services in the Region, N = 3 in `apps`, T = 2 of them tagged.
+    let want: BTreeMap<String, u64> = [
+        ("ListNamespaces", 1),
+        ("ListServices", 1),
+        ("GetService", 5),
+        ("ListTagsForResource", 3),
+        ("DiscoverInstancesRevision", 2),
+        ("DiscoverInstances", 2),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(proxy.counts(), want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,8 +514,41 @@ async fn steady_cycle_makes_only_revision_calls() {
     );
 }
 
+/// Wall time of the latest cycle that wrote the file with `targets` targets, from
+/// the sidecar's log line `cycle done ... targets=N ... file="written" duration_ms=D`.
+async fn written_cycle_time(sc: &Sidecar, targets: usize) -> Duration {
+    let count = format!(" targets={targets} ");
+    wait_for_async(
+        T,
+        "the log line of the cycle that wrote the file",
+        || async {
+            sc.proc
+                .log_text()
+                .lines()
+                .rev()
+                .filter(|l| {
+                    l.contains("cycle done") && l.contains(&count) && l.contains("file=\"written\"")
+                })
+                .find_map(|l| {
+                    let ms = l.split("duration_ms=").nth(1)?.split_whitespace().next()?;
+                    ms.parse::<u64>().ok()
+                })
+                .map(Duration::from_millis)
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_known_good_survives_aws_failures_and_recovers() {
+    const INTERVAL: Duration = Duration::from_secs(1);
+    // Time beyond "the next tick, then one cycle's work" that the check allows
+    // for: the 10 ms poll of the file, new TCP connections to the restarted proxy
+    // (the stop closed the pooled ones), and the difference in load between the
+    // measured cycle and the recovery cycle on a 2-core machine running the other
+    // tests of this binary at the same time. (The measured cycle time runs from
+    // the cycle's tick to the end of its file write, so the write is in it.)
+    const SLACK: Duration = Duration::from_millis(500);
     let moto = Moto::start();
     let s = Seeder::new(&moto.url).await;
     let ns = s.http_namespace("apps").await;
@@ -385,7 +564,23 @@ async fn last_known_good_survives_aws_failures_and_recovers() {
         &["--interval", "1s", "--api-timeout", "2s"],
     );
     sc.wait_ready(T).await;
-    assert_eq!(sc.targets(), vec!["10.0.0.1:80", "10.0.0.2:80"]);
+    let known = vec!["10.0.0.1:80", "10.0.0.2:80"];
+    assert_eq!(sc.targets(), known);
+    // One cycle's wall time with AWS answering, for a cycle with the work of the
+    // recovery below: a new task in one service (its revision moved, so its
+    // instances are read in full, and the new task is described in ECS). Not the
+    // cold cycle: moto answers its first ECS call slowly.
+    s.task(&a, "warm", "10.0.0.5", Some(80)).await;
+    wait_for_async(T, "the new task in the file", || async {
+        (sc.targets().len() == 3).then_some(())
+    })
+    .await;
+    let cycle_time = written_cycle_time(&sc, 3).await;
+    s.deregister(&a, "warm").await;
+    wait_for_async(T, "the task gone from the file", || async {
+        (sc.targets() == known).then_some(())
+    })
+    .await;
 
     for (i, fault) in [
         Fault::ServerError,
@@ -404,11 +599,7 @@ async fn last_known_good_survives_aws_failures_and_recovers() {
             (sc.metric("cloudmap_sd_cycles_total").await >= before + 2.0).then_some(())
         })
         .await;
-        assert_eq!(
-            sc.targets(),
-            vec!["10.0.0.1:80", "10.0.0.2:80"],
-            "{fault:?}"
-        );
+        assert_eq!(sc.targets(), known, "{fault:?}");
         assert!(sc.metric("cloudmap_sd_service_failures_total").await > 0.0);
         s.deregister(&a, &format!("x{i}")).await;
     }
@@ -416,18 +607,67 @@ async fn last_known_good_survives_aws_failures_and_recovers() {
     let age = sum_metric(&m, "cloudmap_sd_service_data_age_seconds");
     assert!(age >= 2.0, "data age grows while failing: {age}");
 
+    // The endpoint stopped: nothing listens on its port any more.
+    proxy.stop().await;
     proxy.set_fault(Fault::Pass);
-    s.task(&b, "b2", "10.0.0.3", Some(80)).await;
-    wait_for_async(
-        Duration::from_secs(10),
-        "recovery within a cycle",
-        || async { (sc.targets().len() == 3).then_some(()) },
-    )
-    .await;
+    let refused = std::net::TcpStream::connect(proxy.addr())
+        .expect_err("the stopped proxy still accepts connections");
     assert_eq!(
-        sc.targets(),
-        vec!["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
+        refused.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "{refused}"
     );
+    let on_the_wire = proxy.total();
+    let failures = sc.metric("cloudmap_sd_service_failures_total").await;
+    let before = sc.metric("cloudmap_sd_cycles_total").await;
+    s.task(&a, "x-down", "10.0.0.9", Some(80)).await;
+    wait_for_async(T, "two cycles with the endpoint down", || async {
+        (sc.metric("cloudmap_sd_cycles_total").await >= before + 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(sc.targets(), known, "endpoint down: every target kept");
+    assert!(
+        sc.metric("cloudmap_sd_service_failures_total").await > failures,
+        "the refused calls count as failed reads"
+    );
+    assert_eq!(proxy.total(), on_the_wire, "no request got through");
+    let (_, m) = http_get(&sc.url("/metrics")).await.unwrap();
+    let age_down = sum_metric(&m, "cloudmap_sd_service_data_age_seconds");
+    assert!(age_down > age, "data age still grows: {age} -> {age_down}");
+    s.deregister(&a, "x-down").await;
+
+    // A change made while the endpoint is down is waiting in Cloud Map when it
+    // comes back on the same port; it must reach the file with the first cycle
+    // that starts after that: within one interval (a cycle in flight ends by its
+    // deadline, --cycle-timeout = --interval, and the next one starts on the
+    // following tick), plus that cycle's own work, plus SLACK.
+    s.task(&b, "b2", "10.0.0.3", Some(80)).await;
+    assert_eq!(sc.targets(), known);
+    proxy.restart().await;
+    let back = std::time::Instant::now();
+    let want = vec!["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"];
+    let bound = INTERVAL + cycle_time + SLACK;
+    loop {
+        if sc.targets() == want {
+            break;
+        }
+        assert!(
+            back.elapsed() <= bound + Duration::from_secs(10),
+            "no recovery at all; log:\n{}",
+            sc.proc.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = back.elapsed();
+    eprintln!(
+        "recovery: the change reached the file {took:?} after the endpoint came back \
+         (bound {bound:?} = interval {INTERVAL:?} + cycle {cycle_time:?} + slack {SLACK:?})"
+    );
+    assert!(
+        took <= bound,
+        "the change took {took:?} after recovery, more than one cycle ({bound:?})"
+    );
+    assert!(proxy.total() > on_the_wire, "the sidecar reconnected");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -273,17 +273,40 @@ impl Faults {
 }
 
 /// An HTTP proxy in front of moto that counts requests by AWS operation and can
-/// inject faults.
+/// inject faults. It can also record the request bodies of chosen operations,
+/// emulate an AWS default that moto lacks, and be stopped (its port then refuses
+/// connections) and started again on the same port.
 pub struct Proxy {
     pub url: String,
+    addr: SocketAddr,
+    state: ProxyState,
+    /// The accept loop; None while the proxy is stopped.
+    listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Connections being served, closed by [`Proxy::stop`].
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+/// What the accept loop and every connection share with the test.
+#[derive(Clone)]
+struct ProxyState {
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
     faults: Arc<Mutex<Faults>>,
-    task: tokio::task::JoinHandle<()>,
+    /// Request bodies of the operations chosen with [`Proxy::record_requests`].
+    recorded: Arc<Mutex<BTreeMap<String, Vec<serde_json::Value>>>>,
+    /// See [`Proxy::emulate_aws_discover_default`].
+    aws_discover_default: Arc<std::sync::atomic::AtomicBool>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    upstream: hyper::Uri,
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(t) = self.listener.lock().unwrap().take() {
+            t.abort();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
     }
 }
 
@@ -300,45 +323,106 @@ pub fn operation_of(headers: &hyper::HeaderMap, body: &[u8]) -> String {
         .to_string()
 }
 
+/// Cloud Map's DiscoverInstances answers at most this many instances when the
+/// request has no `MaxResults` (moto answers all of them).
+pub const AWS_DISCOVER_INSTANCES_DEFAULT_MAX: u64 = 100;
+
+/// Serves `listener` until aborted; each connection's task is noted in `conns`.
+fn accept_loop(
+    listener: tokio::net::TcpListener,
+    state: ProxyState,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = state.clone();
+            let conn = tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let state = state.clone();
+                    async move { forward(req, &state).await }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+            let mut open = conns.lock().unwrap();
+            open.retain(|c| !c.is_finished());
+            open.push(conn.abort_handle());
+        }
+    })
+}
+
 impl Proxy {
     pub async fn start(upstream: &str) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let counts = Arc::new(Mutex::new(BTreeMap::new()));
-        let faults = Arc::new(Mutex::new(Faults::default()));
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
-        let upstream: hyper::Uri = upstream.parse().unwrap();
-        let (c2, f2) = (counts.clone(), faults.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (counts, faults, client, upstream) =
-                    (c2.clone(), f2.clone(), client.clone(), upstream.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (counts, faults, client, upstream) = (
-                            counts.clone(),
-                            faults.clone(),
-                            client.clone(),
-                            upstream.clone(),
-                        );
-                        async move { forward(req, &counts, &faults, &client, &upstream).await }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let state = ProxyState {
+            counts: Arc::new(Mutex::new(BTreeMap::new())),
+            faults: Arc::new(Mutex::new(Faults::default())),
+            recorded: Arc::new(Mutex::new(BTreeMap::new())),
+            aws_discover_default: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            upstream: upstream.parse().unwrap(),
+        };
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let task = accept_loop(listener, state.clone(), conns.clone());
         Proxy {
             url: format!("http://{addr}"),
-            counts,
-            faults,
-            task,
+            addr,
+            state,
+            listener: Mutex::new(Some(task)),
+            conns,
         }
+    }
+
+    /// The proxy's address (the same after [`Proxy::restart`]).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops listening and closes every open connection: until [`Proxy::restart`],
+    /// a client gets "connection refused", as from an endpoint that is down.
+    pub async fn stop(&self) {
+        let task = self.listener.lock().unwrap().take();
+        if let Some(t) = task {
+            t.abort();
+            // The listening socket is closed once the aborted task is gone.
+            let _ = t.await;
+        }
+        let open: Vec<_> = self.conns.lock().unwrap().drain(..).collect();
+        for c in &open {
+            c.abort();
+        }
+        // An aborted connection task drops its socket when it is next polled.
+        for _ in 0..200 {
+            if open.iter().all(tokio::task::AbortHandle::is_finished) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Listens again on the same address after [`Proxy::stop`] (no-op when running).
+    pub async fn restart(&self) {
+        if self.listener.lock().unwrap().is_some() {
+            return;
+        }
+        let start = Instant::now();
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if start.elapsed() < Duration::from_secs(10) => {
+                    eprintln!("proxy: rebinding {} failed ({e}); retrying", self.addr);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("proxy: cannot listen on {} again: {e}", self.addr),
+            }
+        };
+        let task = accept_loop(listener, self.state.clone(), self.conns.clone());
+        *self.listener.lock().unwrap() = Some(task);
     }
 
     /// A fault for every request of every operation (`Fault::Pass` clears it).
@@ -348,7 +432,7 @@ impl Proxy {
 
     /// A fault for a share `rate` (0.0 to 1.0) of all requests.
     pub fn set_fault_rate(&self, f: Fault, rate: f64) {
-        self.faults.lock().unwrap().all = Rule::new(f, rate);
+        self.state.faults.lock().unwrap().all = Rule::new(f, rate);
     }
 
     /// A fault for one operation only (`Fault::Pass` clears it); it takes the
@@ -359,7 +443,7 @@ impl Proxy {
 
     /// A fault for a share `rate` of one operation's requests.
     pub fn set_fault_for_rate(&self, operation: &str, f: Fault, rate: f64) {
-        let mut m = self.faults.lock().unwrap();
+        let mut m = self.state.faults.lock().unwrap();
         match Rule::new(f, rate) {
             Some(r) => m.per_op.insert(operation.to_string(), r),
             None => m.per_op.remove(operation),
@@ -368,16 +452,47 @@ impl Proxy {
 
     /// Requests answered with a fault so far, by operation.
     pub fn injected(&self) -> BTreeMap<String, u64> {
-        self.faults.lock().unwrap().injected.clone()
+        self.state.faults.lock().unwrap().injected.clone()
     }
 
     /// Requests seen so far, by operation.
     pub fn counts(&self) -> BTreeMap<String, u64> {
-        self.counts.lock().unwrap().clone()
+        self.state.counts.lock().unwrap().clone()
     }
 
     pub fn total(&self) -> u64 {
         self.counts().values().sum()
+    }
+
+    /// From now on, keeps the body of every `operation` request as the client sent
+    /// it (JSON; a body that is not JSON is kept as a string).
+    pub fn record_requests(&self, operation: &str) {
+        self.state
+            .recorded
+            .lock()
+            .unwrap()
+            .entry(operation.to_string())
+            .or_default();
+    }
+
+    /// The bodies of the `operation` requests seen since `record_requests`.
+    pub fn requests(&self, operation: &str) -> Vec<serde_json::Value> {
+        self.state
+            .recorded
+            .lock()
+            .unwrap()
+            .get(operation)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// With `on`, a DiscoverInstances request without `MaxResults` is forwarded with
+    /// `MaxResults` = 100, so moto answers as AWS does: at most 100 instances
+    /// unless the caller asks for more (the API has no pagination).
+    pub fn emulate_aws_discover_default(&self, on: bool) {
+        self.state
+            .aws_discover_default
+            .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -393,15 +508,26 @@ pub fn diff(
         .collect()
 }
 
+/// Adds AWS's default `MaxResults` to a DiscoverInstances body that has none.
+fn with_aws_discover_default(body: Bytes) -> Option<Bytes> {
+    let mut v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let o = v.as_object_mut()?;
+    if o.contains_key("MaxResults") {
+        return None;
+    }
+    o.insert(
+        "MaxResults".to_string(),
+        AWS_DISCOVER_INSTANCES_DEFAULT_MAX.into(),
+    );
+    Some(Bytes::from(serde_json::to_vec(&v).unwrap()))
+}
+
 async fn forward(
     req: Request<Incoming>,
-    counts: &Mutex<BTreeMap<String, u64>>,
-    faults: &Mutex<Faults>,
-    client: &Client<HttpConnector, Full<Bytes>>,
-    upstream: &hyper::Uri,
+    state: &ProxyState,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
-    let (parts, body) = req.into_parts();
-    let body = body
+    let (mut parts, body) = req.into_parts();
+    let mut body = body
         .collect()
         .await
         .map_err(std::io::Error::other)?
@@ -413,9 +539,14 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let fault = faults.lock().unwrap().pick(&op);
+    if let Some(seen) = state.recorded.lock().unwrap().get_mut(&op) {
+        seen.push(serde_json::from_slice(&body).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&body).into_owned())
+        }));
+    }
+    let fault = state.faults.lock().unwrap().pick(&op);
     let ec2 = target.is_empty();
-    *counts.lock().unwrap().entry(op).or_default() += 1;
+    *state.counts.lock().unwrap().entry(op.clone()).or_default() += 1;
     let json = |status: u16, ty: &str| {
         Ok(Response::builder()
             .status(status)
@@ -449,6 +580,20 @@ async fn forward(
         Fault::Slow(d) => tokio::time::sleep(d).await,
         Fault::Pass => {}
     }
+    if op == "DiscoverInstances"
+        && state
+            .aws_discover_default
+            .load(std::sync::atomic::Ordering::SeqCst)
+        && let Some(b) = with_aws_discover_default(body.clone())
+    {
+        // moto does not check signatures, so the changed body needs no new one.
+        parts.headers.insert(
+            hyper::header::CONTENT_LENGTH,
+            hyper::header::HeaderValue::from(b.len()),
+        );
+        body = b;
+    }
+    let upstream = &state.upstream;
     let pq = parts
         .uri
         .path_and_query()
@@ -466,7 +611,8 @@ async fn forward(
     for (k, v) in &parts.headers {
         out = out.header(k, v);
     }
-    let resp = client
+    let resp = state
+        .client
         .request(out.body(Full::new(body)).unwrap())
         .await
         .map_err(std::io::Error::other)?;
