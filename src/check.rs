@@ -122,6 +122,9 @@ pub struct Subject {
     pub service_name: String,
     pub service_id: String,
     pub service_arn: String,
+    /// A service that exists (else made-up names, where "not found" proves the
+    /// call was allowed).
+    pub real: bool,
 }
 
 type Call = for<'a> fn(
@@ -225,6 +228,33 @@ pub const CLOUDMAP_PERMISSIONS: &[Permission] = &[
         },
     },
 ];
+
+/// The verdict on one permission call made on `subject`: says which service it used,
+/// and turns a denial on made-up names for an action a policy may scope to real
+/// resources into a warning (the account has no service in the selection to try).
+pub fn subject_row(p: &Permission, subject: &Subject, r: Result<(), AwsError>) -> Row {
+    let scoped = !matches!(
+        p.action,
+        "servicediscovery:ListNamespaces" | "servicediscovery:ListServices"
+    );
+    let mut row = permission_row(p.action, r);
+    if !scoped {
+        return row;
+    }
+    let on = format!("{}/{}", subject.namespace, subject.service_name);
+    if subject.real {
+        row.detail = format!("{} (tried on {on})", row.detail);
+    } else if row.status == Status::Fail && row.detail.starts_with("denied") {
+        row.status = Status::Warn;
+        row.detail = format!(
+            "{} - tried on made-up names ({on}): no Cloud Map service in the selected \
+             namespaces to try; a policy scoped to real services denies this. Run check \
+             again once a service exists",
+            row.detail
+        );
+    }
+    row
+}
 
 /// The verdict on one permission call.
 pub fn permission_row(action: &str, r: Result<(), AwsError>) -> Row {
@@ -335,7 +365,10 @@ async fn enrichment_permissions(sdk: &aws_config::SdkConfig, options: &Options) 
     rows
 }
 
-/// Picks real names and ids to call with, when the account has a service.
+/// Picks real names and ids to call with: a service of the first selected namespace
+/// that has one (a policy may allow DiscoverInstances only for the selected
+/// namespaces), else of any namespace when none is selected; made-up names when
+/// there is no such service.
 async fn subject(
     client: &aws_sdk_servicediscovery::Client,
     options: &Options,
@@ -352,20 +385,91 @@ async fn subject(
         service_arn: format!(
             "arn:aws:servicediscovery:{region}:000000000000:service/srv-cloudmapsdcheck0"
         ),
+        real: false,
     };
-    if let Ok(out) = client.list_services().max_results(1).send().await
-        && let Some(svc) = out.services().first()
-        && let (Some(id), Some(arn), Some(name)) = (svc.id(), svc.arn(), svc.name())
-    {
-        s.service_id = id.to_string();
-        s.service_arn = arn.to_string();
-        s.service_name = name.to_string();
-        if let Ok(g) = client.get_service().id(id).send().await
-            && let Some(ns_id) = g.service().and_then(|x| x.namespace_id())
-            && let Ok(ns) = client.get_namespace().id(ns_id).send().await
-            && let Some(n) = ns.namespace().and_then(|n| n.name())
-        {
-            s.namespace = n.to_string();
+    // (namespace id, name) pairs to look for a service in; None: any namespace.
+    let scopes: Option<Vec<(String, String)>> = if options.namespaces.is_empty() {
+        None
+    } else {
+        let mut found = Vec::new();
+        let mut pages = client.list_namespaces().into_paginator().send();
+        while let Some(Ok(page)) = pages.next().await {
+            for ns in page.namespaces() {
+                if let (Some(id), Some(name)) = (ns.id(), ns.name())
+                    && options.namespaces.iter().any(|n| n == name)
+                {
+                    found.push((id.to_string(), name.to_string()));
+                }
+            }
+        }
+        found.sort_by_key(|(_, name)| options.namespaces.iter().position(|n| n == name));
+        Some(found)
+    };
+    // The first service of a namespace (any namespace: None). The filter is checked
+    // with GetService too, and at most a few candidates are tried, so a server that
+    // ignores the filter (moto) gives the right answer as well.
+    let first_service = |namespace_id: Option<String>| async move {
+        let filter = match &namespace_id {
+            Some(id) => Some(
+                aws_sdk_servicediscovery::types::ServiceFilter::builder()
+                    .name(aws_sdk_servicediscovery::types::ServiceFilterName::NamespaceId)
+                    .values(id)
+                    .condition(aws_sdk_servicediscovery::types::FilterCondition::Eq)
+                    .build()
+                    .ok()?,
+            ),
+            None => None,
+        };
+        let out = client
+            .list_services()
+            .set_filters(filter.map(|f| vec![f]))
+            .max_results(10)
+            .send()
+            .await
+            .ok()?;
+        for svc in out.services() {
+            let (Some(id), Some(arn), Some(name)) = (svc.id(), svc.arn(), svc.name()) else {
+                continue;
+            };
+            if let Some(want) = &namespace_id {
+                let got = client.get_service().id(id).send().await.ok();
+                if got.as_ref().and_then(|g| g.service()?.namespace_id()) != Some(want.as_str()) {
+                    continue;
+                }
+            }
+            return Some((id.to_string(), arn.to_string(), name.to_string()));
+        }
+        None
+    };
+    let found = match &scopes {
+        Some(scopes) => {
+            let mut hit = None;
+            for (id, name) in scopes {
+                if let Some(svc) = first_service(Some(id.clone())).await {
+                    hit = Some((svc, Some(name.clone())));
+                    break;
+                }
+            }
+            hit
+        }
+        None => first_service(None).await.map(|svc| (svc, None)),
+    };
+    if let Some(((id, arn, name), namespace)) = found {
+        s.service_id = id;
+        s.service_arn = arn;
+        s.service_name = name;
+        s.real = true;
+        match namespace {
+            Some(n) => s.namespace = n,
+            None => {
+                if let Ok(g) = client.get_service().id(&s.service_id).send().await
+                    && let Some(ns_id) = g.service().and_then(|x| x.namespace_id())
+                    && let Ok(ns) = client.get_namespace().id(ns_id).send().await
+                    && let Some(n) = ns.namespace().and_then(|n| n.name())
+                {
+                    s.namespace = n.to_string();
+                }
+            }
         }
     }
     s
@@ -702,7 +806,7 @@ pub async fn run(options: &Options, sdk: &SdkConfig) -> Report {
         let subject = subject(&client, options, region.as_deref().unwrap_or_default()).await;
         for p in CLOUDMAP_PERMISSIONS {
             let r = (p.call)(&client, &subject).await;
-            rows.push(permission_row(p.action, r));
+            rows.push(subject_row(p, &subject, r));
         }
         if options.ecs_enrichment {
             rows.extend(enrichment_permissions(sdk, options).await);
@@ -963,6 +1067,41 @@ scrape_configs:
             r.detail
         );
         assert!(!r.detail.contains("grant"), "{}", r.detail);
+    }
+
+    #[test]
+    fn a_denial_on_made_up_names_is_a_warning_and_real_ones_are_named() {
+        let p = CLOUDMAP_PERMISSIONS
+            .iter()
+            .find(|p| p.action == "servicediscovery:DiscoverInstances")
+            .unwrap();
+        let mut subject = Subject {
+            namespace: "apps".into(),
+            service_name: "cloudmap-sd-check".into(),
+            service_id: "srv-x".into(),
+            service_arn: "arn:x".into(),
+            real: false,
+        };
+        let denied = || {
+            Err(AwsError::new(
+                "DiscoverInstances",
+                ErrorKind::AccessDenied,
+                "AccessDeniedException: not authorized",
+            ))
+        };
+        let r = subject_row(p, &subject, denied());
+        assert_eq!(r.status, Status::Warn, "{r:?}");
+        assert!(
+            r.detail.contains("made-up names (apps/cloudmap-sd-check)"),
+            "{r:?}"
+        );
+        subject.real = true;
+        subject.service_name = "web".into();
+        let r = subject_row(p, &subject, denied());
+        assert_eq!(r.status, Status::Fail, "a real service denied is a failure");
+        assert!(r.detail.contains("tried on apps/web"), "{r:?}");
+        let list = &CLOUDMAP_PERMISSIONS[0];
+        assert_eq!(subject_row(list, &subject, denied()).status, Status::Fail);
     }
 
     #[test]

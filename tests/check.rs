@@ -206,3 +206,55 @@ async fn check_fails_naming_an_unwritable_directory_and_a_missing_replica_label(
     );
     assert!(stdout.contains(" pass, 2 fail, "), "{stdout}");
 }
+
+/// The permission rows try a service of the selected namespace, not the first one
+/// in the Region: a task role may be allowed DiscoverInstances only there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_tries_a_service_of_the_selected_namespace() {
+    let moto = Moto::start();
+    let s = Seeder::new(&moto.url).await;
+    // Listed first: another team's namespace and service.
+    let other = s.http_namespace("aaa-other").await;
+    s.service(&other, "aaa-first", &[]).await;
+    seed(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("t.json");
+    let run = |namespace: &'static str| {
+        let out = run_cli(
+            &[
+                "check",
+                "--output",
+                output.to_str().unwrap(),
+                "--namespace",
+                namespace,
+                "--format",
+                "json",
+            ],
+            &aws_env(&moto.url),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        let detail = |check: &str| {
+            v["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["check"] == check)
+                .unwrap_or_else(|| panic!("no row {check}: {v}"))["detail"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        (
+            detail("servicediscovery:DiscoverInstances"),
+            detail("servicediscovery:ListTagsForResource"),
+        )
+    };
+    let (discover, tags) = run("apps");
+    assert!(discover.contains("tried on apps/web"), "{discover}");
+    assert!(tags.contains("tried on apps/web"), "{tags}");
+    // A selected namespace with no service: made-up names, where not found passes.
+    let (discover, _) = run("empty-ns");
+    assert!(discover.starts_with("allowed"), "{discover}");
+    assert!(!discover.contains("tried on"), "{discover}");
+}
