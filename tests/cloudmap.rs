@@ -761,6 +761,36 @@ async fn sigterm_stops_promptly_and_leaves_no_temp_file() {
     assert!(String::from_utf8_lossy(&hc.stderr).contains("cannot connect"));
 }
 
+/// Ctrl-C in a terminal (SIGINT) stops `run` the same way, mid-cycle included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_promptly_too() {
+    let moto = one_task().await;
+    let proxy = Proxy::start(&moto.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sc = Sidecar::start(dir.path(), &proxy.url, &["--interval", "1s"]);
+    sc.wait_ready(T).await;
+    // Calls hang from now on: the signal arrives while a cycle waits on AWS.
+    proxy.set_fault(Fault::Stall);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = std::time::Instant::now();
+    sc.proc.signal("INT");
+    let st = sc
+        .proc
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits within 5s of SIGINT");
+    assert!(st.success(), "exit status {st:?}");
+    eprintln!("stopped {:?} after SIGINT", started.elapsed());
+    assert!(sc.proc.log_text().contains("SIGINT"));
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    assert_eq!(read_targets(&sc.output), vec!["10.0.0.1:80"]);
+    proxy.set_fault(Fault::Pass);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_until_a_complete_first_discovery() {
     let moto = one_task().await;
