@@ -10,8 +10,12 @@
 #      the init container's script run locally against a fake task metadata endpoint
 #      (compact and indented JSON)
 #   5. cloudmap-sd (CLOUDMAP_SD_BIN, or a cargo build output) discovers the target that
-#      the scrape-target module created
+#      the scrape-target module created, and run with the environment of a task
+#      definition that has EC2 hosts by tag writes both files, which Prometheus's
+#      promtool reads in their own jobs (relabel rules applied)
 #   6. terraform destroy
+#   7. a plan of terraform/tests/moto/refusals: every bad input refused with its
+#      message
 # Ends with "terraform: N passed, M failed". Exit status 0 only when nothing failed.
 #
 # Needs: terraform on PATH, the provider mirror (a folder holding
@@ -343,6 +347,27 @@ step_discover() {
   "$PY" "$MOTO_DIR/verify.py" discover "$WORK/outputs.json" "$bin"
 }
 
+step_hosts() {
+  local bin
+  bin=$(find_sidecar_bin) || return 1
+  "$PY" "$MOTO_DIR/verify.py" hosts "$WORK/outputs.json" "$bin"
+}
+
+REFUSALS_DIR="$TF/tests/moto/refusals"
+step_refusals() {
+  local rc=0
+  (cd "$REFUSALS_DIR" && terraform plan -json -input=false -var "moto_endpoint=$MOTO_URL") \
+    >"$WORK/refusals.json" 2>"$WORK/refusals.err" || rc=$?
+  if [[ $rc -eq 0 ]]; then
+    say "the plan of tests/moto/refusals succeeded; it must fail"
+    return 1
+  fi
+  "$PY" "$MOTO_DIR/verify.py" refusals "$WORK/refusals.json" || {
+    tail -n 20 "$WORK/refusals.err"
+    return 1
+  }
+}
+
 step_destroy() {
   tf_moto destroy -auto-approve >"$WORK/destroy.log" 2>&1 || {
     cat "$WORK/destroy.log"
@@ -359,7 +384,9 @@ moto_steps=(
   "moto: second plan shows no drift|step_drift"
   "init container script: __replica__ from task metadata, volume ownership|step_init_script"
   "cloudmap-sd discovers the module-created target|step_discover"
+  "EC2 hosts file: sidecar with the module's environment, promtool reads both jobs|step_hosts"
   "moto: destroy|step_destroy"
+  "moto: bad inputs refused at plan (tests/moto/refusals)|step_refusals"
 )
 if [[ ! -d "$MOTO_DIR" ]] || ! (cd "$MOTO_DIR" && test -d .terraform); then
   run_step "moto: terraform/tests/moto initialised" false || true
@@ -369,7 +396,7 @@ else
     fn=${entry##*|}
     if ! run_step "$name" "$fn"; then
       # Destroy still runs when apply got that far, to exercise it and free moto state.
-      if [[ "$fn" != start_moto && "$fn" != step_plan_apply && "$fn" != step_destroy ]]; then
+      if [[ "$fn" != start_moto && "$fn" != step_plan_apply && "$fn" != step_destroy && "$fn" != step_refusals ]]; then
         run_step "moto: destroy" step_destroy || true
       fi
       break

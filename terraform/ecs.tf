@@ -2,8 +2,9 @@
 #
 #   init        (root, exits)  chowns file-sd and data to run_as_user, writes
 #                              prometheus.yml with this task's __replica__
-#   cloudmap-sd (run_as_user)  writes file-sd/cloudmap-sd.json; HEALTHY after the
-#                              first successful write
+#   cloudmap-sd (run_as_user)  writes file-sd/cloudmap-sd.json (and, with
+#                              ec2_hosts_ports, file-sd/ec2-hosts.json); HEALTHY
+#                              after the first successful write
 #   prometheus  (run_as_user)  starts when init succeeded AND cloudmap-sd is HEALTHY;
 #                              reads config and file-sd, writes data
 #
@@ -37,6 +38,12 @@ locals {
       CLOUDMAP_SD_SHARD     = "${var.shard.index}/${var.shard.count}"
       CLOUDMAP_SD_SHARD_KEY = var.shard.key
     },
+    # The EC2 hosts file, beside the targets file (Prometheus's job ec2-hosts).
+    local.ec2_hosts_enabled ? {
+      CLOUDMAP_SD_EC2_HOSTS_OUTPUT = local.ec2_hosts_file
+      CLOUDMAP_SD_EC2_HOSTS_PORT   = join(",", var.ec2_hosts_ports)
+    } : {},
+    local.ec2_hosts_enabled && var.ec2_hosts_tag != null ? { CLOUDMAP_SD_EC2_HOSTS_TAG = var.ec2_hosts_tag } : {},
     var.sidecar_environment,
   )
 
@@ -185,6 +192,23 @@ resource "aws_ecs_task_definition" "this" {
   }
 
   tags = var.tags
+
+  lifecycle {
+    # The sidecar refuses --ec2-hosts-output without its EC2 host lookups (exit 64),
+    # and the role would lack their permissions: say so at plan time instead.
+    precondition {
+      condition     = length(var.ec2_hosts_ports) == 0 || var.enable_ec2_enrichment
+      error_message = "ec2_hosts_ports needs enable_ec2_enrichment = true: the hosts file is built from the sidecar's EC2 host lookups. A Fargate-only fleet has no EC2 hosts to scrape; leave ec2_hosts_ports empty there."
+    }
+    precondition {
+      condition     = var.ec2_hosts_tag == null || length(var.ec2_hosts_ports) > 0
+      error_message = "ec2_hosts_tag selects the hosts of the ec2-hosts job: set ec2_hosts_ports (e.g. [9100]) too, or leave ec2_hosts_tag null."
+    }
+    precondition {
+      condition     = length(var.ec2_hosts_ports) == 0 || var.job_name != local.ec2_hosts_job_name
+      error_message = "job_name must not be ec2-hosts when ec2_hosts_ports is set: that is the name of the hosts' scrape job."
+    }
+  }
 }
 
 resource "aws_ecs_service" "this" {

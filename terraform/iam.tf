@@ -161,6 +161,23 @@ data "aws_iam_policy_document" "task" {
     }
   }
 
+  # The hosts file by cluster (ec2_hosts_ports without ec2_hosts_tag): the sidecar
+  # lists the container instances of every cluster a discovered task runs in.
+  # ListContainerInstances takes the cluster ARN as its resource, but those clusters
+  # are the applications' (any cluster of the account whose tasks are in Cloud Map),
+  # not known to this module, so the narrowest pattern is every cluster of this
+  # account and Region; no "*". With a tag filter the hosts come from
+  # ec2:DescribeInstances alone and this statement is left out.
+  dynamic "statement" {
+    for_each = local.ec2_hosts_enabled && var.ec2_hosts_tag == null && var.enable_ec2_enrichment ? [1] : []
+    content {
+      sid       = "EcsListContainerInstances"
+      effect    = "Allow"
+      actions   = ["ecs:ListContainerInstances"]
+      resources = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:cluster/*"]
+    }
+  }
+
   # ec2:DescribeInstances has no resource-level permissions; it is read-only and
   # limited to this Region by the condition.
   dynamic "statement" {

@@ -29,6 +29,17 @@ locals {
   data_dir     = "/prometheus"
   file_sd_file = "${local.file_sd_dir}/cloudmap-sd.json"
 
+  # The EC2 hosts file (ec2_hosts_ports) sits beside the targets file on the same
+  # volume. Each scrape job names its own file, no glob: a "*.json" would read the
+  # hosts file into the job_name job too (every host scraped twice, once under the
+  # wrong job). Neither name matches the sidecar's temporary files either
+  # (".<name>.<random>.tmp"). tests/moto/verify.py checks both.
+  ec2_hosts_enabled  = length(var.ec2_hosts_ports) > 0
+  ec2_hosts_file     = "${local.file_sd_dir}/ec2-hosts.json"
+  ec2_hosts_job_name = "ec2-hosts"
+  # Null fields are left out of prometheus.yml, so Prometheus applies its defaults.
+  scrape_relabel_configs = [for r in var.scrape_relabel_configs : { for k, v in r : k => v if v != null }]
+
   container_names = {
     init       = "init"
     sidecar    = "cloudmap-sd"
@@ -51,14 +62,27 @@ locals {
     }
     scrape_configs = concat(
       [
-        {
-          job_name = var.job_name
-          file_sd_configs = [{
-            # The sidecar's temporary file is hidden and ends in .tmp: never matched.
-            files            = ["${local.file_sd_dir}/*.json"]
-            refresh_interval = "5m"
-          }]
-        },
+        merge(
+          {
+            job_name = var.job_name
+            file_sd_configs = [{
+              # The targets file only: not the hosts file, not a temporary file.
+              files            = [local.file_sd_file]
+              refresh_interval = "5m"
+            }]
+          },
+          # No relabel_configs key at all when the input is empty.
+          length(local.scrape_relabel_configs) > 0 ? { relabel_configs = local.scrape_relabel_configs } : {},
+        ),
+      ],
+      local.ec2_hosts_enabled ? [{
+        job_name = local.ec2_hosts_job_name
+        file_sd_configs = [{
+          files            = [local.ec2_hosts_file]
+          refresh_interval = "5m"
+        }]
+      }] : [],
+      [
         {
           job_name       = "prometheus"
           static_configs = [{ targets = ["127.0.0.1:9090"] }]

@@ -90,3 +90,8 @@ output "file_sd_path" {
   description = "Path of the file_sd file inside the task."
   value       = local.file_sd_file
 }
+
+output "ec2_hosts_file_sd_path" {
+  description = "Path of the EC2 hosts file_sd file inside the task (null without ec2_hosts_ports)."
+  value       = local.ec2_hosts_enabled ? local.ec2_hosts_file : null
+}

@@ -246,6 +246,30 @@ variable "enable_ec2_enrichment" {
   default     = true
 }
 
+variable "ec2_hosts_ports" {
+  description = "Scrape the EC2 container instances themselves (node exporter, cAdvisor) on these ports: the sidecar also writes the hosts file file_sd/ec2-hosts.json (CLOUDMAP_SD_EC2_HOSTS_OUTPUT, CLOUDMAP_SD_EC2_HOSTS_PORT), one target per host and port, and Prometheus scrapes it in the job ec2-hosts. The hosts are the container instances of every cluster a discovered task runs in (the task role gets ecs:ListContainerInstances), or the instances tagged ec2_hosts_tag. Needs enable_ec2_enrichment = true; a Fargate-only fleet has no EC2 hosts to scrape. Empty: off."
+  type        = list(number)
+  default     = []
+
+  validation {
+    condition = alltrue([for p in var.ec2_hosts_ports : p >= 1 && p <= 65535 && floor(p) == p]) && (
+      length(distinct(var.ec2_hosts_ports)) == length(var.ec2_hosts_ports)
+    )
+    error_message = "ec2_hosts_ports must be distinct whole port numbers 1-65535."
+  }
+}
+
+variable "ec2_hosts_tag" {
+  description = "KEY=VALUE: with ec2_hosts_ports, the hosts are the running EC2 instances with this tag (CLOUDMAP_SD_EC2_HOSTS_TAG) instead of the container instances of the clusters whose tasks the sidecar finds; the task role then gets no ecs:ListContainerInstances. null: by cluster."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.ec2_hosts_tag == null || can(regex("^[^=]+=", var.ec2_hosts_tag))
+    error_message = "ec2_hosts_tag must look like KEY=VALUE (a non-empty tag key, then =, then the value), e.g. ecs-hosts=prod."
+  }
+}
+
 # ---------------------------------------------------------------------------
 # Prometheus
 # ---------------------------------------------------------------------------
@@ -282,6 +306,28 @@ variable "external_labels" {
   validation {
     condition     = !contains(keys(var.external_labels), "cluster") && !contains(keys(var.external_labels), "__replica__")
     error_message = "external_labels must not contain cluster or __replica__; use cluster_label."
+  }
+}
+
+variable "scrape_relabel_configs" {
+  description = "relabel_configs of the job_name scrape job (the targets cloudmap-sd finds), rendered as in prometheus.yml; fields left null are not written. E.g. [{ action = \"labeldrop\", regex = \"namespace|taskid\" }] keeps the series identity of a reloader build that wrote neither label (docs/migration.md). Empty: no relabel_configs."
+  type = list(object({
+    source_labels = optional(list(string))
+    separator     = optional(string)
+    regex         = optional(string)
+    modulus       = optional(number)
+    target_label  = optional(string)
+    replacement   = optional(string)
+    action        = optional(string)
+  }))
+  default = []
+
+  validation {
+    condition = alltrue([for r in var.scrape_relabel_configs : r.action == null ? true : contains(
+      ["replace", "keep", "drop", "keepequal", "dropequal", "hashmod", "labelmap", "labeldrop", "labelkeep", "lowercase", "uppercase"],
+      r.action,
+    )])
+    error_message = "scrape_relabel_configs: action must be one of replace, keep, drop, keepequal, dropequal, hashmod, labelmap, labeldrop, labelkeep, lowercase, uppercase (null: replace)."
   }
 }
 

@@ -62,6 +62,19 @@ resource "aws_vpc_security_group_egress_rule" "prometheus_scrape" {
   referenced_security_group_id = aws_security_group.app.id
 }
 
+# With ec2_hosts_ports: the host exporters, anywhere in the VPC (their instances'
+# security groups must accept these ports from the Prometheus security group).
+resource "aws_vpc_security_group_egress_rule" "prometheus_hosts" {
+  for_each = toset([for p in var.ec2_hosts_ports : tostring(p)])
+
+  security_group_id = aws_security_group.prometheus.id
+  description       = "Scrape the EC2 hosts' exporters on ${each.value}"
+  ip_protocol       = "tcp"
+  from_port         = tonumber(each.value)
+  to_port           = tonumber(each.value)
+  cidr_ipv4         = data.aws_vpc.this.cidr_block
+}
+
 resource "aws_security_group" "app" {
   name        = "${var.name}-app"
   description = "Demo application tasks"
@@ -106,8 +119,17 @@ module "prometheus" {
   namespaces          = [aws_service_discovery_private_dns_namespace.apps.name]
   discovery_interval  = "30s"
 
-  # Fargate only: no EC2 hosts to look up.
-  enable_ec2_enrichment = false
+  # The demo is Fargate only: no EC2 hosts to look up, unless ec2_hosts_ports asks
+  # for the hosts of other applications (it needs the EC2 host lookups).
+  enable_ec2_enrichment = length(var.ec2_hosts_ports) > 0
+  ec2_hosts_ports       = var.ec2_hosts_ports
+  ec2_hosts_tag         = var.ec2_hosts_tag
+
+  # Relabelling of the discovered targets' job: here, the Cloud Map service name also
+  # as `service`, the label the dashboards of the old set-up grouped by.
+  scrape_relabel_configs = [
+    { source_labels = ["cloudmap_service"], target_label = "service" },
+  ]
 
   create_workspace = true
   external_labels = {

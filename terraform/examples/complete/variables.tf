@@ -30,3 +30,15 @@ variable "sidecar_ecr_repository_arn" {
   type        = string
   default     = null
 }
+
+variable "ec2_hosts_ports" {
+  description = "Also scrape the EC2 container instances of the applications' clusters on these ports (node exporter 9100, cAdvisor 8080), in the job ec2-hosts. The demo application runs on Fargate, which has no hosts, so the default is off; set it when EC2 container instances run your other applications."
+  type        = list(number)
+  default     = []
+}
+
+variable "ec2_hosts_tag" {
+  description = "KEY=VALUE: with ec2_hosts_ports, scrape the running EC2 instances with this tag instead of the container instances of the clusters seen. null: by cluster."
+  type        = string
+  default     = null
+}

@@ -99,6 +99,8 @@ module "prometheus_fargate" {
 # moto 5.1.6 accepts that CreateService but neither stores nor returns
 # placementStrategy; verify.py checks it in moto's request recording instead, and
 # the drift check knows that gap.
+# Also the EC2 hosts file by cluster (node exporter and cAdvisor on every container
+# instance: ecs:ListContainerInstances) and relabel rules of the cloudmap job.
 module "prometheus_ec2" {
   source = "../.."
 
@@ -113,6 +115,34 @@ module "prometheus_ec2" {
   sidecar_image      = "registry.example.test/cloudmap-sd:test"
   cluster_label      = "moto-ec2"
   shard              = { index = 1, count = 3, key = "task" }
+  ec2_hosts_ports    = [9100, 8080]
+  scrape_relabel_configs = [
+    { source_labels = ["ecs_service", "ecs_task_family"], separator = "/", target_label = "app", regex = "(.+)/.*", replacement = "$1" },
+    { action = "labeldrop", regex = "ecs_task_revision" },
+  ]
+}
+
+# A migration from the reloader: its labels, minus the two that the old build did
+# not write (docs/migration.md), and the EC2 hosts by tag (no
+# ecs:ListContainerInstances). Task definition and roles only (create_service =
+# false); verify.py runs the sidecar with this task definition's environment.
+module "prometheus_migration" {
+  source = "../.."
+
+  name             = "prom-migration"
+  cluster_arn      = aws_ecs_cluster.test.arn
+  create_service   = false
+  create_workspace = false
+  workspace_id     = module.prometheus_fargate.workspace_id
+  sidecar_image    = "registry.example.test/cloudmap-sd:test"
+  namespaces       = [aws_service_discovery_http_namespace.apps.name]
+  label_style      = "reloader"
+  job_name         = "ecs-services"
+  ec2_hosts_ports  = [9100]
+  ec2_hosts_tag    = "ecs-hosts=moto"
+  scrape_relabel_configs = [
+    { action = "labeldrop", regex = "namespace|taskid" },
+  ]
 }
 
 module "web_metrics" {
@@ -156,24 +186,38 @@ output "quiet_service_id" {
 
 output "fargate" {
   value = {
-    task_definition_arn = module.prometheus_fargate.task_definition_arn
-    task_role_name      = module.prometheus_fargate.task_role_name
-    execution_role_name = module.prometheus_fargate.execution_role_name
-    workspace_id        = module.prometheus_fargate.workspace_id
-    workspace_arn       = module.prometheus_fargate.workspace_arn
-    remote_write_url    = module.prometheus_fargate.remote_write_url
-    service_name        = module.prometheus_fargate.service_name
-    log_group_names     = module.prometheus_fargate.log_group_names
-    replica_placeholder = module.prometheus_fargate.replica_placeholder
+    task_definition_arn    = module.prometheus_fargate.task_definition_arn
+    task_role_name         = module.prometheus_fargate.task_role_name
+    execution_role_name    = module.prometheus_fargate.execution_role_name
+    workspace_id           = module.prometheus_fargate.workspace_id
+    workspace_arn          = module.prometheus_fargate.workspace_arn
+    remote_write_url       = module.prometheus_fargate.remote_write_url
+    service_name           = module.prometheus_fargate.service_name
+    log_group_names        = module.prometheus_fargate.log_group_names
+    replica_placeholder    = module.prometheus_fargate.replica_placeholder
+    ec2_hosts_file_sd_path = module.prometheus_fargate.ec2_hosts_file_sd_path
   }
 }
 
 output "ec2" {
   value = {
-    task_definition_arn = module.prometheus_ec2.task_definition_arn
-    task_role_name      = module.prometheus_ec2.task_role_name
-    workspace_arn       = module.prometheus_ec2.workspace_arn
-    remote_write_url    = module.prometheus_ec2.remote_write_url
-    service_name        = module.prometheus_ec2.service_name
+    task_definition_arn    = module.prometheus_ec2.task_definition_arn
+    task_role_name         = module.prometheus_ec2.task_role_name
+    workspace_arn          = module.prometheus_ec2.workspace_arn
+    remote_write_url       = module.prometheus_ec2.remote_write_url
+    service_name           = module.prometheus_ec2.service_name
+    file_sd_path           = module.prometheus_ec2.file_sd_path
+    ec2_hosts_file_sd_path = module.prometheus_ec2.ec2_hosts_file_sd_path
+  }
+}
+
+output "migration" {
+  value = {
+    task_definition_arn    = module.prometheus_migration.task_definition_arn
+    task_role_name         = module.prometheus_migration.task_role_name
+    service_name           = module.prometheus_migration.service_name
+    file_sd_path           = module.prometheus_migration.file_sd_path
+    ec2_hosts_file_sd_path = module.prometheus_migration.ec2_hosts_file_sd_path
+    replica_placeholder    = module.prometheus_migration.replica_placeholder
   }
 }

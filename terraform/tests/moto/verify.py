@@ -8,6 +8,14 @@ Each sub-command prints one line per check and exits non-zero on the first failu
                                 metadata endpoint), promtool-check its prometheus.yml
   discover OUTPUTS_JSON BIN     register an instance in the tagged service, run
                                 `cloudmap-sd once --output -`, find the target
+  hosts OUTPUTS_JSON BIN        after `discover`: run cloudmap-sd with the sidecar
+                                environment of prom-ec2 (EC2 hosts by cluster, against
+                                moto container instances and a task) and of
+                                prom-migration (hosts by tag, against tagged moto
+                                instances); promtool reads each prometheus.yml and its
+                                jobs' targets; `cloudmap-sd check` lints it
+  refusals PLAN_JSON_LOG        `terraform plan -json` of tests/moto/refusals gave
+                                exactly the expected errors
 
 Environment: MOTO_URL (http://127.0.0.1:PORT).
 """
@@ -21,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.error
 import urllib.request
 
 import boto3
@@ -98,6 +107,83 @@ SIDECAR_ACTIONS = {
     "ecs:DescribeTasks", "aps:RemoteWrite",
 }
 EC2_HOST_ACTIONS = {"ecs:DescribeContainerInstances", "ec2:DescribeInstances"}
+# ec2_hosts_ports without ec2_hosts_tag: the container instances of every cluster seen.
+HOSTS_BY_CLUSTER_ACTION = "ecs:ListContainerInstances"
+
+FILE_SD_DIR = "/etc/prometheus/file_sd"
+HOSTS_JOB = "ec2-hosts"
+
+# scrape_relabel_configs of tests/moto/main.tf, as prometheus.yml must hold them
+# (fields left null in Terraform are not written).
+EC2_RELABEL = [
+    {"source_labels": ["ecs_service", "ecs_task_family"], "separator": "/", "target_label": "app",
+     "regex": "(.+)/.*", "replacement": "$1"},
+    {"action": "labeldrop", "regex": "ecs_task_revision"},
+]
+MIGRATION_RELABEL = [{"action": "labeldrop", "regex": "namespace|taskid"}]
+
+
+def go_match(pattern, name):
+    """Go's filepath.Match (what Prometheus's file_sd uses) for one path element,
+    limited to literals, `*` and `?`: the module writes no other glob syntax."""
+    if any(c in pattern for c in "[\\"):
+        raise ValueError(f"go_match: {pattern!r} uses [ or \\, which this matcher does not implement")
+    if not pattern:
+        return not name
+    if pattern[0] == "*":
+        return any(go_match(pattern[1:], name[k:]) for k in range(len(name) + 1))
+    if not name or pattern[0] not in ("?", name[0]):
+        return False
+    return go_match(pattern[1:], name[1:])
+
+
+def temp_names(path):
+    """Names the sidecar gives its temporary files beside PATH: `.<name>.<random>.tmp`
+    (random: 6 characters from the tempfile crate), and the same with other lengths."""
+    name = os.path.basename(path)
+    return [f".{name}.{r}.tmp" for r in ("AbC123", "x", "0zZ9aQ7kLm")]
+
+
+def check_file_sd(cfg, side_env, mounts, job_name, what):
+    """The file_sd jobs of CFG read exactly the sidecar's files: job_name the targets
+    file and, when the sidecar writes one, ec2-hosts the hosts file; every pattern on
+    the shared volume; none matches another job's file or a temporary file."""
+    own = {job_name: side_env["CLOUDMAP_SD_OUTPUT"]}
+    if "CLOUDMAP_SD_EC2_HOSTS_OUTPUT" in side_env:
+        own[HOSTS_JOB] = side_env["CLOUDMAP_SD_EC2_HOSTS_OUTPUT"]
+    patterns = {j["job_name"]: [f for c in j["file_sd_configs"] for f in c["files"]]
+                for j in cfg["scrape_configs"] if "file_sd_configs" in j}
+    check(set(patterns) == set(own), f"{what}: file_sd jobs {sorted(own)}, one per sidecar file")
+    check(all(os.path.dirname(p) == os.path.dirname(f) == mounts["file-sd"]
+              for job, f in own.items() for p in patterns[job]),
+          f"{what}: every file_sd pattern and sidecar file on the file-sd volume ({mounts['file-sd']})")
+    for job, pats in patterns.items():
+        base = [os.path.basename(p) for p in pats]
+        check(any(go_match(b, os.path.basename(own[job])) for b in base),
+              f"{what}: job {job} {pats} reads {own[job]}")
+        others = [f for j, f in own.items() if j != job]
+        check(not any(go_match(b, os.path.basename(f)) for b in base for f in others),
+              f"{what}: job {job} {pats} does not read {others or 'another file'} (no target scraped twice)")
+        temps = [t for f in own.values() for t in temp_names(f)]
+        check(not any(go_match(b, t) for b in base for t in temps),
+              f"{what}: job {job} {pats} matches no temporary file ({', '.join(temps[::3])})")
+
+
+def promtool_check(cfg_text, placeholder, what):
+    """promtool check config on a rendered prometheus.yml (placeholder replaced as the
+    init container does); returns its output."""
+    promtool = shutil.which("promtool")
+    if not promtool:
+        check(False, "promtool on PATH to lint the rendered config (scripts/stack.sh install puts Prometheus's tools there)")
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+        f.write(cfg_text.replace(placeholder, "task-0123"))
+    try:
+        proc = subprocess.run([promtool, "check", "config", f.name], capture_output=True, text=True)
+    finally:
+        os.unlink(f.name)
+    out = proc.stdout + proc.stderr
+    check(proc.returncode == 0, f"{what}: promtool check config: valid" + ("" if proc.returncode == 0 else ": " + out))
+    return out
 
 
 def policy_statements(role, name):
@@ -175,7 +261,14 @@ def cmd_resources(path):
     check(senv.get("CLOUDMAP_SD_AMP_REMOTE_WRITE_URL") == rw["url"],
           "sidecar CLOUDMAP_SD_AMP_REMOTE_WRITE_URL = Prometheus's remote_write URL (AMP probe on)")
     files = cfg["scrape_configs"][0]["file_sd_configs"][0]["files"]
-    check(files == ["/etc/prometheus/file_sd/*.json"], "file_sd glob covers the sidecar's file")
+    check(files == [f"{FILE_SD_DIR}/cloudmap-sd.json"], "file_sd of the cloudmap job: the sidecar's targets file")
+    check([j["job_name"] for j in cfg["scrape_configs"]] == ["cloudmap", "prometheus", "cloudmap-sd"],
+          "ec2_hosts_ports empty: jobs cloudmap, prometheus, cloudmap-sd (no ec2-hosts)")
+    check("relabel_configs" not in cfg["scrape_configs"][0], "scrape_relabel_configs empty: no relabel_configs key")
+    check(not any(k.startswith("CLOUDMAP_SD_EC2_HOSTS_") for k in senv) and fg["ec2_hosts_file_sd_path"] is None,
+          "ec2_hosts_ports empty: no CLOUDMAP_SD_EC2_HOSTS_* variable, ec2_hosts_file_sd_path null")
+    check_file_sd(cfg, senv, {m["sourceVolume"]: m["containerPath"] for m in prom["mountPoints"]}, "cloudmap", "Fargate")
+    promtool_check(env_of(init)["PROMETHEUS_CONFIG"], fg["replica_placeholder"], "Fargate")
 
     print("ECS task definition (EC2, given workspace, all namespaces)")
     td2, c2 = task_def(ec2["task_definition_arn"])
@@ -188,6 +281,44 @@ def cmd_resources(path):
           "enable_ec2_enrichment=true (default): CLOUDMAP_SD_EC2_ENRICHMENT=true")
     cfg2 = yaml.safe_load(env_of(c2["init"])["PROMETHEUS_CONFIG"])
     check(cfg2["global"]["external_labels"]["cluster"] == "moto-ec2", "cluster_label override")
+    check(senv2.get("CLOUDMAP_SD_EC2_HOSTS_OUTPUT") == f"{FILE_SD_DIR}/ec2-hosts.json" == ec2["ec2_hosts_file_sd_path"],
+          "ec2_hosts_ports: CLOUDMAP_SD_EC2_HOSTS_OUTPUT = the hosts file beside the targets file (output ec2_hosts_file_sd_path)")
+    check(senv2.get("CLOUDMAP_SD_OUTPUT") == ec2["file_sd_path"], "CLOUDMAP_SD_OUTPUT = output file_sd_path")
+    check(senv2.get("CLOUDMAP_SD_EC2_HOSTS_PORT") == "9100,8080", "CLOUDMAP_SD_EC2_HOSTS_PORT=9100,8080 (comma-separated)")
+    check("CLOUDMAP_SD_EC2_HOSTS_TAG" not in senv2, "no ec2_hosts_tag: no CLOUDMAP_SD_EC2_HOSTS_TAG (hosts by cluster)")
+    jobs2 = {j["job_name"]: j for j in cfg2["scrape_configs"]}
+    check(list(jobs2) == ["cloudmap", HOSTS_JOB, "prometheus", "cloudmap-sd"],
+          "jobs cloudmap, ec2-hosts, prometheus, cloudmap-sd")
+    check(jobs2[HOSTS_JOB]["file_sd_configs"] == [{"files": [ec2["ec2_hosts_file_sd_path"]], "refresh_interval": "5m"}],
+          "job ec2-hosts: file_sd of the hosts file only")
+    check(set(jobs2[HOSTS_JOB]) == {"job_name", "file_sd_configs"}, "job ec2-hosts: no relabel_configs of its own")
+    check(jobs2["cloudmap"].get("relabel_configs") == EC2_RELABEL,
+          "scrape_relabel_configs rendered into the cloudmap job, in order, null fields left out")
+    check_file_sd(cfg2, senv2, {m["sourceVolume"]: m["containerPath"] for m in c2["prometheus"]["mountPoints"]},
+                  "cloudmap", "EC2")
+    promtool_check(env_of(c2["init"])["PROMETHEUS_CONFIG"], fg["replica_placeholder"], "EC2")
+
+    print("ECS task definition (migration: reloader labels, labeldrop, EC2 hosts by tag, no service)")
+    mig = out["migration"]
+    td3, c3 = task_def(mig["task_definition_arn"])
+    check(td3["requiresCompatibilities"] == ["FARGATE"], "Prometheus on Fargate may scrape EC2 hosts")
+    check(mig["service_name"] is None, "create_service=false: no service")
+    senv3 = env_of(c3["cloudmap-sd"])
+    check(senv3.get("CLOUDMAP_SD_EC2_HOSTS_OUTPUT") == mig["ec2_hosts_file_sd_path"] == f"{FILE_SD_DIR}/ec2-hosts.json",
+          "CLOUDMAP_SD_EC2_HOSTS_OUTPUT = the hosts file")
+    check(senv3.get("CLOUDMAP_SD_EC2_HOSTS_PORT") == "9100", "CLOUDMAP_SD_EC2_HOSTS_PORT=9100")
+    check(senv3.get("CLOUDMAP_SD_EC2_HOSTS_TAG") == "ecs-hosts=moto", "CLOUDMAP_SD_EC2_HOSTS_TAG=ecs-hosts=moto")
+    check(senv3.get("CLOUDMAP_SD_EC2_ENRICHMENT") == "true" and senv3.get("CLOUDMAP_SD_LABEL_STYLE") == "reloader",
+          "EC2 host lookups on, reloader labels")
+    cfg3 = yaml.safe_load(env_of(c3["init"])["PROMETHEUS_CONFIG"])
+    jobs3 = {j["job_name"]: j for j in cfg3["scrape_configs"]}
+    check(list(jobs3) == ["ecs-services", HOSTS_JOB, "prometheus", "cloudmap-sd"],
+          "jobs ecs-services (job_name), ec2-hosts, prometheus, cloudmap-sd")
+    check(jobs3["ecs-services"].get("relabel_configs") == MIGRATION_RELABEL,
+          "relabel_configs: labeldrop namespace|taskid (docs/migration.md, Series identity at the switch)")
+    check_file_sd(cfg3, senv3, {m["sourceVolume"]: m["containerPath"] for m in c3["prometheus"]["mountPoints"]},
+                  "ecs-services", "migration")
+    promtool_check(env_of(c3["init"])["PROMETHEUS_CONFIG"], mig["replica_placeholder"], "migration")
     check(ec2["workspace_arn"] == fg["workspace_arn"], "given workspace_id gives the same ARN")
     check(senv2.get("CLOUDMAP_SD_AMP_REMOTE_WRITE_URL") == cfg2["remote_write"][0]["url"] == ec2["remote_write_url"]
           == fg["remote_write_url"], "sidecar CLOUDMAP_SD_AMP_REMOTE_WRITE_URL = the given workspace's remote_write URL")
@@ -229,8 +360,17 @@ def cmd_resources(path):
     check(actions == SIDECAR_ACTIONS,
           "Fargate (enable_ec2_enrichment=false): exactly the sidecar's and Prometheus's actions, no EC2 host lookups")
     ec2_actions = set().union(*(s["actions"] for s in policy_statements(ec2["task_role_name"], ec2["task_role_name"])))
-    check(ec2_actions == SIDECAR_ACTIONS | EC2_HOST_ACTIONS,
-          "EC2 (enable_ec2_enrichment=true): plus ecs:DescribeContainerInstances, ec2:DescribeInstances")
+    check(ec2_actions == SIDECAR_ACTIONS | EC2_HOST_ACTIONS | {HOSTS_BY_CLUSTER_ACTION},
+          "EC2 (enable_ec2_enrichment=true, ec2_hosts_ports by cluster): plus ecs:DescribeContainerInstances, "
+          "ec2:DescribeInstances, ecs:ListContainerInstances")
+    lci = [s for s in policy_statements(ec2["task_role_name"], ec2["task_role_name"])
+           if HOSTS_BY_CLUSTER_ACTION in s["actions"]]
+    check(len(lci) == 1 and lci[0]["actions"] == {HOSTS_BY_CLUSTER_ACTION}
+          and lci[0]["resources"] == [f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/*"] and not lci[0]["condition"],
+          "ecs:ListContainerInstances on the clusters of this account and Region only (cluster ARNs, no '*')")
+    sts3 = policy_statements(out["migration"]["task_role_name"], out["migration"]["task_role_name"])
+    check(set().union(*(s["actions"] for s in sts3)) == SIDECAR_ACTIONS | EC2_HOST_ACTIONS,
+          "migration (ec2_hosts_tag): no ecs:ListContainerInstances; hosts by ec2:DescribeInstances")
     aps = [s for s in sts if "aps:RemoteWrite" in s["actions"]]
     check(len(aps) == 1 and aps[0]["resources"] == [fg["workspace_arn"]] and aps[0]["actions"] == {"aps:RemoteWrite"},
           "aps:RemoteWrite only on the workspace ARN")
@@ -238,11 +378,11 @@ def cmd_resources(path):
     names = disc["condition"]["StringEquals"]["servicediscovery:NamespaceName"]
     check(names in (out["namespace_name"], [out["namespace_name"]]), "DiscoverInstances limited to the namespace")
     sts2 = policy_statements(ec2["task_role_name"], ec2["task_role_name"])
-    star = {a for s in sts + sts2 if "*" in s["resources"] for a in s["actions"]}
+    star = {a for s in sts + sts2 + sts3 if "*" in s["resources"] for a in s["actions"]}
     check(star <= {"servicediscovery:ListNamespaces", "servicediscovery:ListServices",
                    "servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision",
                    "ec2:DescribeInstances"},
-          "Resource '*' only for actions without resource-level permissions (both roles)")
+          "Resource '*' only for actions without resource-level permissions (all three roles)")
     disc2 = [s for s in sts2 if "servicediscovery:DiscoverInstances" in s["actions"]][0]
     check(not disc2["condition"], "no namespaces given: no NamespaceName condition")
     ex = policy_statements(fg["execution_role_name"], fg["execution_role_name"])
@@ -509,12 +649,292 @@ def cmd_discover(path, binary):
     print("       | " + json.dumps(web[0], sort_keys=True))
 
 
+def sidecar_env(container_env, file_sd_dir):
+    """The environment of a sidecar run here: moto as the endpoint, and the task
+    definition's CLOUDMAP_SD_* variables with the file-sd volume moved to
+    file_sd_dir (and nothing from this process's own CLOUDMAP_SD_*)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDMAP_SD_")}
+    env.update({
+        "AWS_ENDPOINT_URL": os.environ["MOTO_URL"],
+        "AWS_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    })
+    env.update({k: v.replace(FILE_SD_DIR, file_sd_dir) for k, v in container_env.items()
+                if k.startswith("CLOUDMAP_SD_")})
+    return env
+
+
+def run_instance(ec2, image, tags):
+    spec = [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+    inst = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro",
+                             TagSpecifications=spec)["Instances"][0]
+    return inst["InstanceId"], inst["PrivateIpAddress"]
+
+
+# URL of an _EcsTypesFix server in front of moto, while cmd_hosts runs.
+ECS_FIX_URL = None
+
+
+def run_sidecar_once(binary, container, sd_dir, drop=(), extra=None):
+    """`cloudmap-sd once` with CONTAINER's environment, the file-sd volume moved to
+    sd_dir, minus the variables in DROP, plus EXTRA. Returns (env, targets groups,
+    hosts groups)."""
+    env = sidecar_env({k: v for k, v in env_of(container).items() if k not in drop}, sd_dir)
+    env.update(extra or {})
+    if ECS_FIX_URL:
+        env["AWS_ENDPOINT_URL_ECS"] = ECS_FIX_URL
+    proc = subprocess.run([binary, "once"], env=env, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        sys.stdout.write(proc.stderr[-4000:])
+    check(proc.returncode == 0, "once exits 0 (the environment the module writes is accepted)")
+    files = (env["CLOUDMAP_SD_OUTPUT"], env["CLOUDMAP_SD_EC2_HOSTS_OUTPUT"])
+    check(sorted(os.listdir(sd_dir)) == sorted(os.path.basename(f) for f in files),
+          f"the file-sd directory holds the two files, no temporary file: {sorted(os.listdir(sd_dir))}")
+    loaded = []
+    for path in files:
+        with open(path) as f:
+            loaded.append(json.load(f))
+    return env, loaded[0], loaded[1]
+
+
+def prometheus_reads(init_container, placeholder, sd_dir, root, jobs):
+    """Writes the module's prometheus.yml with the file-sd volume at sd_dir, checks it
+    with promtool, and returns {job: promtool check service-discovery's targets}."""
+    cfg_path = os.path.join(root, "prometheus.yml")
+    cfg_text = env_of(init_container)["PROMETHEUS_CONFIG"].replace(FILE_SD_DIR, sd_dir)
+    with open(cfg_path, "w") as f:
+        f.write(cfg_text.replace(placeholder, "task-0123"))
+    proc = subprocess.run(["promtool", "check", "config", cfg_path], capture_output=True, text=True)
+    check(proc.returncode == 0 and "does not exist" not in proc.stdout + proc.stderr,
+          "promtool check config: valid, and both file_sd files found and parsed"
+          + ("" if proc.returncode == 0 else ": " + proc.stdout + proc.stderr))
+    seen = {}
+    for job in jobs:
+        proc = subprocess.run(["promtool", "check", "service-discovery", "--timeout=5s", cfg_path, job],
+                              capture_output=True, text=True, timeout=60)
+        check(proc.returncode == 0, f"promtool check service-discovery {job}"
+              + ("" if proc.returncode == 0 else ": " + proc.stdout + proc.stderr))
+        seen[job] = json.loads(proc.stdout)
+    return cfg_path, seen
+
+
+def addresses(groups):
+    return {t for g in groups for t in g.get("targets", [])}
+
+
+def file_labels(groups, address):
+    """The labels a file_sd file gives ADDRESS ({} when it is not there)."""
+    return next((dict(g.get("labels", {})) for g in groups if address in g.get("targets", [])), {})
+
+
+class _EcsTypesFix(http.server.BaseHTTPRequestHandler):
+    """Forwards ECS requests to moto and fixes one gap of moto 5.1.6 on the way back:
+    its DescribeTasks gives containers[].cpu and .memory as numbers where the ECS API
+    (and so the AWS SDK the sidecar uses) has strings, and the SDK refuses the whole
+    answer. Only those two fields of that one call are changed."""
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
+        req = urllib.request.Request(os.environ["MOTO_URL"] + self.path, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status, data, ctype = r.status, r.read(), r.headers.get("Content-Type", "application/x-amz-json-1.1")
+        except urllib.error.HTTPError as e:
+            status, data, ctype = e.code, e.read(), e.headers.get("Content-Type", "application/x-amz-json-1.1")
+        if status == 200 and self.headers.get("X-Amz-Target", "").endswith(".DescribeTasks"):
+            doc = json.loads(data)
+            for task in doc.get("tasks", []):
+                for c in task.get("containers", []):
+                    for k in ("cpu", "memory", "memoryReservation"):
+                        if isinstance(c.get(k), int):
+                            c[k] = str(c[k])
+            data = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def hosts_by_cluster(out, binary, root, image):
+    """prom-ec2: ec2_hosts_ports = [9100, 8080], no tag. Two container instances in the
+    cluster, a task on one of them registered in Cloud Map: the hosts file must list
+    both hosts (also the one without a discovered task) on both ports."""
+    ec2c, ecs, sd = client("ec2"), client("ecs"), client("servicediscovery", inject_host_prefix=False)
+    print("EC2 hosts by cluster: two container instances in moto-test, a task on one of them")
+    hosts = {}
+    for name in ("moto-ecs-host-1", "moto-ecs-host-2"):
+        iid, ip = run_instance(ec2c, image, {"Name": name})
+        doc = json.dumps({"instanceId": iid, "region": REGION, "availabilityZone": f"{REGION}a", "accountId": ACCOUNT})
+        ecs.register_container_instance(cluster="moto-test", instanceIdentityDocument=doc)
+        hosts[iid] = ip
+    ecs.register_task_definition(family="moto-app", requiresCompatibilities=["EC2"],
+                                 containerDefinitions=[{"name": "app", "image": "app", "memory": 128}])
+    task = ecs.run_task(cluster="moto-test", taskDefinition="moto-app", count=1, launchType="EC2")["tasks"][0]
+    task_id = task["taskArn"].rsplit("/", 1)[1]
+    sd.register_instance(
+        ServiceId=out["web_service_id"], InstanceId=task_id,
+        Attributes={"AWS_INSTANCE_IPV4": "10.99.1.31", "ECS_CLUSTER_NAME": "moto-test",
+                    "ECS_SERVICE_NAME": "moto-app", "ECS_TASK_DEFINITION_FAMILY": "moto-app"},
+    )
+    check(bool(task.get("containerInstanceArn")), f"task {task_id} placed on a container instance")
+
+    sd_dir = os.path.join(root, "by-cluster", "file_sd")
+    os.makedirs(sd_dir)
+    _, c = task_def(out["ec2"]["task_definition_arn"])
+    print("cloudmap-sd once, with the prom-ec2 task definition's sidecar environment (shard left out)")
+    # The shard (1/3 by task) could leave the one task out; the hosts come from its cluster.
+    _, groups, host_groups = run_sidecar_once(binary, c["cloudmap-sd"], sd_dir,
+                                              drop=("CLOUDMAP_SD_SHARD", "CLOUDMAP_SD_SHARD_KEY"))
+    want = {f"{ip}:{port}" for ip in hosts.values() for port in (9100, 8080)}
+    check(addresses(host_groups) == want,
+          f"hosts file: both container instances on 9100 and 8080, nothing else ({sorted(want)})")
+
+    print("Prometheus reads both files, each in its own job (promtool)")
+    _, seen = prometheus_reads(c["init"], out["fargate"]["replica_placeholder"], sd_dir,
+                               os.path.join(root, "by-cluster"), ("cloudmap", HOSTS_JOB))
+    check({t["labels"]["__address__"] for t in seen[HOSTS_JOB]} == want, "job ec2-hosts: exactly the hosts")
+    check({t["labels"]["__address__"] for t in seen["cloudmap"]} == addresses(groups),
+          "job cloudmap: exactly the targets file's targets, no host")
+    addr = "10.99.1.31:9102"
+    written = file_labels(groups, addr)
+    check(written.get("ecs_service") == "moto-app" and "ecs_task_revision" in written and "app" not in written,
+          f"targets file: {addr} with ecs_service and ecs_task_revision (the EC2 task, enriched)")
+    app = [t["labels"] for t in seen["cloudmap"] if t["labels"]["__address__"] == addr]
+    ok = len(app) == 1 and app[0].get("app") == "moto-app" and "ecs_task_revision" not in app[0]
+    check(ok, "job cloudmap: scrape_relabel_configs applied (app from ecs_service/ecs_task_family, ecs_task_revision dropped)"
+          + ("" if ok else f": {json.dumps(app)}"))
+
+
+def hosts_by_tag(out, binary, root, image):
+    """prom-migration: ec2_hosts_ports = [9100], ec2_hosts_tag, reloader labels and the
+    labeldrop of namespace|taskid."""
+    mig = out["migration"]
+    _, c = task_def(mig["task_definition_arn"])
+    key, _, value = env_of(c["cloudmap-sd"])["CLOUDMAP_SD_EC2_HOSTS_TAG"].partition("=")
+
+    print("EC2 hosts by tag: two more instances, one with the ec2_hosts_tag")
+    ec2c = client("ec2")
+    host_id, host_ip = run_instance(ec2c, image, {key: value, "Name": "moto-node-a"})
+    other_id, other_ip = run_instance(ec2c, image, {key: value + "-not", "Name": "moto-node-b"})
+    check(host_ip != other_ip, f"tagged host {host_id} {host_ip}, other host {other_id} {other_ip}")
+
+    sd_dir = os.path.join(root, "by-tag", "file_sd")
+    os.makedirs(sd_dir)
+    print("cloudmap-sd once, with the prom-migration task definition's sidecar environment")
+    env, groups, host_groups = run_sidecar_once(binary, c["cloudmap-sd"], sd_dir)
+    web = [g for g in groups if "10.99.1.23:9102" in g.get("targets", [])]
+    check(len(web) == 1 and {"namespace", "taskid"} <= set(web[0]["labels"]),
+          "targets file: the web target, with the reloader labels namespace and taskid")
+    check(addresses(host_groups) == {f"{host_ip}:9100"},
+          f"hosts file: {host_ip}:9100 only (the tagged host on ec2_hosts_ports; no container instance, no untagged host)")
+
+    print("Prometheus reads both files, each in its own job (promtool)")
+    cfg_path, seen = prometheus_reads(c["init"], mig["replica_placeholder"], sd_dir, os.path.join(root, "by-tag"),
+                                      ("ecs-services", HOSTS_JOB))
+    check({t["labels"]["__address__"] for t in seen["ecs-services"]} == addresses(groups),
+          "job ecs-services: exactly the targets file's targets")
+    # Compared with the file, not with promtool's discoveredLabels (promtool 2.42 can
+    # show labels that relabelling added there).
+    check(seen["ecs-services"] and all(
+        {"namespace", "taskid"} <= set(file_labels(groups, t["labels"]["__address__"]))
+        and not {"namespace", "taskid"} & set(t["labels"])
+        and t["labels"].get("instance") == file_labels(groups, t["labels"]["__address__"])["instance"]
+        for t in seen["ecs-services"]),
+        "job ecs-services: namespace and taskid (in the file) dropped by scrape_relabel_configs, the reloader's instance kept")
+    check({t["labels"]["__address__"] for t in seen[HOSTS_JOB]} == {f"{host_ip}:9100"}
+          and all(t["labels"]["job"] == HOSTS_JOB for t in seen[HOSTS_JOB]),
+          "job ec2-hosts: exactly the hosts file's target, job label ec2-hosts")
+
+    print("cloudmap-sd check lints the file_sd patterns against each file it writes")
+    for what, overrides, drop in (
+        ("targets file", {}, ()),
+        ("hosts file", {"CLOUDMAP_SD_OUTPUT": env["CLOUDMAP_SD_EC2_HOSTS_OUTPUT"]}, ("CLOUDMAP_SD_EC2_HOSTS_OUTPUT",)),
+    ):
+        cenv = {k: v for k, v in env.items() if k not in drop}
+        cenv.update(overrides)
+        cenv["CLOUDMAP_SD_API_TIMEOUT"] = "3s"
+        proc = subprocess.run([binary, "check", "--format", "json", "--prometheus-config", cfg_path],
+                              env=cenv, capture_output=True, text=True, timeout=120)
+        try:
+            rows = json.loads(proc.stdout)["checks"]
+        except ValueError:
+            sys.stdout.write(proc.stdout[-2000:] + proc.stderr[-2000:])
+            rows = []
+        lint = [r for r in rows if r["check"] == "prometheus: file_sd glob"]
+        check(len(lint) == 1 and lint[0]["status"] == "pass",
+              f"check --prometheus-config, {what}: file_sd glob pass"
+              + (f" ({lint[0]['detail']})" if lint else ": no such row"))
+
+
+def cmd_hosts(path, binary):
+    out = outputs(path)
+    if not shutil.which("promtool"):
+        check(False, "promtool on PATH (scripts/stack.sh install puts Prometheus's tools there)")
+    global ECS_FIX_URL
+    image = client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    root = tempfile.mkdtemp(prefix="cloudmap-sd-hosts.")
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EcsTypesFix)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    ECS_FIX_URL = f"http://127.0.0.1:{proxy.server_address[1]}"
+    print("note the sidecar's ECS calls go through a fix of moto's DescribeTasks types (containers' cpu, memory)")
+    try:
+        hosts_by_cluster(out, binary, root, image)
+        hosts_by_tag(out, binary, root, image)
+    finally:
+        proxy.shutdown()
+        ECS_FIX_URL = None
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# What tests/moto/refusals must be refused with: module call -> the start of the
+# error message (variable validations name the call; preconditions only the file).
+REFUSALS = {
+    "hosts_on_fargate_only_fleet": ("Resource precondition failed", "ec2_hosts_ports needs enable_ec2_enrichment = true"),
+    "hosts_tag_without_ports": ("Resource precondition failed", "ec2_hosts_tag selects the hosts of the ec2-hosts job"),
+    "hosts_tag_malformed": ("Invalid value for variable", "ec2_hosts_tag must look like KEY=VALUE"),
+    "hosts_ports_repeated": ("Invalid value for variable", "ec2_hosts_ports must be distinct"),
+    "relabel_unknown_action": ("Invalid value for variable", "scrape_relabel_configs: action must be one of"),
+    "hosts_job_name_taken": ("Resource precondition failed", "job_name must not be ec2-hosts"),
+}
+
+
+def cmd_refusals(path):
+    print("Plan of tests/moto/refusals: each bad input refused, with its message")
+    diags = []
+    with open(path) as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("type") == "diagnostic" and entry["diagnostic"]["severity"] == "error":
+                diags.append(entry["diagnostic"])
+    for d in diags:
+        print(f"       | {d['summary']}: {d['detail'].splitlines()[0]}")
+    for call, (summary, message) in REFUSALS.items():
+        hits = [d for d in diags if d["summary"] == summary and d["detail"].startswith(message)]
+        ok = len(hits) == 1
+        if ok and summary == "Invalid value for variable":
+            ok = hits[0].get("snippet", {}).get("context") == f'module "{call}"'
+        check(ok, f"{call}: {summary}: {message}")
+    check(len(diags) == len(REFUSALS), f"no other error ({len(diags)} errors for {len(REFUSALS)} cases)")
+
+
 def main(argv):
     cmds = {
         "resources": (cmd_resources, 1),
         "drift": (cmd_drift, 1),
         "init-script": (cmd_init_script, 1),
         "discover": (cmd_discover, 2),
+        "hosts": (cmd_hosts, 2),
+        "refusals": (cmd_refusals, 1),
     }
     if len(argv) < 2 or argv[1] not in cmds or len(argv) - 2 != cmds[argv[1]][1]:
         sys.exit(__doc__)
