@@ -256,11 +256,21 @@ async fn a_renamed_host_changes_only_ec2_name() {
     let before = parse_file(&sc.output);
     assert_eq!(labels_of(&before, "10.0.0.1:8080")["ec2_name"], "alpha");
     e.rename(&t.named.0, "alpha-renamed").await;
+    let renamed = std::time::Instant::now();
     wait_for_async(Duration::from_secs(15), "the new name", || async {
         let g = parse_file(&sc.output);
         (labels_of(&g, "10.0.0.1:8080")["ec2_name"] == "alpha-renamed").then_some(())
     })
     .await;
+    // Within the refresh period: the host is read again at most --ec2-name-refresh
+    // after its last read, on the next cycle tick (--interval), plus that cycle's
+    // own time and this loop's polling (1 s of slack).
+    let took = renamed.elapsed();
+    eprintln!("rename visible after {took:?}");
+    assert!(
+        took <= Duration::from_secs(2 + 1 + 1),
+        "rename took {took:?}, more than --ec2-name-refresh 2s + --interval 1s + 1s"
+    );
     let after = parse_file(&sc.output);
     let mut a = labels_of(&before, "10.0.0.1:8080");
     let mut b = labels_of(&after, "10.0.0.1:8080");
