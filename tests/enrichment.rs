@@ -580,4 +580,15 @@ async fn cost_of_20_services_by_10_tasks_on_5_hosts() {
         .map(|g| g["labels"]["ec2_name"].as_str().unwrap())
         .collect();
     assert!(names.iter().all(|n| n.starts_with("host-")), "{names:?}");
+    // Every call on the wire is in the sidecar's own counter (ECS and EC2 too),
+    // read between two equal wire counts (no call in flight).
+    let wire = || diff(&before, &proxy.counts()).values().sum::<u64>();
+    let (counted, on_wire) = loop {
+        let w = wire();
+        let counted = sc.metric("cloudmap_sd_aws_api_calls_total").await as u64;
+        if wire() == w {
+            break (counted, w);
+        }
+    };
+    assert_eq!(counted, on_wire);
 }

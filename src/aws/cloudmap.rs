@@ -6,7 +6,9 @@ use std::sync::Arc;
 use aws_sdk_servicediscovery::Client;
 use aws_sdk_servicediscovery::types::HealthStatusFilter;
 
-use super::{AwsError, Call, CloudMap, ErrorKind, Namespace, ServicePage, ServiceSummary};
+use super::{
+    AwsError, Call, CloudMap, ErrorKind, Namespace, ServicePage, ServiceSummary, next_page,
+};
 use crate::config::HealthStatus;
 use crate::metrics::Metrics;
 use crate::targets::Instance;
@@ -44,13 +46,8 @@ impl CloudMap for SdkCloudMap {
             .into_paginator()
             .send();
         let mut out = Vec::new();
-        loop {
-            let call = Call::start(&self.metrics, OP);
-            let Some(page) = pages.next().await else {
-                call.cancel();
-                break;
-            };
-            let page = call.end(page.map_err(|e| AwsError::from_sdk(OP, e)))?;
+        while let Some(page) = next_page(&self.metrics, OP, pages.next()).await {
+            let page = page?;
             for ns in page.namespaces() {
                 let (Some(id), Some(name)) = (ns.id(), ns.name()) else {
                     return Err(missing(OP, "namespace id or name"));

@@ -6,7 +6,7 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::operation::describe_instances::builders::DescribeInstancesFluentBuilder;
 use aws_sdk_ec2::types::{Filter, Instance};
 
-use super::{AwsError, BATCH, Call, Ec2, Host};
+use super::{AwsError, BATCH, Ec2, Host, next_page};
 use crate::metrics::Metrics;
 
 /// EC2 through the SDK; counts every call in `metrics`.
@@ -29,13 +29,8 @@ impl SdkEc2 {
         const OP: &str = "DescribeInstances";
         let mut pages = request.into_paginator().send();
         let mut out = Vec::new();
-        loop {
-            let call = Call::start(&self.metrics, OP);
-            let Some(page) = pages.next().await else {
-                call.cancel();
-                break;
-            };
-            let page = call.end(page.map_err(|e| AwsError::from_sdk(OP, e)))?;
+        while let Some(page) = next_page(&self.metrics, OP, pages.next()).await {
+            let page = page?;
             out.extend(
                 page.reservations()
                     .iter()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use aws_sdk_ecs::Client;
 
-use super::{AwsError, BATCH, Ecs, ErrorKind, TaskFacts, record};
+use super::{AwsError, BATCH, Call, Ecs, ErrorKind, TaskFacts, next_page};
 use crate::metrics::Metrics;
 
 /// ECS through the SDK; counts every call in `metrics`.
@@ -39,6 +39,7 @@ impl Ecs for SdkEcs {
         const OP: &str = "DescribeTasks";
         let mut out = Vec::with_capacity(task_ids.len());
         for chunk in task_ids.chunks(BATCH) {
+            let call = Call::start(&self.metrics, OP);
             let r = self
                 .client
                 .describe_tasks()
@@ -47,7 +48,7 @@ impl Ecs for SdkEcs {
                 .send()
                 .await
                 .map_err(|e| AwsError::from_sdk(OP, e));
-            let page = record(&self.metrics, OP, r)?;
+            let page = call.end(r)?;
             for t in page.tasks() {
                 let Some(arn) = t.task_arn() else { continue };
                 out.push(TaskFacts {
@@ -69,6 +70,7 @@ impl Ecs for SdkEcs {
         const OP: &str = "DescribeContainerInstances";
         let mut out = Vec::with_capacity(arns.len());
         for chunk in arns.chunks(BATCH) {
+            let call = Call::start(&self.metrics, OP);
             let r = self
                 .client
                 .describe_container_instances()
@@ -77,7 +79,7 @@ impl Ecs for SdkEcs {
                 .send()
                 .await
                 .map_err(|e| AwsError::from_sdk(OP, e));
-            let page = record(&self.metrics, OP, r)?;
+            let page = call.end(r)?;
             for ci in page.container_instances() {
                 if let (Some(arn), Some(ec2)) = (ci.container_instance_arn(), ci.ec2_instance_id())
                 {
@@ -98,12 +100,8 @@ impl Ecs for SdkEcs {
             .into_paginator()
             .send();
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            match record(
-                &self.metrics,
-                OP,
-                page.map_err(|e| AwsError::from_sdk(OP, e)),
-            ) {
+        while let Some(page) = next_page(&self.metrics, OP, pages.next()).await {
+            match page {
                 Ok(page) => out.extend(page.container_instance_arns().iter().cloned()),
                 Err(e) if e.kind == ErrorKind::NotFound => return Ok(Vec::new()),
                 Err(e) => return Err(e),

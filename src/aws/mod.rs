@@ -174,6 +174,24 @@ impl Drop for Call<'_> {
     }
 }
 
+/// The next page of a paginator (`next`: its `next()`), counted as one call; None
+/// when there is no page left (no request made).
+pub(crate) async fn next_page<T, E>(
+    metrics: &crate::metrics::Metrics,
+    op: &'static str,
+    next: impl Future<Output = Option<Result<T, SdkError<E, HttpResponse>>>>,
+) -> Option<Result<T, AwsError>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let call = Call::start(metrics, op);
+    let Some(page) = next.await else {
+        call.cancel();
+        return None;
+    };
+    Some(call.end(page.map_err(|e| AwsError::from_sdk(op, e))))
+}
+
 /// Counts one call in `metrics` and passes the result through.
 pub(crate) fn record<T>(
     metrics: &crate::metrics::Metrics,
