@@ -265,7 +265,7 @@ pub fn permission_row(action: &str, r: Result<(), AwsError>) -> Row {
             Status::Pass,
             "allowed (the test resource does not exist, which is fine)",
         ),
-        Err(e) if e.kind == ErrorKind::AccessDenied && credentials_refused(&e.message) => Row::new(
+        Err(e) if e.credentials_refused() => Row::new(
             action,
             Status::Fail,
             format!(
@@ -281,22 +281,6 @@ pub fn permission_row(action: &str, r: Result<(), AwsError>) -> Row {
         ),
         Err(e) => Row::new(action, Status::Fail, format!("{} ({})", e.message, e.kind)),
     }
-}
-
-/// Whether an access-denied answer refuses the credentials themselves (unknown or
-/// expired key, bad signature) rather than the action: IAM policy does not help.
-fn credentials_refused(message: &str) -> bool {
-    let code = message.split(':').next().unwrap_or("");
-    matches!(
-        code,
-        "UnrecognizedClientException"
-            | "InvalidClientTokenId"
-            | "InvalidSignatureException"
-            | "SignatureDoesNotMatch"
-            | "ExpiredToken"
-            | "ExpiredTokenException"
-            | "AuthFailure"
-    )
 }
 
 /// The ECS and EC2 actions of the enrichment (--ecs-enrichment), each exercised

@@ -134,10 +134,6 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
         }
     }
 
-    fn due(&self, at: Instant, now: Instant) -> bool {
-        due(self.opts.name_refresh, at, now)
-    }
-
     /// Enriches the ECS tasks of `snapshot`; every call ends by `deadline` (a call
     /// abandoned then fails like any other: new tasks are held, known ones keep
     /// their cached facts).
@@ -147,21 +143,22 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
         now: Instant,
         deadline: Instant,
     ) -> Enriched {
+        let refresh = self.opts.name_refresh;
         if let Some(s) = &self.settled {
             let same = s.instances.len() == snapshot.services.len()
                 && s.instances
                     .iter()
                     .zip(&snapshot.services)
                     .all(|(a, b)| Arc::ptr_eq(a, &b.instances));
-            let hosts_due = self.hosts.values().any(|(_, at)| self.due(*at, now))
+            let hosts_due = self.hosts.values().any(|(_, at)| due(refresh, *at, now))
                 || (self.opts.want_hosts
                     && self.opts.hosts_tag.is_some()
                     && self
                         .tagged
                         .as_ref()
-                        .is_none_or(|(at, _)| self.due(*at, now)))
-                || self.missing.values().any(|at| self.due(*at, now))
-                || self.clusters.values().any(|(at, _)| self.due(*at, now));
+                        .is_none_or(|(at, _)| due(refresh, *at, now)))
+                || self.missing.values().any(|at| due(refresh, *at, now))
+                || self.clusters.values().any(|(at, _)| due(refresh, *at, now));
             if same && !hosts_due {
                 return Enriched {
                     tasks: s.tasks.clone(),

@@ -278,6 +278,13 @@ impl AwsError {
     }
 
     /// Classifies an SDK error of any AWS service.
+    /// Whether AWS refused the credentials rather than the action (the message of a
+    /// service error starts with its code, see [`AwsError::from_sdk`]).
+    pub fn credentials_refused(&self) -> bool {
+        let code = self.message.split(':').next().unwrap_or("");
+        self.kind == ErrorKind::AccessDenied && CREDENTIAL_CODES.contains(&code)
+    }
+
     pub fn from_sdk<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -335,6 +342,18 @@ pub async fn by_deadline<T>(
         .unwrap_or_else(|_| Err(AwsError::deadline(operation)))
 }
 
+/// Error codes that refuse the credentials themselves (unknown or expired key, bad
+/// signature, skewed clock) rather than the action: no IAM policy change helps.
+const CREDENTIAL_CODES: &[&str] = &[
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "AuthFailure",
+];
+
 /// Error kind from an AWS error code and HTTP status.
 pub fn classify(code: Option<&str>, status: u16) -> ErrorKind {
     match code.unwrap_or("") {
@@ -345,16 +364,10 @@ pub fn classify(code: Option<&str>, status: u16) -> ErrorKind {
         | "TooManyRequestsException"
         | "RequestThrottled"
         | "SlowDown" => ErrorKind::Throttled,
-        "AccessDenied"
-        | "AccessDeniedException"
-        | "UnauthorizedOperation"
-        | "UnrecognizedClientException"
-        | "InvalidClientTokenId"
-        | "InvalidSignatureException"
-        | "SignatureDoesNotMatch"
-        | "ExpiredToken"
-        | "ExpiredTokenException"
-        | "AuthFailure" => ErrorKind::AccessDenied,
+        "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" => {
+            ErrorKind::AccessDenied
+        }
+        c if CREDENTIAL_CODES.contains(&c) => ErrorKind::AccessDenied,
         "ServiceNotFound"
         | "NamespaceNotFound"
         | "ResourceNotFoundException"
