@@ -551,6 +551,10 @@ mod tests {
                 &["--ecs-enrichment", "false", "--ec2-hosts-output", "h.json"][..],
                 "needs --ecs-enrichment",
             ),
+            (
+                &["--ec2-enrichment", "false", "--ec2-hosts-output", "h.json"][..],
+                "--ec2-enrichment true",
+            ),
         ] {
             let e = parse(args).unwrap_err();
             assert!(e.contains(needle), "{args:?}: {e}");
