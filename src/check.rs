@@ -18,7 +18,8 @@ use serde::Serialize;
 
 use crate::aws::{AwsError, ErrorKind};
 use crate::config::{Cli, Options};
-use crate::remote_write::{self, AmpProbe, PromConfig};
+use crate::prom_config::PromConfig;
+use crate::remote_write::{self, AmpProbe};
 
 /// The verdict of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -850,7 +851,9 @@ pub async fn run(options: &Options, sdk: &SdkConfig) -> Report {
     // AMP probe.
     let target = match (
         &options.amp_remote_write_url,
-        config.as_ref().and_then(PromConfig::amp_url),
+        config
+            .as_ref()
+            .and_then(|c| c.probe_entry(|u| remote_write::amp_region(u).is_some())),
     ) {
         (Some(u), _) => Some(u.clone()),
         (None, Some(e)) => Some(e.url.clone()),
@@ -865,9 +868,12 @@ pub async fn run(options: &Options, sdk: &SdkConfig) -> Report {
         Some(url) => {
             let sig_region = remote_write::amp_region(&url)
                 .or_else(|| {
-                    config
-                        .as_ref()
-                        .and_then(|c| c.amp_url()?.sigv4.clone().flatten())
+                    config.as_ref().and_then(|c| {
+                        c.probe_entry(|u| remote_write::amp_region(u).is_some())?
+                            .sigv4
+                            .clone()
+                            .flatten()
+                    })
                 })
                 .or(region.clone())
                 .unwrap_or_else(|| "us-east-1".into());

@@ -28,6 +28,7 @@ pub mod discovery;
 pub mod enrich;
 pub mod file_sd;
 pub mod metrics;
+pub mod prom_config;
 pub mod remote_write;
 pub mod server;
 pub mod sidecar;

@@ -17,7 +17,6 @@
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,6 +41,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Options;
 use crate::metrics::Metrics;
+use crate::prom_config::{PromConfig, PromConfigError};
 
 // ---------------------------------------------------------------------------------
 // The remote_write wire format (prometheus.WriteRequest, protobuf + raw snappy).
@@ -1228,121 +1228,6 @@ pub async fn probe_loop(
     }
 }
 
-// ---------------------------------------------------------------------------------
-// The Prometheus configuration, as far as remote_write health is concerned.
-// ---------------------------------------------------------------------------------
-
-/// One `remote_write` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteWriteEntry {
-    pub url: String,
-    /// Whether a `sigv4` block is present, and its `region` if set.
-    pub sigv4: Option<Option<String>>,
-}
-
-/// What the lint and the probe read from a Prometheus configuration file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PromConfig {
-    pub remote_write: Vec<RemoteWriteEntry>,
-    pub external_labels: BTreeMap<String, String>,
-    /// Every `file_sd_configs` pattern, with its job name, relative patterns resolved
-    /// against the configuration file's directory.
-    pub file_sd: Vec<(String, PathBuf)>,
-}
-
-/// Why a Prometheus configuration could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum PromConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is not valid YAML: {source}")]
-    Yaml {
-        path: PathBuf,
-        #[source]
-        source: serde_yaml::Error,
-    },
-}
-
-impl PromConfigError {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            PromConfigError::Read { .. } => "read",
-            PromConfigError::Yaml { .. } => "yaml",
-        }
-    }
-}
-
-impl PromConfig {
-    /// Reads and parses `path`.
-    pub fn load(path: &Path) -> Result<Self, PromConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PromConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, base).map_err(|source| PromConfigError::Yaml {
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-
-    /// Parses the YAML `text`; relative file_sd patterns are resolved against `base`.
-    pub fn parse(text: &str, base: &Path) -> Result<Self, serde_yaml::Error> {
-        use serde_yaml::Value;
-        let doc: Value = serde_yaml::from_str(text)?;
-        let s = |v: &Value| v.as_str().map(str::to_string);
-        let mut c = PromConfig::default();
-        if let Some(rws) = doc.get("remote_write").and_then(Value::as_sequence) {
-            for rw in rws {
-                let Some(url) = rw.get("url").and_then(s) else {
-                    continue;
-                };
-                let sigv4 = rw.get("sigv4").map(|v| v.get("region").and_then(s));
-                c.remote_write.push(RemoteWriteEntry { url, sigv4 });
-            }
-        }
-        if let Some(labels) = doc
-            .get("global")
-            .and_then(|g| g.get("external_labels"))
-            .and_then(Value::as_mapping)
-        {
-            for (k, v) in labels {
-                if let (Some(k), Some(v)) =
-                    (s(k), s(v).or_else(|| v.as_i64().map(|n| n.to_string())))
-                {
-                    c.external_labels.insert(k, v);
-                }
-            }
-        }
-        if let Some(scrapes) = doc.get("scrape_configs").and_then(Value::as_sequence) {
-            for sc in scrapes {
-                let job = sc.get("job_name").and_then(s).unwrap_or_default();
-                let Some(fsds) = sc.get("file_sd_configs").and_then(Value::as_sequence) else {
-                    continue;
-                };
-                for f in fsds.iter().filter_map(|f| f.get("files")?.as_sequence()) {
-                    for pat in f.iter().filter_map(s) {
-                        c.file_sd.push((job.clone(), base.join(pat)));
-                    }
-                }
-            }
-        }
-        Ok(c)
-    }
-
-    /// The URL to probe: the first remote_write URL that is an AMP one, else the first.
-    pub fn amp_url(&self) -> Option<&RemoteWriteEntry> {
-        self.remote_write
-            .iter()
-            .find(|r| amp_region(&r.url).is_some())
-            .or_else(|| self.remote_write.first())
-    }
-}
-
 /// The probe to run from the options: `--amp-remote-write-url`, else the AMP URL of
 /// `--prometheus-config`. The signing Region: the URL's, else the config's sigv4
 /// region, else `default_region` (the SDK's). None: nothing to probe.
@@ -1354,7 +1239,9 @@ pub fn probe_target(
         Some(p) => Some(PromConfig::load(p)?),
         None => None,
     };
-    let entry = config.as_ref().and_then(PromConfig::amp_url);
+    let entry = config
+        .as_ref()
+        .and_then(|c| c.probe_entry(|u| amp_region(u).is_some()));
     let url = match (&options.amp_remote_write_url, entry) {
         (Some(u), _) => u.clone(),
         (None, Some(e)) => e.url.clone(),
@@ -1652,35 +1539,6 @@ prometheus_remote_storage_samples_pending{remote_name="a,b \"q\"",url="http://r"
             Some("eu-west-1")
         );
         assert_eq!(amp_region("http://127.0.0.1:9090/api/v1/write"), None);
-    }
-
-    #[test]
-    fn prometheus_config_parts() {
-        let c = PromConfig::parse(
-            r#"
-global:
-  external_labels: {cluster: prod, __replica__: r1}
-remote_write:
-  - url: http://127.0.0.1:1/api/v1/write
-  - url: https://aps-workspaces.us-west-2.amazonaws.com/workspaces/ws-1/api/v1/remote_write
-    sigv4: {region: us-west-2}
-scrape_configs:
-  - job_name: ecs
-    file_sd_configs:
-      - files: ['sd/*.json', '/abs/x.json']
-"#,
-            Path::new("/etc/prometheus"),
-        )
-        .unwrap();
-        assert_eq!(c.external_labels["cluster"], "prod");
-        assert_eq!(c.amp_url().unwrap().sigv4, Some(Some("us-west-2".into())));
-        assert_eq!(
-            c.file_sd,
-            vec![
-                ("ecs".into(), PathBuf::from("/etc/prometheus/sd/*.json")),
-                ("ecs".into(), PathBuf::from("/abs/x.json")),
-            ]
-        );
     }
 
     #[tokio::test(start_paused = true)]
