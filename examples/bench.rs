@@ -34,15 +34,17 @@ use tokio_util::sync::CancellationToken;
 use cloudmap_sd::aws::cloudmap::SdkCloudMap;
 use cloudmap_sd::aws::ec2::SdkEc2;
 use cloudmap_sd::aws::ecs::SdkEcs;
-use cloudmap_sd::aws::endpoint::{load_sdk_config, servicediscovery_client};
+use cloudmap_sd::aws::sdk::{self as aws_sdk, load_sdk_config};
 use cloudmap_sd::aws::{
-    AwsError, CloudMap, Ec2, Ecs, ErrorKind, Host, Namespace, ServicePage, ServiceSummary,
-    TaskFacts,
+    AwsError, Clients, CloudMap, Ec2, Ecs, EcsTask, ErrorKind, Namespace, ServicePage,
+    ServiceSummary,
 };
-use cloudmap_sd::config::{Cli, HealthStatus, Options};
+use cloudmap_sd::config::{Cli, Config};
 use cloudmap_sd::metrics::Metrics;
-use cloudmap_sd::sidecar::{self, Clients, Engine};
-use cloudmap_sd::targets::{self, Instance, TargetOptions, attr};
+use cloudmap_sd::model::{HealthStatus, Host, Instance, attr};
+use cloudmap_sd::server::Readiness;
+use cloudmap_sd::sidecar::{self, Engine};
+use cloudmap_sd::targets;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Against {
@@ -337,7 +339,11 @@ impl CloudMap for Fake {
 }
 
 impl Ecs for Fake {
-    async fn tasks(&self, cluster: &str, task_ids: &[String]) -> Result<Vec<TaskFacts>, AwsError> {
+    async fn tasks(
+        &self,
+        cluster: &str,
+        task_ids: &[String],
+    ) -> Result<Vec<(String, EcsTask)>, AwsError> {
         let _t = self.timed();
         self.count("DescribeTasks", task_ids.len());
         let c = index(cluster, "cluster-").ok_or_else(|| not_found("DescribeTasks", "cluster"))?;
@@ -345,12 +351,14 @@ impl Ecs for Fake {
             .iter()
             .filter_map(|id| {
                 let serial = u64::from_str_radix(id, 16).ok()?;
-                Some(TaskFacts {
-                    task_id: id.clone(),
+                let task = EcsTask {
                     launch_type: Some("EC2".into()),
                     revision: Some("3".into()),
-                    container_instance_arn: Some(Fake::ci_arn(c, self.topo.host_of(c, serial))),
-                })
+                    container_instance_arn: Some(
+                        Fake::ci_arn(c, self.topo.host_of(c, serial)).into(),
+                    ),
+                };
+                Some((id.clone(), task))
             })
             .collect())
     }
@@ -395,6 +403,7 @@ fn fake_host(h: usize) -> Host {
         instance_type: Some("m5.large".into()),
         availability_zone: Some(format!("us-east-1{}", ["a", "b", "c"][h % 3])),
         private_ip: Some(format!("10.200.0.{}", h % 250)),
+        cluster: None,
     }
 }
 
@@ -590,7 +599,7 @@ impl MotoWorld {
     ) -> anyhow::Result<MotoWorld> {
         moto.post("/moto-api/reset", "")?;
         let sdk = load_sdk_config(api_timeout).await;
-        let sdc = servicediscovery_client(&sdk);
+        let sdc = aws_sdk::servicediscovery_client(&sdk);
         let started = std::time::Instant::now();
         for k in 0..topo.namespaces {
             sdc.create_http_namespace().name(ns_name(k)).send().await?;
@@ -747,11 +756,7 @@ impl World for MotoWorld {
     }
 
     async fn clients(&self, metrics: &Arc<Metrics>) -> Clients<SdkCloudMap, SdkEcs, SdkEc2> {
-        Clients {
-            cloudmap: SdkCloudMap::new(servicediscovery_client(&self.sdk), metrics.clone()),
-            ecs: SdkEcs::new(aws_sdk_ecs::Client::new(&self.sdk), metrics.clone()),
-            ec2: SdkEc2::new(aws_sdk_ec2::Client::new(&self.sdk), metrics.clone()),
-        }
+        aws_sdk::clients(&self.sdk, metrics.aws.clone())
     }
 
     fn calls(&self, metrics: &Metrics) -> BTreeMap<String, u64> {
@@ -892,7 +897,7 @@ fn print_table(head: &[String], rows: &[Vec<String>]) {
 // ---------------------------------------------------------------------------------
 // (a)-(c): passes driven directly, with a virtual clock.
 
-fn options(extra: &[String]) -> anyhow::Result<Options> {
+fn options(extra: &[String]) -> anyhow::Result<Config> {
     let mut args: Vec<String> = [
         "cloudmap-sd",
         "--listen",
@@ -906,7 +911,7 @@ fn options(extra: &[String]) -> anyhow::Result<Options> {
     .to_vec();
     args.extend(extra.iter().cloned());
     let cli = Cli::try_parse_from(&args).map_err(|e| anyhow!("{args:?}: {e}"))?;
-    Ok(cli.validate()?.options)
+    Ok(cli.validate()?)
 }
 
 struct Sample {
@@ -1037,20 +1042,21 @@ struct Cycles {
 /// Cold, STEADY_CYCLES steady cycles (split into those without and with a listing
 /// call), churn, then the
 /// tags / full-read refresh cycle.
-async fn cycles<W: World>(w: &W, topo: &Topo, opts: &Options) -> anyhow::Result<Cycles> {
+async fn cycles<W: World>(w: &W, topo: &Topo, config: &Config) -> anyhow::Result<Cycles> {
+    let opts = &config.sidecar;
     let interval = opts.interval;
     trim_heap();
     let base_rss_kib = vm_kib("VmRSS");
     let reset = reset_peak_rss();
     let metrics = Arc::new(Metrics::new());
-    let mut engine = Engine::new(w.clients(&metrics).await, opts, metrics.clone());
+    let mut engine = Engine::new(w.clients(&metrics).await, opts, metrics.run.clone());
     let n = topo.targets();
     let sampler = Sampler {
         w,
         metrics: &metrics,
         t0: Instant::now(),
         expected: n,
-        cycle_timeout: opts.cycle_timeout(),
+        cycle_timeout: opts.cycle_timeout,
     };
     let cold = sampler.sample(&mut engine, "cold", Duration::ZERO).await;
     let mut all = Vec::new();
@@ -1076,14 +1082,15 @@ async fn cycles<W: World>(w: &W, topo: &Topo, opts: &Options) -> anyhow::Result<
     }
     let at = interval * (STEADY_CYCLES + 1);
     let churn = sampler.sample(&mut engine, "churn", at).await;
-    let refresh_at = opts.tags_refresh.max(opts.full_refresh).max(at + interval);
+    let d = &opts.discovery;
+    let refresh_at = d.tags_refresh.max(d.full_refresh).max(at + interval);
     let refresh = sampler.sample(&mut engine, "refresh", refresh_at).await;
     let peak_rss_kib = if reset { vm_kib("VmHWM") } else { None };
     // Rendering alone, re-run on the snapshot of one more steady pass (after the
     // peak above was read).
     let render = match engine.pass(sampler.t0 + refresh_at + interval).await {
         Ok(p) => {
-            let topts = TargetOptions::from_options(opts);
+            let topts = opts.targets.clone();
             let c0 = cpu_time();
             let summary = targets::summarize(&p.cycle.snapshot, &topts);
             let c1 = cpu_time();
@@ -1124,17 +1131,19 @@ fn total(calls: &BTreeMap<String, u64>) -> u64 {
     calls.values().sum()
 }
 
-fn report_cycles(c: &Cycles, topo: &Topo, opts: &Options, against: Against) {
+fn report_cycles(c: &Cycles, topo: &Topo, config: &Config, against: Against) {
+    let opts = &config.sidecar;
+    let d = &opts.discovery;
     let secs = |d: Duration| format!("{}s", d.as_secs());
     println!(
         "sidecar options: --interval {} --services-refresh {} --tags-refresh {} --full-refresh {} \
          --concurrency {} --ecs-enrichment {}",
         secs(opts.interval),
-        secs(opts.services_refresh),
-        secs(opts.tags_refresh),
-        secs(opts.full_refresh),
-        opts.concurrency,
-        opts.ecs_enrichment
+        secs(d.services_refresh),
+        secs(d.tags_refresh),
+        secs(d.full_refresh),
+        d.concurrency,
+        opts.enrich.is_some()
     );
     println!(
         "churn: 1% of all tasks = {} tasks replaced, one in each of {} services \
@@ -1450,7 +1459,14 @@ async fn time_to_target<W: World>(
     let clients = w.clients(&metrics).await;
     let shutdown = CancellationToken::new();
     let started = std::time::Instant::now();
-    let mut run = pin!(sidecar::run(clients, &opts, metrics, shutdown.clone()));
+    let readiness = Arc::new(Readiness::new(metrics.run.ready.clone()));
+    let mut run = pin!(sidecar::run(
+        clients,
+        &opts.sidecar,
+        metrics.run.clone(),
+        readiness,
+        shutdown.clone()
+    ));
     let measure = async {
         // The first write comes after a complete cycle: it holds every target.
         if wait_for_text(&out, "\"targets\"", started, Duration::from_secs(300))
@@ -1485,13 +1501,11 @@ async fn time_to_target<W: World>(
         anyhow::Ok(results)
     };
     let results = tokio::select! {
-        r = &mut run => bail!("the sidecar stopped early: {r:?}"),
+        () = &mut run => bail!("the sidecar stopped early"),
         r = measure => r,
     };
     shutdown.cancel();
-    if let Err(e) = (&mut run).await {
-        eprintln!("bench: sidecar ended with: {e}");
-    }
+    (&mut run).await;
     Ok(Ttt {
         interval,
         runs: results?,

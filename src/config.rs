@@ -7,6 +7,17 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::check::CheckOptions;
+use crate::discovery::DiscoveryOptions;
+use crate::enrich::EnrichOptions;
+use crate::file_sd;
+pub use crate::model::{HealthStatus, Shard, ShardKey};
+use crate::remote_write::{ProbeOptions, RemoteWriteOptions, WatchConfig};
+use crate::sidecar::{HostsFile, SidecarOptions};
+pub use crate::targets::LabelStyle;
+use crate::targets::TargetOptions;
+pub use crate::telemetry::LogFormat;
+
 /// Exit code for bad configuration (EX_USAGE from sysexits.h).
 pub const EXIT_CONFIG: i32 = 64;
 
@@ -142,7 +153,7 @@ pub struct Options {
     /// `1/3`, `2/3`): a target belongs to shard md5(key) mod COUNT, the function of
     /// Prometheus's `hashmod`, so the split is stable across restarts and versions.
     /// The HA replicas of one shard pass the same INDEX. Unset: every target.
-    #[arg(long, env = "CLOUDMAP_SD_SHARD", value_parser = parse_shard, global = true)]
+    #[arg(long, env = "CLOUDMAP_SD_SHARD", value_parser = clap::value_parser!(Shard), global = true)]
     pub shard: Option<Shard>,
 
     /// What --shard hashes. `service`: `namespace/service`, so a service's targets
@@ -234,40 +245,6 @@ pub struct Options {
     pub ec2_hosts_tag: Option<TagFilter>,
 }
 
-impl Options {
-    /// The deadline of one cycle: --cycle-timeout, else the interval.
-    pub fn cycle_timeout(&self) -> Duration {
-        self.cycle_timeout.unwrap_or(self.interval)
-    }
-}
-
-/// `--shard INDEX/COUNT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    pub index: u32,
-    pub count: u32,
-}
-
-fn parse_shard(s: &str) -> Result<Shard, String> {
-    let bad = || format!("expected INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/3, not {s:?}");
-    let (i, c) = s.split_once('/').ok_or_else(bad)?;
-    let index: u32 = i.trim().parse().map_err(|_| bad())?;
-    let count: u32 = c.trim().parse().map_err(|_| bad())?;
-    if count == 0 || index >= count {
-        return Err(bad());
-    }
-    Ok(Shard { index, count })
-}
-
-/// What `--shard` hashes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ShardKey {
-    /// `namespace/service`: a service's targets stay in one shard.
-    Service,
-    /// The Cloud Map instance id (ECS task id).
-    Task,
-}
-
 /// An EC2 tag filter, `KEY=VALUE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagFilter {
@@ -283,29 +260,6 @@ fn parse_tag_filter(s: &str) -> Result<TagFilter, String> {
         }),
         _ => Err("expected KEY=VALUE, e.g. ecs-cluster=prod".into()),
     }
-}
-
-/// Label set of the written targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LabelStyle {
-    /// `cloudmap_*`, `ecs_*`, `availability_zone`; no bare `cluster`.
-    Default,
-    /// The labels of prometheus-sdconfig-reloader, for migration.
-    Reloader,
-}
-
-/// Cloud Map health filter for DiscoverInstances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-#[value(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum HealthStatus {
-    /// Only healthy instances.
-    Healthy,
-    /// Only unhealthy instances.
-    Unhealthy,
-    /// Every instance.
-    All,
-    /// Healthy instances, or every instance when none is healthy.
-    HealthyOrElseAll,
 }
 
 /// Flags of `check`.
@@ -325,15 +279,6 @@ pub enum CheckFormat {
     Json,
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
 /// An absolute http(s) URL with a host.
 fn check_http_url(url: &str) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("not a URL ({e})"))?;
@@ -347,11 +292,18 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 2m, 1h)"))
 }
 
-/// A configuration that passed validation.
+/// A configuration that passed validation: every part's options, built once.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub command: Command,
-    pub options: Options,
+    pub log_format: LogFormat,
+    /// Deadline of one AWS call (the SDK configuration's timeouts).
+    pub api_timeout: Duration,
+    /// The HTTP server's address (and the one `healthcheck` asks).
+    pub listen: SocketAddr,
+    pub sidecar: SidecarOptions,
+    pub remote_write: RemoteWriteOptions,
+    pub check: CheckOptions,
 }
 
 /// What is wrong with a configuration, in one line.
@@ -360,99 +312,198 @@ pub struct Config {
 pub struct ConfigError(String);
 
 impl Cli {
-    /// Checks what clap cannot: relations between flags and sane values.
+    /// Checks what clap cannot (relations between flags and sane values), then
+    /// builds every part's options.
     pub fn validate(self) -> Result<Config, ConfigError> {
         let command = self.command.unwrap_or(Command::Run);
         let o = &self.options;
-        let err = |m: String| Err(ConfigError(m));
-        if o.interval < Duration::from_secs(1) {
-            return err(format!(
-                "--interval {} is too short: use 1s or more",
+        check_clocks(o).map_err(ConfigError)?;
+        check_urls(o).map_err(ConfigError)?;
+        check_outputs(o, command).map_err(ConfigError)?;
+        Ok(build(command, normalized(self.options)))
+    }
+}
+
+fn check_clocks(o: &Options) -> Result<(), String> {
+    if o.interval < Duration::from_secs(1) {
+        return Err(format!(
+            "--interval {} is too short: use 1s or more",
+            humantime::format_duration(o.interval)
+        ));
+    }
+    for (flag, d) in [
+        ("--tags-refresh", o.tags_refresh),
+        ("--full-refresh", o.full_refresh),
+        ("--services-refresh", o.services_refresh),
+    ] {
+        if d < o.interval {
+            return Err(format!(
+                "{flag} {} is shorter than --interval {}",
+                humantime::format_duration(d),
                 humantime::format_duration(o.interval)
             ));
         }
-        for (flag, d) in [
-            ("--tags-refresh", o.tags_refresh),
-            ("--full-refresh", o.full_refresh),
-            ("--services-refresh", o.services_refresh),
-        ] {
-            if d < o.interval {
-                return err(format!(
-                    "{flag} {} is shorter than --interval {}",
-                    humantime::format_duration(d),
-                    humantime::format_duration(o.interval)
-                ));
-            }
-        }
-        if o.api_timeout.is_zero() {
-            return err("--api-timeout must be more than 0s".into());
-        }
-        if o.cycle_timeout.is_some_and(|d| d < Duration::from_secs(1)) {
-            return err("--cycle-timeout: use 1s or more".into());
-        }
-        if let Err(e) = check_http_url(&o.prometheus_url) {
-            return err(format!("--prometheus-url {}: {e}", o.prometheus_url));
-        }
-        if let Some(u) = &o.amp_remote_write_url
-            && let Err(e) = check_http_url(u)
-        {
-            return err(format!("--amp-remote-write-url {u}: {e}"));
-        }
-        for (flag, d) in [
-            (
-                "--remote-write-watch-interval",
-                o.remote_write_watch_interval,
-            ),
-            ("--amp-probe-interval", o.amp_probe_interval),
-        ] {
-            if !d.is_zero() && d < Duration::from_secs(1) {
-                return err(format!("{flag}: use 0s (off) or 1s or more"));
-            }
-        }
-        if o.remote_write_max_lag < Duration::from_secs(1) {
-            return err("--remote-write-max-lag: use 1s or more".into());
-        }
-        if o.namespaces.iter().any(|n| n.trim().is_empty()) {
-            return err("--namespace: empty namespace name".into());
-        }
-        if o.output.as_os_str().is_empty() {
-            return err("--output: empty path".into());
-        }
-        if o.output.as_os_str() == "-" {
-            if command != Command::Once {
-                return err("--output - (stdout) works only with `once`".into());
-            }
-        } else if o.output.file_name().is_none() {
-            return err(format!("--output {}: not a file path", o.output.display()));
-        }
-        if let Some(hosts) = &o.ec2_hosts_output {
-            if !o.ecs_enrichment || !o.ec2_enrichment {
-                return err(
-                    "--ec2-hosts-output needs --ecs-enrichment true and --ec2-enrichment true"
-                        .into(),
-                );
-            }
-            if hosts == &o.output || hosts.as_os_str() == "-" || hosts.file_name().is_none() {
-                return err(format!(
-                    "--ec2-hosts-output {}: must be a file path other than --output",
-                    hosts.display()
-                ));
-            }
-        }
-        let mut options = self.options;
-        options.namespaces = options
-            .namespaces
-            .iter()
-            .map(|n| n.trim().to_string())
-            .collect();
-        options.namespaces.sort();
-        options.namespaces.dedup();
-        Ok(Config { command, options })
     }
+    if o.api_timeout.is_zero() {
+        return Err("--api-timeout must be more than 0s".into());
+    }
+    if o.cycle_timeout.is_some_and(|d| d < Duration::from_secs(1)) {
+        return Err("--cycle-timeout: use 1s or more".into());
+    }
+    for (flag, d) in [
+        (
+            "--remote-write-watch-interval",
+            o.remote_write_watch_interval,
+        ),
+        ("--amp-probe-interval", o.amp_probe_interval),
+    ] {
+        if !d.is_zero() && d < Duration::from_secs(1) {
+            return Err(format!("{flag}: use 0s (off) or 1s or more"));
+        }
+    }
+    if o.remote_write_max_lag < Duration::from_secs(1) {
+        return Err("--remote-write-max-lag: use 1s or more".into());
+    }
+    Ok(())
+}
 
-    /// True when the output goes to stdout.
-    pub fn is_stdout(path: &std::path::Path) -> bool {
-        path.as_os_str() == "-"
+fn check_urls(o: &Options) -> Result<(), String> {
+    if let Err(e) = check_http_url(&o.prometheus_url) {
+        return Err(format!("--prometheus-url {}: {e}", o.prometheus_url));
+    }
+    if let Some(u) = &o.amp_remote_write_url
+        && let Err(e) = check_http_url(u)
+    {
+        return Err(format!("--amp-remote-write-url {u}: {e}"));
+    }
+    Ok(())
+}
+
+fn check_outputs(o: &Options, command: Command) -> Result<(), String> {
+    if o.namespaces.iter().any(|n| n.trim().is_empty()) {
+        return Err("--namespace: empty namespace name".into());
+    }
+    if o.output.as_os_str().is_empty() {
+        return Err("--output: empty path".into());
+    }
+    if file_sd::is_stdout(&o.output) {
+        if command != Command::Once {
+            return Err("--output - (stdout) works only with `once`".into());
+        }
+    } else if o.output.file_name().is_none() {
+        return Err(format!("--output {}: not a file path", o.output.display()));
+    }
+    let Some(hosts) = &o.ec2_hosts_output else {
+        return Ok(());
+    };
+    if !o.ecs_enrichment || !o.ec2_enrichment {
+        return Err(
+            "--ec2-hosts-output needs --ecs-enrichment true and --ec2-enrichment true".into(),
+        );
+    }
+    if hosts == &o.output || file_sd::is_stdout(hosts) || hosts.file_name().is_none() {
+        return Err(format!(
+            "--ec2-hosts-output {}: must be a file path other than --output",
+            hosts.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Namespaces trimmed, sorted and de-duplicated.
+fn normalized(mut options: Options) -> Options {
+    options.namespaces = options
+        .namespaces
+        .iter()
+        .map(|n| n.trim().to_string())
+        .collect();
+    options.namespaces.sort();
+    options.namespaces.dedup();
+    options
+}
+
+/// Every part's options from the flags: the one place they are converted.
+fn build(command: Command, o: Options) -> Config {
+    Config {
+        command,
+        log_format: o.log_format,
+        api_timeout: o.api_timeout,
+        listen: o.listen,
+        sidecar: sidecar_options(command, &o),
+        remote_write: remote_write_options(&o),
+        check: check_options(&o),
+    }
+}
+
+fn sidecar_options(command: Command, o: &Options) -> SidecarOptions {
+    SidecarOptions {
+        discovery: DiscoveryOptions {
+            namespaces: o.namespaces.clone(),
+            health: o.health_status,
+            tags_refresh: o.tags_refresh,
+            full_refresh: o.full_refresh,
+            services_refresh: o.services_refresh,
+            concurrency: usize::from(o.concurrency),
+            listing_pages: usize::from(o.listing_pages),
+            shard: o.shard.map(|s| (s, o.shard_key)),
+        },
+        enrich: o.ecs_enrichment.then(|| EnrichOptions {
+            // One pass has no later cycle to wait for: a task whose host cannot
+            // be named is written at once without the host's labels.
+            hold: match command {
+                Command::Once => Duration::ZERO,
+                _ => o.enrichment_hold,
+            },
+            name_refresh: o.ec2_name_refresh,
+            hosts_tag: o
+                .ec2_hosts_tag
+                .as_ref()
+                .map(|t| (t.key.clone(), t.value.clone())),
+            want_hosts: o.ec2_hosts_output.is_some(),
+            ec2: o.ec2_enrichment,
+        }),
+        targets: TargetOptions {
+            label_style: o.label_style,
+            default_port: o.default_port,
+        },
+        output: o.output.clone(),
+        hosts: o.ec2_hosts_output.as_ref().map(|path| HostsFile {
+            path: path.clone(),
+            ports: o.ec2_hosts_ports.clone(),
+        }),
+        interval: o.interval,
+        cycle_timeout: o.cycle_timeout.unwrap_or(o.interval),
+    }
+}
+
+fn remote_write_options(o: &Options) -> RemoteWriteOptions {
+    RemoteWriteOptions {
+        watch: (!o.remote_write_watch_interval.is_zero()).then(|| WatchConfig {
+            prometheus_url: o.prometheus_url.clone(),
+            interval: o.remote_write_watch_interval,
+            max_lag: o.remote_write_max_lag,
+            timeout: o.remote_write_watch_interval.min(Duration::from_secs(10)),
+        }),
+        probe: (!o.amp_probe_interval.is_zero()).then(|| ProbeOptions {
+            interval: o.amp_probe_interval,
+            url: o.amp_remote_write_url.clone(),
+            prometheus_config: o.prometheus_config.clone(),
+            timeout: o.api_timeout,
+        }),
+    }
+}
+
+fn check_options(o: &Options) -> CheckOptions {
+    CheckOptions {
+        namespaces: o.namespaces.clone(),
+        output: o.output.clone(),
+        hosts_output: o.ec2_hosts_output.clone(),
+        ecs_enrichment: o.ecs_enrichment,
+        ec2_enrichment: o.ec2_enrichment,
+        hosts_by_cluster: o.ec2_hosts_output.is_some() && o.ec2_hosts_tag.is_none(),
+        amp_url: o.amp_remote_write_url.clone(),
+        prometheus_config: o.prometheus_config.clone(),
+        api_timeout: o.api_timeout,
     }
 }
 
@@ -470,11 +521,12 @@ mod tests {
     fn defaults_run_the_sidecar() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.command, Command::Run);
-        assert_eq!(c.options.interval, Duration::from_secs(30));
-        assert_eq!(c.options.listen.to_string(), "127.0.0.1:9469");
-        assert_eq!(c.options.health_status, HealthStatus::HealthyOrElseAll);
-        assert_eq!(c.options.label_style, LabelStyle::Default);
-        assert!(c.options.namespaces.is_empty());
+        assert_eq!(c.sidecar.interval, Duration::from_secs(30));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9469");
+        assert_eq!(c.sidecar.discovery.health, HealthStatus::HealthyOrElseAll);
+        assert_eq!(c.sidecar.targets.label_style, LabelStyle::Default);
+        assert!(c.sidecar.discovery.namespaces.is_empty());
+        assert!(c.sidecar.enrich.is_some() && c.remote_write.watch.is_some());
     }
 
     #[test]
@@ -490,32 +542,43 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.command, Command::Once);
-        assert_eq!(c.options.interval, Duration::from_secs(10));
-        assert_eq!(c.options.namespaces, vec!["a".to_string()]);
-        assert!(Cli::is_stdout(&c.options.output));
+        assert_eq!(c.sidecar.interval, Duration::from_secs(10));
+        assert_eq!(c.sidecar.discovery.namespaces, vec!["a".to_string()]);
+        assert!(file_sd::is_stdout(&c.sidecar.output));
+        assert_eq!(
+            c.sidecar.enrich.unwrap().hold,
+            Duration::ZERO,
+            "once holds no task"
+        );
     }
 
     #[test]
     fn shard_and_its_key() {
         let c = parse(&["--shard", "2/3", "--shard-key", "task"]).unwrap();
-        assert_eq!(c.options.shard, Some(Shard { index: 2, count: 3 }));
-        assert_eq!(c.options.shard_key, ShardKey::Task);
+        assert_eq!(
+            c.sidecar.discovery.shard,
+            Some((Shard { index: 2, count: 3 }, ShardKey::Task))
+        );
         let c = parse(&[]).unwrap();
-        assert_eq!(c.options.shard, None);
-        assert_eq!(c.options.shard_key, ShardKey::Service);
-        assert_eq!(c.options.cycle_timeout(), c.options.interval);
+        assert_eq!(c.sidecar.discovery.shard, None);
+        assert_eq!(c.sidecar.cycle_timeout, c.sidecar.interval);
+        assert_eq!(c.sidecar.enrich.unwrap().hold, Duration::from_secs(60));
     }
 
     #[test]
     fn namespaces_repeat_and_dedup() {
         let c = parse(&["--namespace", "b", "--namespace", "a,b"]).unwrap();
-        assert_eq!(c.options.namespaces, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            c.sidecar.discovery.namespaces,
+            vec!["a".to_string(), "b".to_string()]
+        );
+        assert_eq!(c.check.namespaces, c.sidecar.discovery.namespaces);
     }
 
     #[test]
     fn health_status_uses_the_api_spelling() {
         let c = parse(&["--health-status", "ALL"]).unwrap();
-        assert_eq!(c.options.health_status, HealthStatus::All);
+        assert_eq!(c.sidecar.discovery.health, HealthStatus::All);
         assert!(parse(&["--health-status", "sometimes"]).is_err());
     }
 

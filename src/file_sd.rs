@@ -5,6 +5,9 @@
 //! over the target and the directory is fsynced. A reader sees the old file or the
 //! new one, never a partial or empty one. Content equal to what is already on disk
 //! is not written again. Blocking I/O: call from `spawn_blocking`.
+//!
+//! The directory and temporary-file rules ([`directory_of`], [`temp_name`],
+//! [`try_directory`]) are public: `check` uses them, so it tests what the writer does.
 
 use std::ffi::OsString;
 use std::fs::{self, File, Permissions};
@@ -21,6 +24,110 @@ pub enum Publish {
     Unchanged,
 }
 
+impl Publish {
+    /// `written` or `unchanged`: the metric label and the log word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Publish::Written => "written",
+            Publish::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// The class of a failed write, a small fixed set (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WriteReason {
+    NoSpace,
+    ReadOnly,
+    MissingDirectory,
+    PermissionDenied,
+    Other,
+}
+
+impl WriteReason {
+    pub const ALL: [WriteReason; 5] = [
+        WriteReason::NoSpace,
+        WriteReason::ReadOnly,
+        WriteReason::MissingDirectory,
+        WriteReason::PermissionDenied,
+        WriteReason::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteReason::NoSpace => "no_space",
+            WriteReason::ReadOnly => "read_only",
+            WriteReason::MissingDirectory => "missing_directory",
+            WriteReason::PermissionDenied => "permission_denied",
+            WriteReason::Other => "other",
+        }
+    }
+
+    /// What an operator does about it.
+    fn hint(self) -> Option<&'static str> {
+        match self {
+            WriteReason::NoSpace => Some("the filesystem is full: free space or grow the volume"),
+            WriteReason::ReadOnly => {
+                Some("the filesystem is mounted read-only: mount the volume read-write")
+            }
+            WriteReason::MissingDirectory => {
+                Some("the directory does not exist: create it or mount the volume")
+            }
+            WriteReason::PermissionDenied => Some(
+                "the sidecar's user may not write there: fix the owner or mode of the directory",
+            ),
+            WriteReason::Other => None,
+        }
+    }
+}
+
+/// `-` as an output path: print to stdout instead of writing a file.
+pub fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// The directory a file is written in (and its temporary files): its parent, or
+/// `.` for a bare file name.
+pub fn directory_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The prefix of the temporary files of a file named `name`: `.<name>.`; they end
+/// in `.tmp`, so a `*.json` glob never matches them.
+pub fn temp_prefix(name: &str) -> String {
+    format!(".{name}.")
+}
+
+/// What a temporary file of a file named `name` looks like (`random` stands for
+/// the random part): for checking globs against it.
+pub fn temp_name(name: &str, random: &str) -> String {
+    format!("{}{random}.tmp", temp_prefix(name))
+}
+
+/// Proves that files can be published next to `path`: a temporary file named as
+/// the writer names them is created, written, fsynced, renamed and removed.
+/// Ok: the directory. Err: what failed, in words.
+pub fn try_directory(path: &Path) -> Result<PathBuf, String> {
+    let dir = directory_of(path);
+    let name = format!("cloudmap-sd-check-{}", std::process::id());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&temp_prefix(&name))
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(|e| format!("cannot create a file in {}: {e}", dir.display()))?;
+    tmp.write_all(b"[]\n")
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    let renamed = dir.join(temp_name(&name, "renamed"));
+    tmp.persist(&renamed)
+        .map_err(|e| format!("cannot rename in {}: {}", dir.display(), e.error))?;
+    fs::remove_file(&renamed).map_err(|e| format!("cannot remove {}: {e}", renamed.display()))?;
+    Ok(dir)
+}
+
 /// A failed write, naming the step and the path. The previous file is intact.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot {step} {path}: {source}{}", self.hint().map(|h| format!(" ({h})")).unwrap_or_default())]
@@ -32,39 +139,20 @@ pub struct WriteError {
 }
 
 impl WriteError {
-    /// A short class of the failure, usable as a metric label.
-    pub fn reason(&self) -> &'static str {
+    /// The class of the failure.
+    pub fn reason(&self) -> WriteReason {
         match self.source.kind() {
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => "no_space",
-            io::ErrorKind::ReadOnlyFilesystem => "read_only",
-            io::ErrorKind::NotFound => "missing_directory",
-            io::ErrorKind::PermissionDenied => "permission_denied",
-            _ => "other",
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => WriteReason::NoSpace,
+            io::ErrorKind::ReadOnlyFilesystem => WriteReason::ReadOnly,
+            io::ErrorKind::NotFound => WriteReason::MissingDirectory,
+            io::ErrorKind::PermissionDenied => WriteReason::PermissionDenied,
+            _ => WriteReason::Other,
         }
     }
 
-    /// What an operator does about it.
     fn hint(&self) -> Option<&'static str> {
-        match self.reason() {
-            "no_space" => Some("the filesystem is full: free space or grow the volume"),
-            "read_only" => Some("the filesystem is mounted read-only: mount the volume read-write"),
-            "missing_directory" => {
-                Some("the directory does not exist: create it or mount the volume")
-            }
-            "permission_denied" => Some(
-                "the sidecar's user may not write there: fix the owner or mode of the directory",
-            ),
-            _ => None,
-        }
+        self.reason().hint()
     }
-
-    pub const REASONS: [&'static str; 5] = [
-        "no_space",
-        "read_only",
-        "missing_directory",
-        "permission_denied",
-        "other",
-    ];
 }
 
 /// Writes one file_sd file.
@@ -82,10 +170,7 @@ impl FileSd {
     /// A writer for `path`. Reads what the file holds now (so a restart with the same
     /// targets does not rewrite it) and removes temporary files a killed process left.
     pub fn open(path: &Path) -> Self {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = directory_of(path);
         let name = path.file_name().map(OsString::from).unwrap_or_default();
         let mut w = FileSd {
             path: path.to_path_buf(),
@@ -103,7 +188,7 @@ impl FileSd {
     }
 
     fn temp_prefix(&self) -> String {
-        format!(".{}.", self.name.to_string_lossy())
+        temp_prefix(&self.name.to_string_lossy())
     }
 
     fn remove_stale_temp_files(&self) {
@@ -309,24 +394,40 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_is_tried_with_the_writer_s_own_temporary_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let got = try_directory(&dir.path().join("t.json")).unwrap();
+        assert_eq!(got, dir.path());
+        assert!(temp_files(dir.path()).is_empty());
+        let err = try_directory(&dir.path().join("missing/t.json")).unwrap_err();
+        assert!(err.contains("cannot create a file in"), "{err}");
+        assert_eq!(directory_of(Path::new("t.json")), PathBuf::from("."));
+        assert_eq!(temp_name("t.json", "x1"), ".t.json.x1.tmp");
+        assert!(is_stdout(Path::new("-")) && !is_stdout(Path::new("t.json")));
+    }
+
+    #[test]
     fn failures_are_classified_for_operators() {
         let e = |kind| WriteError {
             step: "write",
             path: PathBuf::from("/sd/t.json"),
             source: io::Error::from(kind),
         };
-        assert_eq!(e(io::ErrorKind::StorageFull).reason(), "no_space");
+        assert_eq!(e(io::ErrorKind::StorageFull).reason(), WriteReason::NoSpace);
         assert!(
             e(io::ErrorKind::StorageFull)
                 .to_string()
                 .contains("filesystem is full")
         );
-        assert_eq!(e(io::ErrorKind::ReadOnlyFilesystem).reason(), "read_only");
+        assert_eq!(
+            e(io::ErrorKind::ReadOnlyFilesystem).reason(),
+            WriteReason::ReadOnly
+        );
         assert_eq!(
             e(io::ErrorKind::PermissionDenied).reason(),
-            "permission_denied"
+            WriteReason::PermissionDenied
         );
-        assert_eq!(e(io::ErrorKind::Interrupted).reason(), "other");
+        assert_eq!(e(io::ErrorKind::Interrupted).reason(), WriteReason::Other);
         assert!(!e(io::ErrorKind::Interrupted).to_string().contains('('));
     }
 
@@ -340,7 +441,7 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("create a temporary file in"), "{msg}");
         assert!(msg.contains(&sub.display().to_string()), "{msg}");
-        assert_eq!(e.reason(), "missing_directory");
+        assert_eq!(e.reason(), WriteReason::MissingDirectory);
         assert!(msg.contains("the directory does not exist"), "{msg}");
         fs::create_dir(&sub).unwrap();
         assert_eq!(w.publish(b"[]").unwrap(), Publish::Written);

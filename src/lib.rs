@@ -1,23 +1,26 @@
 //! cloudmap-sd: Prometheus file_sd targets from AWS Cloud Map, for a Prometheus
 //! running beside it in an Amazon ECS task.
 //!
-//! Data flows one way:
-//! config -> aws adapters -> discovery -> targets -> file_sd writer -> Prometheus,
-//! with the HTTP server reading shared state.
+//! Data flows one way (ARCHITECTURE.md at the repository root is the map):
+//! aws adapters -> discovery -> enrich -> targets -> file_sd writer -> Prometheus,
+//! with the run loop driving it, the HTTP server reading what it publishes, and the
+//! remote-write watch beside it.
 //!
 //! | module | role |
 //! |---|---|
-//! | [`config`] | command line (clap), environment twins, validation |
-//! | [`aws`] | Cloud Map, ECS, EC2 behind narrow traits; SDK adapters; custom-endpoint fix |
-//! | [`discovery`] | one cycle: listing, caches, revisions, last-known-good |
-//! | [`enrich`] | ECS task facts and EC2 host tags, cached, with a bounded hold |
-//! | [`targets`] | pure: snapshot -> sorted, labelled target groups |
-//! | [`file_sd`] | atomic, change-only writer |
-//! | [`metrics`] | the sidecar's own metrics |
+//! | [`model`] | the plain data every stage shares; imports nothing of the crate |
+//! | [`aws`] | Cloud Map, ECS, EC2 behind narrow traits; SDK adapters, error kinds, call accounting, fakes |
+//! | [`discovery`] | one cycle: listing, per-service reads, caches, last-known-good |
+//! | [`enrich`] | ECS task facts and EC2 hosts, cached, with a bounded hold |
+//! | [`targets`] | pure: snapshot -> sorted, labelled target groups, rendered |
+//! | [`file_sd`] | atomic, change-only writer and its directory rules |
+//! | [`prom_config`] | a typed reading of prometheus.yml |
 //! | [`remote_write`] | remote_write health: Prometheus metrics watch, AMP SigV4 probe |
 //! | [`check`] | `check`: permissions, output directory, AMP probe, config lint |
 //! | [`server`] | `/-/healthy`, `/-/ready`, `/metrics` |
 //! | [`sidecar`] | the `run` loop and the `once` pass |
+//! | [`metrics`] | puts every part's metrics in one registry |
+//! | [`config`] | command line (clap), validation, every part's options built once |
 //! | [`telemetry`] | logging setup |
 #![forbid(unsafe_code)]
 
@@ -28,6 +31,7 @@ pub mod discovery;
 pub mod enrich;
 pub mod file_sd;
 pub mod metrics;
+pub mod model;
 pub mod prom_config;
 pub mod remote_write;
 pub mod server;

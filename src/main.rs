@@ -1,5 +1,5 @@
 //! The `cloudmap-sd` binary: parse and validate the command line, set up logging,
-//! build the AWS clients, dispatch.
+//! load the AWS SDK configuration once, wire the parts, dispatch.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -10,14 +10,12 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use tokio_util::sync::CancellationToken;
 
-use cloudmap_sd::aws::cloudmap::SdkCloudMap;
-use cloudmap_sd::aws::ec2::SdkEc2;
-use cloudmap_sd::aws::ecs::SdkEcs;
-use cloudmap_sd::aws::endpoint::{load_sdk_config, servicediscovery_client};
-use cloudmap_sd::config::{CheckFormat, Cli, Command, EXIT_CONFIG, Options};
+use cloudmap_sd::aws::sdk;
+use cloudmap_sd::config::{CheckFormat, Cli, Command, Config, EXIT_CONFIG};
 use cloudmap_sd::metrics::Metrics;
-use cloudmap_sd::sidecar::Clients;
-use cloudmap_sd::{check, server, sidecar, telemetry};
+use cloudmap_sd::remote_write::{self, Signing};
+use cloudmap_sd::server::{self, Readiness};
+use cloudmap_sd::{check, sidecar, telemetry};
 
 fn config_error(msg: &str) -> ExitCode {
     eprintln!("cloudmap-sd: {msg}");
@@ -49,12 +47,11 @@ async fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_error(&e.to_string()),
     };
-    let options = config.options;
     match config.command {
-        Command::Healthcheck => healthcheck(options.listen).await,
-        Command::Check(args) => check_main(options, args.format).await,
-        Command::Run => sidecar_main(options, true).await,
-        Command::Once => sidecar_main(options, false).await,
+        Command::Healthcheck => healthcheck(config.listen).await,
+        Command::Check(args) => check_main(config, args.format).await,
+        Command::Run => run_main(config).await,
+        Command::Once => once_main(config).await,
     }
 }
 
@@ -70,11 +67,11 @@ async fn healthcheck(listen: std::net::SocketAddr) -> ExitCode {
 }
 
 /// `check`: the preflight table (or JSON) on stdout; exit 1 when a check failed.
-async fn check_main(options: Options, format: CheckFormat) -> ExitCode {
-    telemetry::init(options.log_format);
-    let sdk = load_sdk_config(options.api_timeout).await;
-    let deadline = check::deadline(&options);
-    let Ok(report) = tokio::time::timeout(deadline, check::run(&options, &sdk)).await else {
+async fn check_main(config: Config, format: CheckFormat) -> ExitCode {
+    telemetry::init(config.log_format);
+    let sdk = sdk::load_sdk_config(config.api_timeout).await;
+    let deadline = check::deadline(&config.check);
+    let Ok(report) = tokio::time::timeout(deadline, check::run(&config.check, &sdk)).await else {
         eprintln!("cloudmap-sd check: did not finish within {deadline:?}");
         return ExitCode::FAILURE;
     };
@@ -89,33 +86,113 @@ async fn check_main(options: Options, format: CheckFormat) -> ExitCode {
     }
 }
 
-/// `run` (the loop) or `once` (one pass).
-async fn sidecar_main(options: Options, run: bool) -> ExitCode {
-    telemetry::init(options.log_format);
-    let sdk = load_sdk_config(options.api_timeout).await;
+/// Logging, the SDK configuration (its Region required) and the metrics.
+async fn start(config: &Config) -> Result<(aws_config::SdkConfig, Arc<Metrics>), ExitCode> {
+    telemetry::init(config.log_format);
+    let sdk = sdk::load_sdk_config(config.api_timeout).await;
     if sdk.region().is_none() {
-        return config_error("no AWS Region configured: set AWS_REGION (ECS sets it for tasks)");
+        return Err(config_error(
+            "no AWS Region configured: set AWS_REGION (ECS sets it for tasks)",
+        ));
     }
-    let metrics = Arc::new(Metrics::new());
-    let clients = Clients {
-        cloudmap: SdkCloudMap::new(servicediscovery_client(&sdk), metrics.clone()),
-        ecs: SdkEcs::new(aws_sdk_ecs::Client::new(&sdk), metrics.clone()),
-        ec2: SdkEc2::new(aws_sdk_ec2::Client::new(&sdk), metrics.clone()),
+    Ok((sdk, Arc::new(Metrics::new())))
+}
+
+/// `once`: one pass.
+async fn once_main(config: Config) -> ExitCode {
+    let (sdk, metrics) = match start(&config).await {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let result = if run {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        sidecar::run(clients, &options, metrics, shutdown).await
-    } else {
-        sidecar::once(clients, &options, metrics).await
-    };
-    match result {
+    let clients = sdk::clients(&sdk, metrics.aws.clone());
+    match sidecar::once(clients, &config.sidecar, metrics.run.clone()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "cloudmap-sd failed");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `run`: the HTTP server, the remote-write watch and probe, and the loop, until
+/// SIGTERM or SIGINT; then each is given a few seconds to stop.
+async fn run_main(config: Config) -> ExitCode {
+    let (sdk, metrics) = match start(&config).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let listener = match server::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %format!("cannot listen on {}: {e}", config.listen), "cloudmap-sd failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    log_start(&config);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let readiness = Arc::new(Readiness::new(metrics.run.ready.clone()));
+    let exposition: server::Exposition = {
+        let metrics = metrics.clone();
+        Arc::new(move || metrics.encode())
+    };
+    let server = tokio::spawn(server::serve(
+        listener,
+        readiness.clone(),
+        exposition,
+        shutdown.clone(),
+    ));
+    let watch = remote_write::spawn(
+        config.remote_write.clone(),
+        Signing::of(&sdk),
+        metrics.remote_write.clone(),
+        shutdown.clone(),
+    );
+    let clients = sdk::clients(&sdk, metrics.aws.clone());
+    sidecar::run(
+        clients,
+        &config.sidecar,
+        metrics.run.clone(),
+        readiness,
+        shutdown.clone(),
+    )
+    .await;
+    shutdown.cancel();
+    drain(server, watch).await
+}
+
+/// Waits for the server (5 s) and the remote-write tasks (2 s) to stop.
+async fn drain(
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    watch: tokio::task::JoinHandle<()>,
+) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(e))) => {
+            tracing::error!(error = %format!("HTTP server failed: {e}"), "cloudmap-sd failed");
+            code = ExitCode::FAILURE;
+        }
+        Ok(_) => {}
+        Err(_) => tracing::warn!("HTTP server did not stop within 5s"),
+    }
+    if tokio::time::timeout(Duration::from_secs(2), watch)
+        .await
+        .is_err()
+    {
+        tracing::warn!("remote_write watch did not stop within 2s");
+    }
+    code
+}
+
+fn log_start(config: &Config) {
+    let s = &config.sidecar;
+    let d = &s.discovery;
+    tracing::info!(listen = %config.listen, output = %s.output.display(),
+        interval = %humantime::format_duration(s.interval),
+        cycle_timeout = %humantime::format_duration(s.cycle_timeout),
+        namespaces = %if d.namespaces.is_empty() { "(all)".to_string() } else { d.namespaces.join(",") },
+        shard = %d.shard.map_or("(none)".to_string(), |(s, key)| format!("{s} by {key:?}").to_lowercase()),
+        "cloudmap-sd starting");
 }
 
 /// Cancels `token` on the first SIGTERM or SIGINT.

@@ -1,7 +1,7 @@
 //! The HTTP server on `--listen`: `/-/healthy` (liveness), `/-/ready` (readiness:
 //! true after the first successful write, false again while the file cannot be
-//! written) and `/metrics`, the paths Prometheus itself uses. It only reads shared
-//! state.
+//! written) and `/metrics`, the paths Prometheus itself uses. It only reads what the
+//! run loop publishes ([`Readiness`]) and the metrics it is handed.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,26 +13,30 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
-
-/// State the discovery loop publishes and the server reads.
-pub struct Shared {
-    pub metrics: Arc<Metrics>,
+/// Readiness: the run loop sets it after each write, the server reads it.
+#[derive(Debug, Default)]
+pub struct Readiness {
     ready: AtomicBool,
     /// The error of the last write, while it is the last word.
     write_error: Mutex<Option<String>>,
+    /// `cloudmap_sd_ready`, kept equal to what `/-/ready` says.
+    gauge: Gauge,
 }
 
-impl Shared {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Shared {
-            metrics,
-            ready: AtomicBool::new(false),
-            write_error: Mutex::new(None),
+impl Readiness {
+    /// Readiness that keeps `gauge` at 1 while ready, 0 otherwise.
+    pub fn new(gauge: Gauge) -> Self {
+        Readiness {
+            gauge,
+            ..Readiness::default()
         }
     }
 
@@ -41,14 +45,14 @@ impl Shared {
     pub fn set_ready(&self) {
         *self.write_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.ready.store(true, Ordering::Release);
-        self.metrics.ready.set(1);
+        self.gauge.set(1);
     }
 
     /// Records a failed write: not ready until a write succeeds again (the
     /// previous file is intact but no longer follows Cloud Map).
     pub fn set_write_error(&self, error: String) {
         *self.write_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
-        self.metrics.ready.set(0);
+        self.gauge.set(0);
     }
 
     /// True once a write succeeded, whatever happened after (the first publish
@@ -69,6 +73,16 @@ impl Shared {
     }
 }
 
+/// The text `/metrics` serves, made on each request.
+pub type Exposition = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the handlers read.
+#[derive(Clone)]
+struct Shared {
+    readiness: Arc<Readiness>,
+    exposition: Exposition,
+}
+
 /// Binds `addr` (so a bad address fails before discovery starts).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
@@ -84,29 +98,30 @@ pub async fn probe_ready(addr: SocketAddr, timeout: Duration) -> Result<(), Stri
             SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
         });
     }
+    let url = format!("http://{target}/-/ready");
     let exchange = async {
-        let mut s = TcpStream::connect(target)
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let uri: hyper::Uri = url.parse().map_err(|e| format!("bad address {url}: {e}"))?;
+        let resp = client
+            .get(uri)
             .await
             .map_err(|e| format!("cannot connect to {target}: {e}"))?;
-        s.write_all(format!("GET /-/ready HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
             .await
-            .map_err(|e| format!("cannot send to {target}: {e}"))?;
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp)
-            .await
-            .map_err(|e| format!("cannot read from {target}: {e}"))?;
-        let text = String::from_utf8_lossy(&resp);
-        let status = text.split(' ').nth(1).unwrap_or("");
-        let body = text
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        if status == "200" {
+            .map_err(|e| format!("cannot read from {target}: {e}"))?
+            .to_bytes();
+        if status == hyper::StatusCode::OK {
             Ok(())
         } else {
-            Err(format!("{target} answered {status}: {body}"))
+            let body = String::from_utf8_lossy(&body);
+            Err(format!(
+                "{target} answered {}: {}",
+                status.as_u16(),
+                body.trim()
+            ))
         }
     };
     tokio::time::timeout(timeout, exchange)
@@ -117,9 +132,14 @@ pub async fn probe_ready(addr: SocketAddr, timeout: Duration) -> Result<(), Stri
 /// Serves until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    readiness: Arc<Readiness>,
+    exposition: Exposition,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let shared = Shared {
+        readiness,
+        exposition,
+    };
     let app = Router::new()
         .route("/", get(index))
         .route("/-/healthy", get(healthy))
@@ -139,8 +159,8 @@ async fn healthy() -> &'static str {
     "cloudmap-sd is Healthy.\n"
 }
 
-async fn ready(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    match s.readiness() {
+async fn ready(State(s): State<Shared>) -> impl IntoResponse {
+    match s.readiness.readiness() {
         Ok(()) => (StatusCode::OK, "cloudmap-sd is Ready.\n".to_string()),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -149,12 +169,12 @@ async fn ready(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        s.metrics.encode(),
+        (s.exposition)(),
     )
 }

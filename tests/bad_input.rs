@@ -7,11 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use cloudmap_sd::config::LabelStyle;
+use cloudmap_sd::model::{Instance, ServiceData, Snapshot, TaskFacts, attr, tags};
 use cloudmap_sd::targets::{
-    Built, Instance, ServiceData, SkipReason, Skipped, Snapshot, TAG_ECS_METRICS_PATH,
-    TAG_ECS_METRICS_PORT, TAG_METRICS_PATH, TAG_METRICS_PORT, TAG_METRICS_SCHEME, TargetGroup,
-    TargetOptions, TaskInfo, attr, build, render, to_json,
+    Built, LabelStyle, SkipReason, Skipped, TargetGroup, TargetOptions, build, render_to,
+    summarize, to_json,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -129,11 +128,11 @@ fn other_key() -> BoxedStrategy<String> {
 
 fn tag() -> BoxedStrategy<(String, String)> {
     prop_oneof![
-        3 => path_value().prop_map(|v| (TAG_METRICS_PATH.to_string(), v)),
-        2 => port_value().prop_map(|v| (TAG_METRICS_PORT.to_string(), v)),
-        1 => scheme_value().prop_map(|v| (TAG_METRICS_SCHEME.to_string(), v)),
-        1 => path_value().prop_map(|v| (TAG_ECS_METRICS_PATH.to_string(), v)),
-        1 => port_value().prop_map(|v| (TAG_ECS_METRICS_PORT.to_string(), v)),
+        3 => path_value().prop_map(|v| (tags::METRICS_PATH.to_string(), v)),
+        2 => port_value().prop_map(|v| (tags::METRICS_PORT.to_string(), v)),
+        1 => scheme_value().prop_map(|v| (tags::METRICS_SCHEME.to_string(), v)),
+        1 => path_value().prop_map(|v| (tags::ECS_METRICS_PATH.to_string(), v)),
+        1 => port_value().prop_map(|v| (tags::ECS_METRICS_PORT.to_string(), v)),
         2 => (endpoint_name(), path_value()).prop_map(|(n, v)| (format!("METRICS_PATH_{n}"), v)),
         2 => (endpoint_name(), port_value()).prop_map(|(n, v)| (format!("METRICS_PORT_{n}"), v)),
         1 => (endpoint_name(), scheme_value())
@@ -198,7 +197,7 @@ fn attributes() -> impl Strategy<Value = BTreeMap<String, String>> {
         })
 }
 
-fn task_info() -> impl Strategy<Value = TaskInfo> {
+fn task_facts() -> impl Strategy<Value = TaskFacts> {
     (
         prop::option::of(junk()),
         prop::option::of(junk()),
@@ -207,7 +206,7 @@ fn task_info() -> impl Strategy<Value = TaskInfo> {
         prop::option::of(junk()),
     )
         .prop_map(
-            |(launch_type, revision, ec2_instance_id, ec2_name, ec2_instance_type)| TaskInfo {
+            |(launch_type, revision, ec2_instance_id, ec2_name, ec2_instance_type)| TaskFacts {
                 launch_type: launch_type.map(Into::into),
                 revision: revision.map(Into::into),
                 ec2_instance_id: ec2_instance_id.map(Into::into),
@@ -222,11 +221,11 @@ fn instance_id() -> BoxedStrategy<String> {
 }
 
 /// An instance, its task facts if any, and whether it is held back.
-fn instance() -> impl Strategy<Value = (Instance, Option<TaskInfo>, bool)> {
+fn instance() -> impl Strategy<Value = (Instance, Option<TaskFacts>, bool)> {
     (
         instance_id(),
         attributes(),
-        prop::option::weighted(0.3, task_info()),
+        prop::option::weighted(0.3, task_facts()),
         prop::bool::weighted(0.1),
     )
         .prop_map(|(id, attributes, task, held)| {
@@ -721,10 +720,12 @@ proptest! {
         prop_assert_eq!(&built, &again);
 
         // The streaming renderer the sidecar uses writes exactly these bytes.
-        let rendered = render(&snap, &opts);
-        prop_assert_eq!(&rendered.content, &to_json(&built.groups), "render differs from build");
-        prop_assert_eq!(rendered.targets, built.groups.len());
-        prop_assert_eq!(&rendered.skipped, &built.skipped);
+        let mut content = Vec::new();
+        render_to(&snap, &opts, &mut content).unwrap();
+        prop_assert_eq!(&content, &to_json(&built.groups), "render differs from build");
+        let summary = summarize(&snap, &opts);
+        prop_assert_eq!(summary.targets, built.groups.len());
+        prop_assert_eq!(&summary.skipped, &built.skipped);
 
         let other_order = build(&reversed(&snap), &opts);
         prop_assert_eq!(
@@ -811,9 +812,9 @@ proptest! {
     ) {
         let ip = Ipv4Addr::from(ip);
         let mut tags = junk_tags;
-        tags.insert(TAG_METRICS_PATH.into(), "/metrics".into());
-        tags.insert(TAG_METRICS_PORT.into(), "9100".into());
-        tags.remove(TAG_METRICS_SCHEME);
+        tags.insert(tags::METRICS_PATH.into(), "/metrics".into());
+        tags.insert(tags::METRICS_PORT.into(), "9100".into());
+        tags.remove(tags::METRICS_SCHEME);
         let mut attributes = attrs;
         attributes.insert(attr::IPV4.into(), ip.to_string());
         let good_id = "good-instance";
@@ -857,7 +858,7 @@ proptest! {
             !built
                 .skipped
                 .iter()
-                .any(|s| s.tag == TAG_METRICS_PATH || s.tag == TAG_METRICS_PORT),
+                .any(|s| s.tag == tags::METRICS_PATH || s.tag == tags::METRICS_PORT),
             "the valid primary tags were reported as skipped: {:?}",
             built.skipped
         );
@@ -899,7 +900,10 @@ fn opts(label_style: LabelStyle) -> TargetOptions {
     }
 }
 
-const PRIMARY: [(&str, &str); 2] = [(TAG_METRICS_PATH, "/metrics"), (TAG_METRICS_PORT, "9100")];
+const PRIMARY: [(&str, &str); 2] = [
+    (tags::METRICS_PATH, "/metrics"),
+    (tags::METRICS_PORT, "9100"),
+];
 
 #[test]
 fn ipv6_only_instance_gets_a_bracketed_address() {
@@ -987,7 +991,7 @@ fn thousand_instances_give_a_thousand_targets() {
             .into(),
         })
         .collect();
-    let snap = one_service("ns", "big", &[(TAG_METRICS_PATH, "/metrics")], instances);
+    let snap = one_service("ns", "big", &[(tags::METRICS_PATH, "/metrics")], instances);
     let o = TargetOptions {
         label_style: LabelStyle::Default,
         default_port: Some(8080),
@@ -1020,8 +1024,8 @@ fn unicode_and_huge_names_stay_verbatim_label_values() {
     let huge_id = "i".repeat(10 * 1024);
     let tag_value = "välue \"quoted\" \u{1}\u{2028}";
     let tags = [
-        (TAG_METRICS_PATH, "/metrics"),
-        (TAG_METRICS_PORT, "9100"),
+        (tags::METRICS_PATH, "/metrics"),
+        (tags::METRICS_PORT, "9100"),
         ("チーム.name", tag_value),
         ("", "empty key"),
     ];

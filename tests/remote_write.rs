@@ -301,7 +301,7 @@ async fn watch_follows_a_receiver_that_stops_and_comes_back() {
             max_lag: Duration::from_secs(60),
             timeout: period,
         },
-        metrics.clone(),
+        metrics.remote_write.clone(),
         stop.clone(),
     ));
 

@@ -6,12 +6,9 @@ use std::sync::Arc;
 use aws_sdk_servicediscovery::Client;
 use aws_sdk_servicediscovery::types::HealthStatusFilter;
 
-use super::{
-    AwsError, Call, CloudMap, ErrorKind, Namespace, ServicePage, ServiceSummary, next_page,
-};
-use crate::config::HealthStatus;
-use crate::metrics::Metrics;
-use crate::targets::Instance;
+use super::calls::{InFlight, counted, next_page};
+use super::{AwsError, AwsMetrics, CloudMap, ErrorKind, Namespace, ServicePage, ServiceSummary};
+use crate::model::{HealthStatus, Instance};
 
 /// Largest page ListNamespaces / ListServices accept.
 const LIST_PAGE: i32 = 100;
@@ -23,11 +20,11 @@ const DISCOVER_MAX: i32 = 1000;
 #[derive(Clone)]
 pub struct SdkCloudMap {
     client: Client,
-    metrics: Arc<Metrics>,
+    metrics: Arc<AwsMetrics>,
 }
 
 impl SdkCloudMap {
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, metrics: Arc<AwsMetrics>) -> Self {
         SdkCloudMap { client, metrics }
     }
 }
@@ -63,15 +60,13 @@ impl CloudMap for SdkCloudMap {
 
     async fn services_page(&self, token: Option<String>) -> Result<ServicePage, AwsError> {
         const OP: &str = "ListServices";
-        let call = Call::start(&self.metrics, OP);
-        let r = self
+        let request = self
             .client
             .list_services()
             .max_results(LIST_PAGE)
             .set_next_token(token)
-            .send()
-            .await;
-        let page = call.end(r.map_err(|e| AwsError::from_sdk(OP, e)))?;
+            .send();
+        let page = counted(&self.metrics, OP, request).await?;
         let mut out = Vec::new();
         for s in page.services() {
             let (Some(id), Some(arn), Some(name)) = (s.id(), s.arn(), s.name()) else {
@@ -94,7 +89,7 @@ impl CloudMap for SdkCloudMap {
 
     async fn service_namespace(&self, service_id: &str) -> Result<String, AwsError> {
         const OP: &str = "GetService";
-        let call = Call::start(&self.metrics, OP);
+        let call = InFlight::start(&self.metrics, OP);
         let r = self
             .client
             .get_service()
@@ -113,7 +108,7 @@ impl CloudMap for SdkCloudMap {
 
     async fn tags(&self, service_arn: &str) -> Result<BTreeMap<String, String>, AwsError> {
         const OP: &str = "ListTagsForResource";
-        let call = Call::start(&self.metrics, OP);
+        let call = InFlight::start(&self.metrics, OP);
         let r = self
             .client
             .list_tags_for_resource()
@@ -132,7 +127,7 @@ impl CloudMap for SdkCloudMap {
 
     async fn instances_revision(&self, namespace: &str, service: &str) -> Result<i64, AwsError> {
         const OP: &str = "DiscoverInstancesRevision";
-        let call = Call::start(&self.metrics, OP);
+        let call = InFlight::start(&self.metrics, OP);
         let r = self
             .client
             .discover_instances_revision()
@@ -161,7 +156,7 @@ impl CloudMap for SdkCloudMap {
             HealthStatus::All => HealthStatusFilter::All,
             HealthStatus::HealthyOrElseAll => HealthStatusFilter::HealthyOrElseAll,
         };
-        let call = Call::start(&self.metrics, OP);
+        let call = InFlight::start(&self.metrics, OP);
         let r = self
             .client
             .discover_instances()

@@ -6,18 +6,19 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::operation::describe_instances::builders::DescribeInstancesFluentBuilder;
 use aws_sdk_ec2::types::{Filter, Instance};
 
-use super::{AwsError, BATCH, Ec2, Host, next_page};
-use crate::metrics::Metrics;
+use super::calls::next_page;
+use super::{AwsError, AwsMetrics, BATCH, Ec2};
+use crate::model::Host;
 
 /// EC2 through the SDK; counts every call in `metrics`.
 #[derive(Clone)]
 pub struct SdkEc2 {
     client: Client,
-    metrics: Arc<Metrics>,
+    metrics: Arc<AwsMetrics>,
 }
 
 impl SdkEc2 {
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, metrics: Arc<AwsMetrics>) -> Self {
         SdkEc2 { client, metrics }
     }
 
@@ -58,6 +59,7 @@ fn host(i: &Instance) -> Option<Host> {
             .and_then(|p| p.availability_zone())
             .map(str::to_string),
         private_ip: i.private_ip_address().map(str::to_string),
+        cluster: None,
     })
 }
 

@@ -5,18 +5,18 @@ use std::sync::Arc;
 
 use aws_sdk_ecs::Client;
 
-use super::{AwsError, BATCH, Call, Ecs, ErrorKind, TaskFacts, next_page};
-use crate::metrics::Metrics;
+use super::calls::{counted, next_page};
+use super::{AwsError, AwsMetrics, BATCH, Ecs, EcsTask, ErrorKind};
 
 /// ECS through the SDK; counts every call in `metrics`.
 #[derive(Clone)]
 pub struct SdkEcs {
     client: Client,
-    metrics: Arc<Metrics>,
+    metrics: Arc<AwsMetrics>,
 }
 
 impl SdkEcs {
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, metrics: Arc<AwsMetrics>) -> Self {
         SdkEcs { client, metrics }
     }
 }
@@ -27,36 +27,35 @@ pub fn arn_id(arn: &str) -> &str {
 }
 
 /// The revision from a task definition ARN (`...:task-definition/family:7`).
-fn revision(task_definition_arn: &str) -> Option<String> {
+fn revision(task_definition_arn: &str) -> Option<Arc<str>> {
     let (_, rev) = task_definition_arn.rsplit_once(':')?;
-    rev.bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| rev.to_string())
+    rev.bytes().all(|b| b.is_ascii_digit()).then(|| rev.into())
 }
 
 impl Ecs for SdkEcs {
-    async fn tasks(&self, cluster: &str, task_ids: &[String]) -> Result<Vec<TaskFacts>, AwsError> {
+    async fn tasks(
+        &self,
+        cluster: &str,
+        task_ids: &[String],
+    ) -> Result<Vec<(String, EcsTask)>, AwsError> {
         const OP: &str = "DescribeTasks";
         let mut out = Vec::with_capacity(task_ids.len());
         for chunk in task_ids.chunks(BATCH) {
-            let call = Call::start(&self.metrics, OP);
-            let r = self
+            let request = self
                 .client
                 .describe_tasks()
                 .cluster(cluster)
                 .set_tasks(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk(OP, e));
-            let page = call.end(r)?;
+                .send();
+            let page = counted(&self.metrics, OP, request).await?;
             for t in page.tasks() {
                 let Some(arn) = t.task_arn() else { continue };
-                out.push(TaskFacts {
-                    task_id: arn_id(arn).to_string(),
-                    launch_type: t.launch_type().map(|l| l.as_str().to_string()),
+                let task = EcsTask {
+                    launch_type: t.launch_type().map(|l| l.as_str().into()),
                     revision: t.task_definition_arn().and_then(revision),
-                    container_instance_arn: t.container_instance_arn().map(str::to_string),
-                });
+                    container_instance_arn: t.container_instance_arn().map(Into::into),
+                };
+                out.push((arn_id(arn).to_string(), task));
             }
         }
         Ok(out)
@@ -70,16 +69,13 @@ impl Ecs for SdkEcs {
         const OP: &str = "DescribeContainerInstances";
         let mut out = Vec::with_capacity(arns.len());
         for chunk in arns.chunks(BATCH) {
-            let call = Call::start(&self.metrics, OP);
-            let r = self
+            let request = self
                 .client
                 .describe_container_instances()
                 .cluster(cluster)
                 .set_container_instances(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk(OP, e));
-            let page = call.end(r)?;
+                .send();
+            let page = counted(&self.metrics, OP, request).await?;
             for ci in page.container_instances() {
                 if let (Some(arn), Some(ec2)) = (ci.container_instance_arn(), ci.ec2_instance_id())
                 {

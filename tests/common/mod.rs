@@ -701,7 +701,7 @@ pub struct Seeder {
 impl Seeder {
     pub async fn new(url: &str) -> Seeder {
         Seeder {
-            sd: cloudmap_sd::aws::endpoint::servicediscovery_client(&sdk_config(url).await),
+            sd: cloudmap_sd::aws::sdk::servicediscovery_client(&sdk_config(url).await),
         }
     }
 

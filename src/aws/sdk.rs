@@ -1,5 +1,5 @@
-//! Shared AWS configuration and the custom-endpoint fix for Cloud Map's `data-`
-//! host prefix.
+//! The AWS SDK configuration, loaded once by `main`; the three adapters built from
+//! it; and the custom-endpoint fix for Cloud Map's `data-` host prefix.
 //!
 //! DiscoverInstances and DiscoverInstancesRevision are modelled with the host prefix
 //! `data-`: against AWS they go to `data-servicediscovery.<region>.amazonaws.com`.
@@ -8,6 +8,7 @@
 //! resolve. [`NoHostPrefixOnCustomEndpoint`] drops the prefix, and only when an
 //! endpoint URL was configured, before the request is signed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -18,6 +19,11 @@ use aws_sdk_servicediscovery::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::endpoint::EndpointPrefix;
 use aws_types::endpoint_config::EndpointUrl;
+
+use super::cloudmap::SdkCloudMap;
+use super::ec2::SdkEc2;
+use super::ecs::SdkEcs;
+use super::{AwsMetrics, Clients};
 
 /// Loads the standard AWS configuration chain with the sidecar's timeouts and
 /// retries (standard mode: exponential backoff with jitter, throttling retried).
@@ -63,4 +69,13 @@ pub fn servicediscovery_client(sdk: &SdkConfig) -> aws_sdk_servicediscovery::Cli
         .interceptor(NoHostPrefixOnCustomEndpoint)
         .build();
     aws_sdk_servicediscovery::Client::from_conf(conf)
+}
+
+/// The three adapters over one SDK configuration, counting their calls in `metrics`.
+pub fn clients(sdk: &SdkConfig, metrics: Arc<AwsMetrics>) -> Clients<SdkCloudMap, SdkEcs, SdkEc2> {
+    Clients {
+        cloudmap: SdkCloudMap::new(servicediscovery_client(sdk), metrics.clone()),
+        ecs: SdkEcs::new(aws_sdk_ecs::Client::new(sdk), metrics.clone()),
+        ec2: SdkEc2::new(aws_sdk_ec2::Client::new(sdk), metrics),
+    }
 }

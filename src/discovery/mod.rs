@@ -1,0 +1,372 @@
+//! One discovery cycle: Cloud Map through the [`CloudMap`] adapter, plus caches, gives
+//! a [`Snapshot`] of the services and instances to scrape.
+//!
+//! What a cycle costs:
+//! - always: one DiscoverInstancesRevision per tagged service;
+//! - a listing of the services (ListServices, paginated) starts every
+//!   `services_refresh`; after the first cycle its pages, and the namespace re-read,
+//!   are spread over cycles, `listing_pages` calls per cycle at most. New services
+//!   are found on that clock; a deleted service drops out at once through its
+//!   revision call;
+//! - DiscoverInstances only for a service whose revision differs from the one last
+//!   seen, or whose last full read is older than `full_refresh` (the revision does
+//!   not move on health changes, and some endpoints keep it equal across changes);
+//! - ListTagsForResource only for a new service or when its tags are older than
+//!   `tags_refresh`; ListNamespaces likewise; GetService once per new service (a
+//!   service never moves to another namespace).
+//!
+//! What a failure does: a service whose calls fail keeps its last known tags and
+//! instances, and its data ages (exposed per service). A failed service listing
+//! keeps the known services. Only a cycle with no earlier successful listing
+//! returns an error.
+//!
+//! Deadline: every call of a cycle ends by the cycle's deadline. A call still
+//! running then is abandoned and counts as a failed (timed out) read of its
+//! service, which keeps its last known data: one stalled endpoint cannot stall the
+//! loop, and cycles never overlap.
+//!
+//! Sharding by service: a service outside this shard is dropped right after the
+//! listing, so it costs no tag or instance call. Sharding by task filters the
+//! instances of each service.
+//!
+//! - [`listing`]: namespaces and ListServices pages, spread over cycles;
+//! - [`service`]: one service's cache and its reads.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::aws::{AwsError, CloudMap};
+use crate::model::{HealthStatus, Interner, ServiceData, Shard, ShardKey, Snapshot};
+
+mod listing;
+mod service;
+
+use listing::{Listed, Listing};
+use service::{Outcome, Read, ServiceState};
+
+/// Failed services named one by one in the log per cycle; the rest are counted.
+const WARN_SERVICES: usize = 10;
+
+/// What discovery looks at and how often it re-reads what it caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryOptions {
+    /// Namespace names to discover; empty means every namespace.
+    pub namespaces: Vec<String>,
+    pub health: HealthStatus,
+    pub tags_refresh: Duration,
+    pub full_refresh: Duration,
+    /// How often ListServices runs.
+    pub services_refresh: Duration,
+    /// Most API calls in flight at once.
+    pub concurrency: usize,
+    /// Listing calls (ListServices pages, ListNamespaces) per cycle once the first
+    /// listing is done.
+    pub listing_pages: usize,
+    /// Keep only this shard's services or instances.
+    pub shard: Option<(Shard, ShardKey)>,
+}
+
+/// A service whose read failed this cycle.
+#[derive(Debug)]
+pub struct ServiceFailure {
+    pub namespace: String,
+    pub service: String,
+    pub error: AwsError,
+    /// True when last known data for it is still published.
+    pub kept: bool,
+}
+
+/// Per-service freshness of what is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAge {
+    pub namespace: String,
+    pub service: String,
+    pub age: Duration,
+}
+
+/// Counters of one cycle, for the summary log line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CycleStats {
+    /// Services in the selected namespaces.
+    pub services: usize,
+    /// Of those, services with endpoint tags.
+    pub tagged: usize,
+    /// Services whose instances were read in full this cycle.
+    pub instance_reads: usize,
+    /// Services whose tags were read this cycle.
+    pub tag_reads: usize,
+    /// Instances across tagged services.
+    pub instances: usize,
+}
+
+/// The result of one cycle.
+#[derive(Debug)]
+pub struct Cycle {
+    pub snapshot: Snapshot,
+    /// True when the listing and every service read succeeded this cycle: the
+    /// snapshot is the whole truth, not partly last-known data.
+    pub complete: bool,
+    /// The service listing failed; known services were used.
+    pub listing_error: Option<AwsError>,
+    /// Some calls were cut by the cycle deadline.
+    pub deadline_exceeded: bool,
+    /// Services or instances left to other shards.
+    pub shard_excluded: usize,
+    pub failures: Vec<ServiceFailure>,
+    pub ages: Vec<ServiceAge>,
+    pub stats: CycleStats,
+}
+
+impl Cycle {
+    /// Every failure of the cycle in one line: the listing's, then each service's.
+    pub fn describe_failures(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(e) = &self.listing_error {
+            parts.push(e.to_string());
+        }
+        for f in &self.failures {
+            let who = if f.namespace.is_empty() {
+                f.service.clone()
+            } else {
+                format!("{}/{}", f.namespace, f.service)
+            };
+            parts.push(format!("{who}: {}", f.error));
+        }
+        parts.join("; ")
+    }
+}
+
+/// The discovery state machine. Call [`Discovery::cycle`] once per interval.
+pub struct Discovery<C> {
+    client: C,
+    opts: DiscoveryOptions,
+    /// Namespace id -> name, with the time it was read.
+    namespaces: Option<(Instant, HashMap<String, String>)>,
+    /// Service id -> namespace id, from GetService (immutable).
+    service_namespace: HashMap<String, String>,
+    /// Selected services by id.
+    services: BTreeMap<String, ServiceState>,
+    listed_once: bool,
+    /// When the last complete listing started.
+    listed_at: Option<Instant>,
+    /// A listing in progress.
+    listing: Option<Listing>,
+    /// Listed services of other shards (`--shard-key service`).
+    excluded_services: usize,
+    missing_warned: BTreeSet<String>,
+    /// Attribute names and values shared between instances.
+    strings: Interner,
+}
+
+impl<C: CloudMap> Discovery<C> {
+    pub fn new(client: C, opts: DiscoveryOptions) -> Self {
+        Discovery {
+            client,
+            opts,
+            namespaces: None,
+            service_namespace: HashMap::new(),
+            services: BTreeMap::new(),
+            listed_once: false,
+            listed_at: None,
+            listing: None,
+            excluded_services: 0,
+            missing_warned: BTreeSet::new(),
+            strings: Interner::default(),
+        }
+    }
+
+    /// The adapter, for callers that need to look at it (tests count its calls).
+    pub fn client(&self) -> &C {
+        &self.client
+    }
+
+    /// Runs one cycle whose calls all end by `deadline`: the listing step, the reads
+    /// of every known service, then the snapshot. `Err` only when nothing is known
+    /// yet and the listing failed.
+    pub async fn cycle(&mut self, now: Instant, deadline: Instant) -> Result<Cycle, AwsError> {
+        let mut failures = Vec::new();
+        let listing_error = match self.list(now, deadline, &mut failures).await? {
+            Listed::Ok => None,
+            Listed::Failed(e) => Some(e),
+        };
+        let reads = self.read_services(now, deadline).await;
+        let mut stats = CycleStats::default();
+        self.apply_reads(reads, &mut stats, &mut failures);
+        warn_more_failures(&failures);
+        Ok(self.finish(now, stats, failures, listing_error))
+    }
+
+    /// Per-service reads, bounded concurrency, all ending by the deadline. A read
+    /// cut short leaves the state as the calls that did finish made it.
+    async fn read_services(&mut self, now: Instant, deadline: Instant) -> Vec<(String, Read)> {
+        let client = &self.client;
+        let opts = &self.opts;
+        futures::stream::iter(self.services.iter_mut())
+            .map(|(id, st)| async move {
+                let read =
+                    match tokio::time::timeout_at(deadline, st.refresh(client, opts, now)).await {
+                        Ok(r) => r,
+                        Err(_) => Read {
+                            outcome: Outcome::Failed(AwsError::deadline("service read")),
+                            tags_read: false,
+                            full_read: false,
+                        },
+                    };
+                (id.clone(), read)
+            })
+            .buffer_unordered(self.opts.concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    /// Takes in what the reads found: new instance lists share their strings, gone
+    /// services are forgotten, failures are logged and listed.
+    fn apply_reads(
+        &mut self,
+        reads: Vec<(String, Read)>,
+        stats: &mut CycleStats,
+        failures: &mut Vec<ServiceFailure>,
+    ) {
+        let mut interned = false;
+        for (id, read) in reads {
+            stats.tag_reads += usize::from(read.tags_read);
+            stats.instance_reads += usize::from(read.full_read);
+            match read.outcome {
+                Outcome::Fresh => interned |= self.intern_new_list(&id),
+                Outcome::Gone => {
+                    if let Some(st) = self.services.remove(&id) {
+                        debug!(namespace = %st.namespace, service = %st.summary.name, "service is gone");
+                    }
+                    self.service_namespace.remove(&id);
+                }
+                Outcome::Failed(error) => {
+                    if let Some(st) = self.services.get(&id) {
+                        failures.push(failed(st, error, failures.len()));
+                    }
+                }
+            }
+        }
+        if interned {
+            self.strings.sweep();
+        }
+    }
+
+    /// A list read anew (and changed) is held by nothing else yet: its strings join
+    /// the pool. True when there was such a list.
+    fn intern_new_list(&mut self, id: &str) -> bool {
+        let Some(list) = self
+            .services
+            .get_mut(id)
+            .and_then(|st| st.instances.as_mut())
+            .and_then(Arc::get_mut)
+        else {
+            return false;
+        };
+        for i in list.iter_mut() {
+            i.attributes.intern(&mut self.strings);
+        }
+        true
+    }
+
+    /// The snapshot of the scraped services, their ages and the cycle's counters.
+    fn finish(
+        &self,
+        now: Instant,
+        mut stats: CycleStats,
+        failures: Vec<ServiceFailure>,
+        listing_error: Option<AwsError>,
+    ) -> Cycle {
+        let mut shard_excluded = self.excluded_services;
+        let mut snapshot = Snapshot::default();
+        let mut ages = Vec::new();
+        for st in self.services.values() {
+            stats.services += 1;
+            let (Some(tags), Some(instances)) = (&st.tags, &st.instances) else {
+                continue;
+            };
+            if !st.tagged() {
+                continue;
+            }
+            stats.tagged += 1;
+            shard_excluded += st.excluded;
+            stats.instances += instances.len();
+            ages.push(ServiceAge {
+                namespace: st.namespace.clone(),
+                service: st.summary.name.clone(),
+                age: st
+                    .confirmed_at
+                    .map_or(Duration::ZERO, |t| now.saturating_duration_since(t)),
+            });
+            snapshot.services.push(ServiceData {
+                namespace: st.namespace.clone(),
+                service: st.summary.name.clone(),
+                tags: tags.clone(),
+                instances: instances.clone(),
+            });
+        }
+        snapshot
+            .services
+            .sort_by(|a, b| (&a.namespace, &a.service).cmp(&(&b.namespace, &b.service)));
+        let deadline_exceeded = failures.iter().any(|f| f.error.is_deadline())
+            || listing_error.as_ref().is_some_and(AwsError::is_deadline);
+        Cycle {
+            snapshot,
+            complete: listing_error.is_none() && failures.is_empty(),
+            listing_error,
+            deadline_exceeded,
+            shard_excluded,
+            failures,
+            ages,
+            stats,
+        }
+    }
+}
+
+/// The failure of a service's read, logged: by name for the first few of a cycle
+/// (`earlier` failures came before it), at debug level after that.
+fn failed(st: &ServiceState, error: AwsError, earlier: usize) -> ServiceFailure {
+    let kept = st.keeps_data();
+    let what = if kept {
+        "service read failed; keeping its last known targets"
+    } else {
+        "service read failed; it has no known targets yet"
+    };
+    // A storm (throttling, an outage) fails every service: name the first few,
+    // name the rest in one line (warn_more_failures).
+    if earlier < WARN_SERVICES {
+        warn!(namespace = %st.namespace, service = %st.summary.name, error = %error, "{what}");
+    } else {
+        debug!(namespace = %st.namespace, service = %st.summary.name, error = %error, "{what}");
+    }
+    ServiceFailure {
+        namespace: st.namespace.clone(),
+        service: st.summary.name.clone(),
+        error,
+        kept,
+    }
+}
+
+/// One warning that names every failed service past the first few.
+fn warn_more_failures(failures: &[ServiceFailure]) {
+    if failures.len() <= WARN_SERVICES {
+        return;
+    }
+    let services = failures[WARN_SERVICES..]
+        .iter()
+        .map(|f| format!("{}/{}", f.namespace, f.service))
+        .collect::<Vec<_>>()
+        .join(", ");
+    warn!(
+        more = failures.len() - WARN_SERVICES,
+        services = %services,
+        "more service reads failed (RUST_LOG=debug gives each error); they keep their last known targets"
+    );
+}
+
+#[cfg(test)]
+mod tests;

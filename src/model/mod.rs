@@ -1,0 +1,96 @@
+//! The plain data every stage shares: what Cloud Map registered ([`Instance`] and
+//! its [`Attributes`]), what one discovery cycle knows ([`Snapshot`]), the facts
+//! enrichment adds ([`TaskFacts`], [`Host`]), and the few rules more than one stage
+//! needs: which tags make a service scraped ([`tags`]), the shard a key belongs to
+//! ([`Shard`]), and the refresh clocks ([`clock`]).
+//!
+//! No AWS types and no import from any other module of the crate.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+mod attributes;
+pub mod clock;
+mod shard;
+pub mod tags;
+
+pub use attributes::{Attributes, Interner};
+pub use shard::{Shard, ShardKey};
+
+/// Cloud Map instance attributes that ECS sets when it registers a task.
+pub mod attr {
+    pub const IPV4: &str = "AWS_INSTANCE_IPV4";
+    pub const IPV6: &str = "AWS_INSTANCE_IPV6";
+    pub const PORT: &str = "AWS_INSTANCE_PORT";
+    pub const AZ: &str = "AVAILABILITY_ZONE";
+    pub const ECS_CLUSTER: &str = "ECS_CLUSTER_NAME";
+    pub const ECS_SERVICE: &str = "ECS_SERVICE_NAME";
+    pub const ECS_TASK_FAMILY: &str = "ECS_TASK_DEFINITION_FAMILY";
+}
+
+/// One Cloud Map instance as discovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// Instance id; ECS uses the task id.
+    pub id: String,
+    pub attributes: Attributes,
+}
+
+/// One Cloud Map service with its tags and its last known instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceData {
+    pub namespace: String,
+    pub service: String,
+    /// Shared with discovery's cache: a snapshot costs no copy of them.
+    pub tags: Arc<BTreeMap<String, String>>,
+    pub instances: Arc<Vec<Instance>>,
+}
+
+/// The ECS and EC2 facts about one task that its labels show (see the enrich
+/// module); strings are shared between tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFacts {
+    pub launch_type: Option<Arc<str>>,
+    pub revision: Option<Arc<str>>,
+    pub ec2_instance_id: Option<Arc<str>>,
+    pub ec2_name: Option<Arc<str>>,
+    pub ec2_instance_type: Option<Arc<str>>,
+}
+
+/// An EC2 instance: what DescribeInstances says of it, and, in the hosts file, the
+/// ECS cluster of the tasks seen on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Host {
+    pub instance_id: String,
+    /// The `Name` tag.
+    pub name: Option<String>,
+    pub instance_type: Option<String>,
+    pub availability_zone: Option<String>,
+    pub private_ip: Option<String>,
+    /// The ECS cluster of the tasks seen on it (None as EC2 describes it).
+    pub cluster: Option<String>,
+}
+
+/// Everything one discovery cycle knows: the input of target building.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub services: Vec<ServiceData>,
+    /// ECS/EC2 facts by task id (= Cloud Map instance id).
+    pub tasks: Arc<BTreeMap<String, TaskFacts>>,
+    /// Task ids held back until their facts are known.
+    pub held: BTreeSet<String>,
+}
+
+/// Cloud Map health filter for DiscoverInstances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HealthStatus {
+    /// Only healthy instances.
+    Healthy,
+    /// Only unhealthy instances.
+    Unhealthy,
+    /// Every instance.
+    All,
+    /// Healthy instances, or every instance when none is healthy.
+    HealthyOrElseAll,
+}

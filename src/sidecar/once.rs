@@ -1,0 +1,71 @@
+//! `once`: one discovery pass, written to the file or printed for `--output -`.
+//! Writes nothing unless every call succeeded.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tracing::info;
+
+use super::{Content, Engine, Error, Pass, RunMetrics, SidecarOptions, write};
+use crate::aws::{Clients, CloudMap, Ec2, Ecs};
+use crate::file_sd::{self, FileSd};
+use crate::targets;
+
+/// One pass (`once`). The options come as `config` builds them for `once`: a task
+/// whose host cannot be named is written at once without the host's labels (no
+/// later cycle to wait for).
+pub async fn once<C: CloudMap, E: Ecs, X: Ec2>(
+    clients: Clients<C, E, X>,
+    options: &SidecarOptions,
+    metrics: Arc<RunMetrics>,
+) -> Result<(), Error> {
+    let mut engine = Engine::new(clients, options, metrics);
+    let started = Instant::now();
+    let pass = engine.pass(started).await.map_err(Error::Discovery)?;
+    refuse_incomplete(&pass)?;
+    if let (Some(hosts), Some(json)) = (&options.hosts, pass.hosts.clone()) {
+        write(FileSd::open(&hosts.path), Content::Bytes(json))
+            .await
+            .1?;
+    }
+    let outcome = if file_sd::is_stdout(&options.output) {
+        print(&pass)?;
+        "printed"
+    } else {
+        let content = Content::targets(&pass, pass.fresh);
+        write(FileSd::open(&options.output), content)
+            .await
+            .1?
+            .as_str()
+    };
+    info!(
+        services = pass.cycle.stats.services,
+        tagged = pass.cycle.stats.tagged,
+        instances = pass.cycle.stats.instances,
+        targets = pass.summary.targets,
+        skipped = pass.summary.skipped.len(),
+        file = outcome,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "discovery pass done"
+    );
+    Ok(())
+}
+
+/// A pass with any failed call is not published.
+fn refuse_incomplete(pass: &Pass) -> Result<(), Error> {
+    let (cycle, enriched) = (&pass.cycle, &pass.enriched);
+    if cycle.complete && enriched.errors.is_empty() {
+        return Ok(());
+    }
+    let mut problems = vec![cycle.describe_failures()];
+    problems.extend(enriched.errors.iter().map(|e| e.to_string()));
+    problems.retain(|p| !p.is_empty());
+    Err(Error::Incomplete(problems.join("; ")))
+}
+
+fn print(pass: &Pass) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    targets::render_to(&pass.cycle.snapshot, &pass.targets, &mut out)
+        .and_then(|()| std::io::Write::flush(&mut out))
+        .map_err(Error::Stdout)
+}

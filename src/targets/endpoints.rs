@@ -1,0 +1,283 @@
+//! A service's tags read into endpoints (path, port, scheme), each checked, and the
+//! reasons an endpoint or one instance of it is skipped.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::model::{Instance, ServiceData, attr, tags};
+
+/// Why an endpoint was not published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SkipReason {
+    /// A port tag or attribute is not a number in 1-65535.
+    InvalidPort,
+    /// A path tag does not start with `/` or holds whitespace or control characters.
+    InvalidPath,
+    /// A scheme tag is neither `http` nor `https`.
+    InvalidScheme,
+    /// `METRICS_PATH_` / `METRICS_PORT_` with an empty endpoint name.
+    InvalidName,
+    /// No port tag, no AWS_INSTANCE_PORT and no --default-port.
+    MissingPort,
+    /// A port or scheme tag for an endpoint that has no path tag.
+    MissingPath,
+    /// The instance has neither AWS_INSTANCE_IPV4 nor AWS_INSTANCE_IPV6.
+    MissingAddress,
+    /// AWS_INSTANCE_IPV4 / AWS_INSTANCE_IPV6 is not an IP address of that family
+    /// (and the other one gives no usable address either).
+    InvalidAddress,
+}
+
+impl SkipReason {
+    /// Every reason, for metrics that must show zeros too.
+    pub const ALL: [SkipReason; 8] = [
+        SkipReason::InvalidPort,
+        SkipReason::InvalidPath,
+        SkipReason::InvalidScheme,
+        SkipReason::InvalidName,
+        SkipReason::MissingPort,
+        SkipReason::MissingPath,
+        SkipReason::MissingAddress,
+        SkipReason::InvalidAddress,
+    ];
+
+    /// Stable snake_case name, used as a metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::InvalidPort => "invalid_port",
+            SkipReason::InvalidPath => "invalid_path",
+            SkipReason::InvalidScheme => "invalid_scheme",
+            SkipReason::InvalidName => "invalid_name",
+            SkipReason::MissingPort => "missing_port",
+            SkipReason::MissingPath => "missing_path",
+            SkipReason::MissingAddress => "missing_address",
+            SkipReason::InvalidAddress => "invalid_address",
+        }
+    }
+
+    /// What is wrong, in words an operator can act on (the skip warning says it).
+    pub fn explain(self) -> &'static str {
+        match self {
+            SkipReason::InvalidPort => "port is not a number from 1 to 65535",
+            SkipReason::InvalidPath => "path must start with / and hold no spaces",
+            SkipReason::InvalidScheme => "scheme must be http or https",
+            SkipReason::InvalidName => {
+                "endpoint name after METRICS_PATH_ / METRICS_PORT_ / METRICS_SCHEME_ is empty"
+            }
+            SkipReason::MissingPort => {
+                "no port tag, no AWS_INSTANCE_PORT attribute and no --default-port"
+            }
+            SkipReason::MissingPath => "port or scheme tag without the matching path tag",
+            SkipReason::MissingAddress => "instance has no AWS_INSTANCE_IPV4 or AWS_INSTANCE_IPV6",
+            SkipReason::InvalidAddress => {
+                "AWS_INSTANCE_IPV4 / AWS_INSTANCE_IPV6 is not an IP address of that family"
+            }
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An endpoint left out, with enough detail for a warning that names the culprit.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Skipped {
+    pub namespace: String,
+    pub service: String,
+    /// The tag (or instance attribute) at fault.
+    pub tag: String,
+    /// Its value, when it has one.
+    pub value: Option<String>,
+    /// The instance, when the fault is the instance's (address, port attribute).
+    pub instance: Option<String>,
+    pub reason: SkipReason,
+}
+
+impl Skipped {
+    pub(super) fn new(
+        svc: &ServiceData,
+        tag: &str,
+        value: Option<&str>,
+        instance: Option<&str>,
+        reason: SkipReason,
+    ) -> Self {
+        Skipped {
+            namespace: svc.namespace.clone(),
+            service: svc.service.clone(),
+            tag: tag.to_string(),
+            value: value.map(str::to_string),
+            instance: instance.map(str::to_string),
+            reason,
+        }
+    }
+}
+
+/// Which endpoint a tag set describes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum EndpointKind {
+    Primary,
+    Ecs,
+    Named(String),
+}
+
+impl EndpointKind {
+    pub(super) fn label(&self) -> Option<&str> {
+        match self {
+            EndpointKind::Primary => None,
+            EndpointKind::Ecs => Some("ecs"),
+            EndpointKind::Named(n) => Some(n),
+        }
+    }
+}
+
+/// An endpoint as described by a service's tags, validated except for the port,
+/// which may come from the instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Endpoint {
+    pub(super) kind: EndpointKind,
+    pub(super) path: String,
+    /// The port tag's port when the endpoint has one.
+    pub(super) port: Option<u16>,
+    pub(super) scheme: Option<&'static str>,
+}
+
+#[derive(Default)]
+struct TagGroup<'a> {
+    path: Option<(&'a str, &'a str)>,
+    port: Option<(&'a str, &'a str)>,
+    scheme: Option<(&'a str, &'a str)>,
+}
+
+/// Reads a service's tags into endpoints; malformed ones go to `skipped`.
+pub(super) fn endpoints(svc: &ServiceData, skipped: &mut Vec<Skipped>) -> Vec<Endpoint> {
+    let mut groups: BTreeMap<EndpointKind, TagGroup> = BTreeMap::new();
+    let mut skip = |tag: &str, value: Option<&str>, reason| {
+        skipped.push(Skipped::new(svc, tag, value, None, reason))
+    };
+    for (key, value) in svc.tags.iter() {
+        let (kind, field) = match key.as_str() {
+            tags::METRICS_PATH => (EndpointKind::Primary, 0),
+            tags::METRICS_PORT => (EndpointKind::Primary, 1),
+            tags::METRICS_SCHEME => (EndpointKind::Primary, 2),
+            tags::ECS_METRICS_PATH => (EndpointKind::Ecs, 0),
+            tags::ECS_METRICS_PORT => (EndpointKind::Ecs, 1),
+            k => {
+                let named = [
+                    (tags::NAMED_PATH, 0),
+                    (tags::NAMED_PORT, 1),
+                    (tags::NAMED_SCHEME, 2),
+                ]
+                .into_iter()
+                .find_map(|(p, f)| k.strip_prefix(p).map(|name| (name, f)));
+                match named {
+                    Some(("", _)) => {
+                        skip(key, Some(value), SkipReason::InvalidName);
+                        continue;
+                    }
+                    Some((name, f)) => (EndpointKind::Named(name.to_string()), f),
+                    None => continue,
+                }
+            }
+        };
+        let g = groups.entry(kind).or_default();
+        let slot = match field {
+            0 => &mut g.path,
+            1 => &mut g.port,
+            _ => &mut g.scheme,
+        };
+        *slot = Some((key.as_str(), value.as_str()));
+    }
+
+    let mut out = Vec::new();
+    for (kind, g) in groups {
+        let Some((path_tag, path)) = g.path else {
+            // A port or scheme without a path: probably a forgotten tag, say so.
+            for (tag, value) in [g.port, g.scheme].into_iter().flatten() {
+                skip(tag, Some(value), SkipReason::MissingPath);
+            }
+            continue;
+        };
+        let path = path.trim();
+        if !valid_path(path) {
+            skip(path_tag, Some(path), SkipReason::InvalidPath);
+            continue;
+        }
+        let port = match g.port {
+            None => None,
+            Some((tag, v)) => match parse_port(v) {
+                Some(p) => Some(p),
+                None => {
+                    skip(tag, Some(v), SkipReason::InvalidPort);
+                    continue;
+                }
+            },
+        };
+        let scheme = match g.scheme {
+            None => None,
+            Some((tag, v)) => match v.trim().to_ascii_lowercase().as_str() {
+                "http" => Some("http"),
+                "https" => Some("https"),
+                _ => {
+                    skip(tag, Some(v), SkipReason::InvalidScheme);
+                    continue;
+                }
+            },
+        };
+        out.push(Endpoint {
+            kind,
+            path: path.to_string(),
+            port,
+            scheme,
+        });
+    }
+    out
+}
+
+pub(super) fn valid_path(p: &str) -> bool {
+    p.starts_with('/') && !p.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+pub(super) fn parse_port(v: &str) -> Option<u16> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// `host:port` (IPv6 in brackets) and the host, from AWS_INSTANCE_IPV4, else
+/// AWS_INSTANCE_IPV6. Otherwise the attribute at fault, its value and the reason.
+pub(super) fn address(
+    inst: &Instance,
+    port: u16,
+) -> Result<(String, String), (&'static str, Option<String>, SkipReason)> {
+    let value = |k: &str| {
+        inst.attributes
+            .get(k)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    };
+    let mut bad = None;
+    if let Some(v4) = value(attr::IPV4) {
+        match v4.parse::<std::net::Ipv4Addr>() {
+            Ok(ip) => return Ok((format!("{ip}:{port}"), ip.to_string())),
+            Err(_) => bad = Some((attr::IPV4, Some(v4.to_string()), SkipReason::InvalidAddress)),
+        }
+    }
+    if let Some(v6) = value(attr::IPV6) {
+        match v6.parse::<std::net::Ipv6Addr>() {
+            Ok(ip) => return Ok((format!("[{ip}]:{port}"), ip.to_string())),
+            Err(_) => {
+                bad = bad.or(Some((
+                    attr::IPV6,
+                    Some(v6.to_string()),
+                    SkipReason::InvalidAddress,
+                )))
+            }
+        }
+    }
+    Err(bad.unwrap_or((attr::IPV4, None, SkipReason::MissingAddress)))
+}

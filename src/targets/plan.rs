@@ -1,0 +1,243 @@
+//! The plan of a snapshot: every target to publish (address, service, instance,
+//! endpoint), sorted and de-duplicated, with the labels computed from references
+//! when they are needed, so a plan of 10,000 targets stays small.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::endpoints::{Endpoint, SkipReason, Skipped, address, endpoints, parse_port};
+use super::{LabelStyle, TargetOptions};
+use crate::model::{Instance, ServiceData, Snapshot, attr};
+
+/// Turns a tag or attribute key into a valid label name part: `[a-zA-Z0-9_]`,
+/// everything else becomes `_`.
+pub fn sanitize_label_name(key: &str) -> String {
+    key.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// One target to publish: where it is and what it is made of.
+pub(super) struct Entry<'a> {
+    pub(super) addr: String,
+    svc: &'a ServiceData,
+    inst: &'a Instance,
+    ep: &'a Endpoint,
+}
+
+/// Label names made from tag and attribute keys, computed once per key.
+#[derive(Default)]
+struct Names<'a> {
+    attrs: HashMap<&'a str, String>,
+    tags: HashMap<&'a str, String>,
+}
+
+impl<'a> Names<'a> {
+    fn add_attributes(&mut self, inst: &'a Instance) {
+        for k in inst.attributes.keys() {
+            self.attrs.entry(k).or_insert_with(|| {
+                format!(
+                    "__meta_cloudmap_instance_attribute_{}",
+                    sanitize_label_name(k)
+                )
+            });
+        }
+    }
+
+    fn add_tags(&mut self, svc: &'a ServiceData) {
+        for k in svc.tags.keys() {
+            self.tags.entry(k).or_insert_with(|| {
+                format!("__meta_cloudmap_service_tag_{}", sanitize_label_name(k))
+            });
+        }
+    }
+}
+
+/// The sorted, de-duplicated targets of a snapshot and the endpoints skipped.
+pub(super) struct Plan<'a> {
+    snapshot: &'a Snapshot,
+    opts: &'a TargetOptions,
+    pub(super) entries: Vec<Entry<'a>>,
+    names: Names<'a>,
+    pub(super) skipped: Vec<Skipped>,
+}
+
+/// Runs `f` on the plan of a snapshot.
+pub(super) fn with_plan<T>(
+    snapshot: &Snapshot,
+    opts: &TargetOptions,
+    f: impl FnOnce(Plan<'_>) -> T,
+) -> T {
+    let mut skipped = Vec::new();
+    let endpoints_of: Vec<Vec<Endpoint>> = snapshot
+        .services
+        .iter()
+        .map(|svc| endpoints(svc, &mut skipped))
+        .collect();
+    f(Plan::new(snapshot, opts, &endpoints_of, skipped))
+}
+
+/// The port of `ep` on `inst`: the endpoint's port tag, else the instance's
+/// AWS_INSTANCE_PORT, else the default port. Otherwise the attribute's value (if
+/// any) and why it cannot be used.
+fn port_of(
+    ep: &Endpoint,
+    inst: &Instance,
+    default_port: Option<u16>,
+) -> Result<u16, (Option<String>, SkipReason)> {
+    if let Some(p) = ep.port {
+        return Ok(p);
+    }
+    match inst.attributes.get(attr::PORT) {
+        Some(v) => parse_port(v).ok_or_else(|| (Some(v.to_string()), SkipReason::InvalidPort)),
+        None => default_port.ok_or((None, SkipReason::MissingPort)),
+    }
+}
+
+impl<'a> Plan<'a> {
+    fn new(
+        snapshot: &'a Snapshot,
+        opts: &'a TargetOptions,
+        endpoints_of: &'a [Vec<Endpoint>],
+        skipped: Vec<Skipped>,
+    ) -> Self {
+        let mut plan = Plan {
+            snapshot,
+            opts,
+            entries: Vec::new(),
+            names: Names::default(),
+            skipped,
+        };
+        let mut entries = Vec::new();
+        for (svc, eps) in snapshot.services.iter().zip(endpoints_of) {
+            plan.add_service(svc, eps, &mut entries);
+        }
+        plan.skipped.sort();
+        plan.skipped.dedup();
+        // The order of TargetGroup: by address, then by labels (computed only for
+        // the rare targets that share an address).
+        entries.sort_by(|a, b| {
+            a.addr
+                .cmp(&b.addr)
+                .then_with(|| plan.labels(a).cmp(&plan.labels(b)))
+        });
+        entries.dedup_by(|a, b| a.addr == b.addr && plan.labels(a) == plan.labels(b));
+        plan.entries = entries;
+        plan
+    }
+
+    /// The targets of one service's instances that are not held, one per endpoint;
+    /// what cannot be addressed goes to `skipped`.
+    fn add_service(
+        &mut self,
+        svc: &'a ServiceData,
+        eps: &'a [Endpoint],
+        entries: &mut Vec<Entry<'a>>,
+    ) {
+        let meta = self.opts.label_style == LabelStyle::Default;
+        let mut any = false;
+        let held = &self.snapshot.held;
+        for inst in svc.instances.iter().filter(|i| !held.contains(&i.id)) {
+            for ep in eps {
+                let addr = port_of(ep, inst, self.opts.default_port)
+                    .map_err(|(value, reason)| (attr::PORT, value, reason))
+                    .and_then(|port| address(inst, port));
+                let addr = match addr {
+                    Ok((addr, _)) => addr,
+                    Err((tag, value, reason)) => {
+                        let id = Some(inst.id.as_str());
+                        let s = Skipped::new(svc, tag, value.as_deref(), id, reason);
+                        self.skipped.push(s);
+                        continue;
+                    }
+                };
+                if meta {
+                    self.names.add_attributes(inst);
+                }
+                any = true;
+                entries.push(Entry {
+                    addr,
+                    svc,
+                    inst,
+                    ep,
+                });
+            }
+        }
+        if any && meta {
+            self.names.add_tags(svc);
+        }
+    }
+
+    /// The labels of one target, borrowed from the snapshot and the plan.
+    pub(super) fn labels<'p>(&'p self, e: &'p Entry<'a>) -> BTreeMap<&'p str, &'p str> {
+        let mut l: BTreeMap<&str, &str> = BTreeMap::new();
+        l.insert("__address__", &e.addr);
+        l.insert("__metrics_path__", &e.ep.path);
+        if let Some(s) = e.ep.scheme {
+            l.insert("__scheme__", s);
+        }
+        match self.opts.label_style {
+            LabelStyle::Default => self.default_labels(e, &mut l),
+            LabelStyle::Reloader => reloader_labels(e, &mut l),
+        }
+        l
+    }
+
+    /// `cloudmap_*`, `ecs_*`, the task's facts and the `__meta_cloudmap_*` labels.
+    fn default_labels<'p>(&'p self, e: &'p Entry<'a>, l: &mut BTreeMap<&'p str, &'p str>) {
+        let (svc, inst) = (e.svc, e.inst);
+        let a = &inst.attributes;
+        l.insert("cloudmap_namespace", &svc.namespace);
+        l.insert("cloudmap_service", &svc.service);
+        put(l, "ecs_cluster", a.get(attr::ECS_CLUSTER));
+        put(l, "ecs_service", a.get(attr::ECS_SERVICE));
+        put(l, "ecs_task_family", a.get(attr::ECS_TASK_FAMILY));
+        put(l, "availability_zone", a.get(attr::AZ));
+        // ECS registers a task with the task id as instance id; anything else
+        // registered by hand keeps the neutral name.
+        let id_label = if a.contains_key(attr::ECS_CLUSTER) {
+            "ecs_task_id"
+        } else {
+            "cloudmap_instance_id"
+        };
+        l.insert(id_label, &inst.id);
+        if let Some(name) = e.ep.kind.label() {
+            l.insert("metrics_endpoint", name);
+        }
+        if let Some(t) = self.snapshot.tasks.get(&inst.id) {
+            put(l, "ecs_launch_type", t.launch_type.as_deref());
+            put(l, "ecs_task_revision", t.revision.as_deref());
+            put(l, "ec2_instance_id", t.ec2_instance_id.as_deref());
+            put(l, "ec2_name", t.ec2_name.as_deref());
+            put(l, "ec2_instance_type", t.ec2_instance_type.as_deref());
+        }
+        for (k, v) in a {
+            l.insert(&self.names.attrs[k], v);
+        }
+        for (k, v) in svc.tags.iter() {
+            l.insert(&self.names.tags[k.as_str()], v);
+        }
+    }
+}
+
+/// Exactly the labels prometheus-sdconfig-reloader writes.
+fn reloader_labels<'p>(e: &'p Entry<'_>, l: &mut BTreeMap<&'p str, &'p str>) {
+    let a = &e.inst.attributes;
+    put(l, "cluster", a.get(attr::ECS_CLUSTER));
+    put(l, "service", a.get(attr::ECS_SERVICE));
+    put(l, "taskdefinition", a.get(attr::ECS_TASK_FAMILY));
+    l.insert("namespace", &e.svc.namespace);
+    l.insert("taskid", &e.inst.id);
+    // The address without its port (and IPv6 brackets).
+    let host = e.addr.rsplit_once(':').map_or(&*e.addr, |(h, _)| h);
+    l.insert(
+        "instance",
+        host.trim_start_matches('[').trim_end_matches(']'),
+    );
+}
+
+/// Sets label `name` to `v` when `v` is there and not empty.
+fn put<'p>(l: &mut BTreeMap<&'p str, &'p str>, name: &'p str, v: Option<&'p str>) {
+    if let Some(v) = v.filter(|v| !v.is_empty()) {
+        l.insert(name, v);
+    }
+}
