@@ -13,6 +13,8 @@
 //!
 //! Everything runs on a current-thread tokio runtime, so the process CPU time around a
 //! pass is the pass's. `scripts/bench.sh` sets up the environment and runs this.
+// getrusage, malloc_trim and the environment of the in-process runs need unsafe.
+#![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

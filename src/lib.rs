@@ -23,6 +23,8 @@
 //! | [`config`] | command line (clap), validation, every part's options built once |
 //! | [`telemetry`] | logging setup |
 #![forbid(unsafe_code)]
+// The library logs through tracing; only the binary prints (the CLI's own output).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod aws;
 pub mod check;

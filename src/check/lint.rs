@@ -187,6 +187,42 @@ fn lint_external_labels(config: &PromConfig) -> Vec<Row> {
     rows
 }
 
+/// The file_sd patterns (`pattern (job name)`) that match our file.
+struct Matches {
+    /// In the file's own directory.
+    exact: Vec<String>,
+    /// By name only, in another directory.
+    by_name: Vec<String>,
+    /// That match the temporary file too.
+    temp_hits: Vec<String>,
+}
+
+fn matches(config: &PromConfig, out: &Path, file: &str, temp: &str) -> Matches {
+    let mut m = Matches {
+        exact: Vec::new(),
+        by_name: Vec::new(),
+        temp_hits: Vec::new(),
+    };
+    for (job, pat) in &config.file_sd {
+        let pat_name = pat
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let shown = format!("{} (job {job})", pat.display());
+        if glob_match(&pat_name, temp) {
+            m.temp_hits.push(shown.clone());
+        }
+        if glob_match(&pat_name, file) {
+            let same_dir = pat.parent().map(normalize) == out.parent().map(Path::to_path_buf);
+            match same_dir {
+                true => m.exact.push(shown),
+                false => m.by_name.push(shown),
+            }
+        }
+    }
+    m
+}
+
 /// file_sd: a pattern that matches our output, and none that matches our
 /// temporary file.
 fn lint_file_sd(config: &PromConfig, output: &Path) -> Row {
@@ -200,26 +236,11 @@ fn lint_file_sd(config: &PromConfig, output: &Path) -> Row {
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temp = file_sd::temp_name(&file, "AbC123");
-    let mut exact = Vec::new();
-    let mut by_name = Vec::new();
-    let mut temp_hits = Vec::new();
-    for (job, pat) in &config.file_sd {
-        let pat_name = pat
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let same_dir = pat.parent().map(normalize) == out.parent().map(Path::to_path_buf);
-        if glob_match(&pat_name, &temp) {
-            temp_hits.push(format!("{} (job {job})", pat.display()));
-        }
-        if glob_match(&pat_name, &file) {
-            if same_dir {
-                exact.push(format!("{} (job {job})", pat.display()));
-            } else {
-                by_name.push(format!("{} (job {job})", pat.display()));
-            }
-        }
-    }
+    let Matches {
+        exact,
+        by_name,
+        temp_hits,
+    } = matches(config, &out, &file, &temp);
     if !temp_hits.is_empty() {
         Row::new(
             name,

@@ -93,7 +93,6 @@ pub fn assess(
     cur: &Scrape,
     max_lag: Duration,
 ) -> Vec<QueueHealth> {
-    let max_lag = max_lag.as_secs_f64();
     cur.queues
         .iter()
         .map(|(name, q)| {
@@ -102,70 +101,73 @@ pub fn assess(
                 None => (None, 0.0),
             };
             let p = p.cloned().unwrap_or_default();
-            let failed_rate = rate(p.failed, q.failed, secs);
-            let retried_rate = rate(p.retried, q.retried, secs);
-            let dropped_rate = rate(p.dropped, q.dropped, secs);
             let highest = q.highest.or(cur.highest);
-            let lag = match (highest, q.highest_sent) {
-                (Some(h), Some(s)) if s > 0.0 => Some((h - s).max(0.0)),
-                _ => None,
-            };
-            // (cause code, reason) pairs.
-            let mut failing: Vec<(&'static str, String)> = Vec::new();
-            let mut degraded: Vec<(&'static str, String)> = Vec::new();
-            if let Some(r) = failed_rate.filter(|r| *r > 0.0) {
-                failing.push((
-                    "samples_failed",
-                    format!("{r:.1} samples/s failed (not retried: lost)"),
-                ));
-            }
-            if let Some(l) = lag {
-                if l >= max_lag {
-                    failing.push(("lag", format!("lag {l:.0}s >= {max_lag:.0}s")));
-                } else if l >= max_lag / 2.0 {
-                    degraded.push(("lag", format!("lag {l:.0}s >= {:.0}s", max_lag / 2.0)));
-                }
-            }
-            if let Some(r) = retried_rate.filter(|r| *r > 0.0) {
-                degraded.push((
-                    "samples_retried",
-                    format!(
-                        "{r:.1} samples/s retried (the receiver is unreachable or answers 5xx/429)"
-                    ),
-                ));
-            }
-            let pending = q.pending;
-            if lag.is_none() && pending.unwrap_or(0.0) > 0.0 && prev.is_some() {
-                degraded.push((
-                    "pending_unsent",
-                    format!(
-                        "{:.0} samples pending and none sent yet",
-                        pending.unwrap_or(0.0)
-                    ),
-                ));
-            }
-            let (state, reasons) = if !failing.is_empty() {
-                failing.extend(degraded);
-                (State::Failing, failing)
-            } else if !degraded.is_empty() {
-                (State::Degraded, degraded)
-            } else {
-                (State::Ok, Vec::new())
-            };
-            let (causes, reasons): (Vec<&'static str>, Vec<String>) = reasons.into_iter().unzip();
-            QueueHealth {
+            let mut h = QueueHealth {
                 queue: name.clone(),
-                failed_rate,
-                retried_rate,
-                dropped_rate,
-                pending,
-                lag,
-                state,
-                reason: reasons.join("; "),
-                causes,
-            }
+                failed_rate: rate(p.failed, q.failed, secs),
+                retried_rate: rate(p.retried, q.retried, secs),
+                dropped_rate: rate(p.dropped, q.dropped, secs),
+                pending: q.pending,
+                lag: match (highest, q.highest_sent) {
+                    (Some(h), Some(s)) if s > 0.0 => Some((h - s).max(0.0)),
+                    _ => None,
+                },
+                state: State::Ok,
+                reason: String::new(),
+                causes: Vec::new(),
+            };
+            judge(&mut h, max_lag.as_secs_f64(), prev.is_some());
+            h
         })
         .collect()
+}
+
+/// (cause code, reason) pairs.
+type Reasons = Vec<(&'static str, String)>;
+
+/// Sets the state of a queue from its figures, with the reasons and cause codes.
+/// `later`: not the first scrape.
+fn judge(h: &mut QueueHealth, max_lag: f64, later: bool) {
+    let mut failing: Reasons = Vec::new();
+    let mut degraded: Reasons = Vec::new();
+    if let Some(r) = h.failed_rate.filter(|r| *r > 0.0) {
+        failing.push((
+            "samples_failed",
+            format!("{r:.1} samples/s failed (not retried: lost)"),
+        ));
+    }
+    if let Some(l) = h.lag {
+        if l >= max_lag {
+            failing.push(("lag", format!("lag {l:.0}s >= {max_lag:.0}s")));
+        } else if l >= max_lag / 2.0 {
+            degraded.push(("lag", format!("lag {l:.0}s >= {:.0}s", max_lag / 2.0)));
+        }
+    }
+    if let Some(r) = h.retried_rate.filter(|r| *r > 0.0) {
+        degraded.push((
+            "samples_retried",
+            format!("{r:.1} samples/s retried (the receiver is unreachable or answers 5xx/429)"),
+        ));
+    }
+    let pending = h.pending.unwrap_or(0.0);
+    if h.lag.is_none() && pending > 0.0 && later {
+        degraded.push((
+            "pending_unsent",
+            format!("{pending:.0} samples pending and none sent yet"),
+        ));
+    }
+    let (state, reasons) = if !failing.is_empty() {
+        failing.extend(degraded);
+        (State::Failing, failing)
+    } else if !degraded.is_empty() {
+        (State::Degraded, degraded)
+    } else {
+        (State::Ok, Vec::new())
+    };
+    let (causes, reasons): (Vec<&'static str>, Vec<String>) = reasons.into_iter().unzip();
+    h.state = state;
+    h.reason = reasons.join("; ");
+    h.causes = causes;
 }
 
 /// The overall state: the worst queue, with the reasons (and cause codes) of the

@@ -318,55 +318,11 @@ impl AmpProbe {
         }
     }
 
-    async fn exchange(&self) -> Result<(u16, String), (ProbeResult, String)> {
-        let creds_err = |m: String| (ProbeResult::Credentials, m);
-        let provider = self
-            .credentials
-            .as_ref()
-            .ok_or_else(|| creds_err("no credentials provider configured".into()))?;
-        let creds = tokio::time::timeout(self.timeout, provider.provide_credentials())
-            .await
-            .map_err(|_| creds_err("the credentials provider did not answer in time".into()))?
-            .map_err(|e| creds_err(format!("cannot load credentials: {e}")))?;
-        let identity: Identity = creds.into();
-        let body = encode_write_request(&WriteRequest::default());
-        let headers = [
-            ("content-type", "application/x-protobuf"),
-            ("content-encoding", "snappy"),
-            ("x-prometheus-remote-write-version", "0.1.0"),
-        ];
-        let url = self.url.to_string();
-        let signing_params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("aps")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| (ProbeResult::Credentials, format!("cannot sign: {e}")))?
-            .into();
-        let signable = SignableRequest::new(
-            "POST",
-            &url,
-            headers.into_iter(),
-            SignableBody::Bytes(&body),
-        )
-        .map_err(|e| (ProbeResult::ClientError, format!("cannot sign: {e}")))?;
-        let (instructions, _) = sign(signable, &signing_params)
-            .map_err(|e| (ProbeResult::Credentials, format!("cannot sign: {e}")))?
-            .into_parts();
-        let mut builder = http::Request::post(self.url.clone()).header(
-            "user-agent",
-            concat!("cloudmap-sd/", env!("CARGO_PKG_VERSION"), " amp-probe"),
-        );
-        for (k, v) in headers {
-            builder = builder.header(k, v);
-        }
-        let mut request = builder
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| (ProbeResult::ClientError, e.to_string()))?;
-        instructions.apply_to_request_http1x(&mut request);
-
+    /// Signs and sends the probe: the status and the start of the body, or the
+    /// class of the failure and its words.
+    async fn exchange(&self) -> Result<(u16, String), Failure> {
+        let identity = self.identity().await?;
+        let request = self.signed_request(&identity)?;
         let exchange = async {
             let response = self
                 .client
@@ -385,16 +341,67 @@ impl AmpProbe {
         tokio::time::timeout(self.timeout, exchange)
             .await
             .unwrap_or_else(|_| {
-                Err((
-                    ProbeResult::Timeout,
-                    format!(
-                        "no answer within {}",
-                        humantime::format_duration(self.timeout)
-                    ),
-                ))
+                let within = humantime::format_duration(self.timeout);
+                Err((ProbeResult::Timeout, format!("no answer within {within}")))
             })
     }
+
+    /// The credentials to sign with, within the timeout.
+    async fn identity(&self) -> Result<Identity, Failure> {
+        let creds_err = |m: String| (ProbeResult::Credentials, m);
+        let provider = self
+            .credentials
+            .as_ref()
+            .ok_or_else(|| creds_err("no credentials provider configured".into()))?;
+        let creds = tokio::time::timeout(self.timeout, provider.provide_credentials())
+            .await
+            .map_err(|_| creds_err("the credentials provider did not answer in time".into()))?
+            .map_err(|e| creds_err(format!("cannot load credentials: {e}")))?;
+        Ok(creds.into())
+    }
+
+    /// The empty remote_write request, SigV4-signed for service `aps`.
+    fn signed_request(&self, identity: &Identity) -> Result<http::Request<Full<Bytes>>, Failure> {
+        let body = encode_write_request(&WriteRequest::default());
+        let headers = [
+            ("content-type", "application/x-protobuf"),
+            ("content-encoding", "snappy"),
+            ("x-prometheus-remote-write-version", "0.1.0"),
+        ];
+        let url = self.url.to_string();
+        let cannot_sign = |kind: ProbeResult| move |e: String| (kind, format!("cannot sign: {e}"));
+        let signing_params = v4::SigningParams::builder()
+            .identity(identity)
+            .region(&self.region)
+            .name("aps")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| cannot_sign(ProbeResult::Credentials)(e.to_string()))?
+            .into();
+        let body_ref = SignableBody::Bytes(&body);
+        let signable = SignableRequest::new("POST", &url, headers.into_iter(), body_ref)
+            .map_err(|e| cannot_sign(ProbeResult::ClientError)(e.to_string()))?;
+        let (instructions, _) = sign(signable, &signing_params)
+            .map_err(|e| cannot_sign(ProbeResult::Credentials)(e.to_string()))?
+            .into_parts();
+        let mut builder = http::Request::post(self.url.clone()).header(
+            "user-agent",
+            concat!("cloudmap-sd/", env!("CARGO_PKG_VERSION"), " amp-probe"),
+        );
+        for (k, v) in headers {
+            builder = builder.header(k, v);
+        }
+        let mut request = builder
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| (ProbeResult::ClientError, e.to_string()))?;
+        instructions.apply_to_request_http1x(&mut request);
+        Ok(request)
+    }
 }
+
+/// A probe that got no HTTP answer: its class and what went wrong.
+type Failure = (ProbeResult, String);
 
 /// An error and its sources, `: `-joined.
 pub(super) fn chain(e: &(dyn StdError + 'static)) -> String {

@@ -153,35 +153,63 @@ struct TagGroup<'a> {
 
 /// Reads a service's tags into endpoints; malformed ones go to `skipped`.
 pub(super) fn endpoints(svc: &ServiceData, skipped: &mut Vec<Skipped>) -> Vec<Endpoint> {
-    let mut groups: BTreeMap<EndpointKind, TagGroup> = BTreeMap::new();
     let mut skip = |tag: &str, value: Option<&str>, reason| {
         skipped.push(Skipped::new(svc, tag, value, None, reason))
     };
-    for (key, value) in svc.tags.iter() {
-        let (kind, field) = match key.as_str() {
-            tags::METRICS_PATH => (EndpointKind::Primary, 0),
-            tags::METRICS_PORT => (EndpointKind::Primary, 1),
-            tags::METRICS_SCHEME => (EndpointKind::Primary, 2),
-            tags::ECS_METRICS_PATH => (EndpointKind::Ecs, 0),
-            tags::ECS_METRICS_PORT => (EndpointKind::Ecs, 1),
-            k => {
-                let named = [
-                    (tags::NAMED_PATH, 0),
-                    (tags::NAMED_PORT, 1),
-                    (tags::NAMED_SCHEME, 2),
-                ]
-                .into_iter()
-                .find_map(|(p, f)| k.strip_prefix(p).map(|name| (name, f)));
-                match named {
-                    Some(("", _)) => {
-                        skip(key, Some(value), SkipReason::InvalidName);
-                        continue;
-                    }
-                    Some((name, f)) => (EndpointKind::Named(name.to_string()), f),
-                    None => continue,
-                }
+    let mut out = Vec::new();
+    for (kind, g) in tag_groups(svc, &mut skip) {
+        let Some((path_tag, path)) = g.path else {
+            // A port or scheme without a path: probably a forgotten tag, say so.
+            for (tag, value) in [g.port, g.scheme].into_iter().flatten() {
+                skip(tag, Some(value), SkipReason::MissingPath);
             }
+            continue;
         };
+        match endpoint(kind, (path_tag, path), g.port, g.scheme) {
+            Ok(ep) => out.push(ep),
+            Err((tag, value, reason)) => skip(tag, Some(value), reason),
+        }
+    }
+    out
+}
+
+/// Which endpoint a tag belongs to, and which of its fields it sets (0 path,
+/// 1 port, 2 scheme); None for a tag that describes no endpoint.
+fn classify_tag(key: &str) -> Option<(EndpointKind, usize)> {
+    Some(match key {
+        tags::METRICS_PATH => (EndpointKind::Primary, 0),
+        tags::METRICS_PORT => (EndpointKind::Primary, 1),
+        tags::METRICS_SCHEME => (EndpointKind::Primary, 2),
+        tags::ECS_METRICS_PATH => (EndpointKind::Ecs, 0),
+        tags::ECS_METRICS_PORT => (EndpointKind::Ecs, 1),
+        k => {
+            let (name, field) = [
+                (tags::NAMED_PATH, 0),
+                (tags::NAMED_PORT, 1),
+                (tags::NAMED_SCHEME, 2),
+            ]
+            .into_iter()
+            .find_map(|(p, f)| k.strip_prefix(p).map(|name| (name, f)))?;
+            (EndpointKind::Named(name.to_string()), field)
+        }
+    })
+}
+
+/// The endpoint tags of a service, grouped by endpoint; a named endpoint's tag
+/// with an empty name is skipped.
+fn tag_groups<'a>(
+    svc: &'a ServiceData,
+    skip: &mut impl FnMut(&str, Option<&str>, SkipReason),
+) -> BTreeMap<EndpointKind, TagGroup<'a>> {
+    let mut groups: BTreeMap<EndpointKind, TagGroup> = BTreeMap::new();
+    for (key, value) in svc.tags.iter() {
+        let Some((kind, field)) = classify_tag(key) else {
+            continue;
+        };
+        if kind == EndpointKind::Named(String::new()) {
+            skip(key, Some(value), SkipReason::InvalidName);
+            continue;
+        }
         let g = groups.entry(kind).or_default();
         let slot = match field {
             0 => &mut g.path,
@@ -190,50 +218,42 @@ pub(super) fn endpoints(svc: &ServiceData, skipped: &mut Vec<Skipped>) -> Vec<En
         };
         *slot = Some((key.as_str(), value.as_str()));
     }
+    groups
+}
 
-    let mut out = Vec::new();
-    for (kind, g) in groups {
-        let Some((path_tag, path)) = g.path else {
-            // A port or scheme without a path: probably a forgotten tag, say so.
-            for (tag, value) in [g.port, g.scheme].into_iter().flatten() {
-                skip(tag, Some(value), SkipReason::MissingPath);
-            }
-            continue;
-        };
-        let path = path.trim();
-        if !valid_path(path) {
-            skip(path_tag, Some(path), SkipReason::InvalidPath);
-            continue;
-        }
-        let port = match g.port {
-            None => None,
-            Some((tag, v)) => match parse_port(v) {
-                Some(p) => Some(p),
-                None => {
-                    skip(tag, Some(v), SkipReason::InvalidPort);
-                    continue;
-                }
-            },
-        };
-        let scheme = match g.scheme {
-            None => None,
-            Some((tag, v)) => match v.trim().to_ascii_lowercase().as_str() {
-                "http" => Some("http"),
-                "https" => Some("https"),
-                _ => {
-                    skip(tag, Some(v), SkipReason::InvalidScheme);
-                    continue;
-                }
-            },
-        };
-        out.push(Endpoint {
-            kind,
-            path: path.to_string(),
-            port,
-            scheme,
-        });
+/// A (tag, value) pair.
+type TagValue<'a> = (&'a str, &'a str);
+
+/// One endpoint from its tags, each checked; else the tag at fault, its value and
+/// why.
+fn endpoint<'a>(
+    kind: EndpointKind,
+    (path_tag, path): TagValue<'a>,
+    port: Option<TagValue<'a>>,
+    scheme: Option<TagValue<'a>>,
+) -> Result<Endpoint, (&'a str, &'a str, SkipReason)> {
+    let path = path.trim();
+    if !valid_path(path) {
+        return Err((path_tag, path, SkipReason::InvalidPath));
     }
-    out
+    let port = match port {
+        None => None,
+        Some((tag, v)) => Some(parse_port(v).ok_or((tag, v, SkipReason::InvalidPort))?),
+    };
+    let scheme = match scheme {
+        None => None,
+        Some((tag, v)) => Some(match v.trim().to_ascii_lowercase().as_str() {
+            "http" => "http",
+            "https" => "https",
+            _ => return Err((tag, v, SkipReason::InvalidScheme)),
+        }),
+    };
+    Ok(Endpoint {
+        kind,
+        path: path.to_string(),
+        port,
+        scheme,
+    })
 }
 
 pub(super) fn valid_path(p: &str) -> bool {
