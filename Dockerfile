@@ -26,6 +26,8 @@ FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# A workspace member (the test harness): cargo needs it to load the workspace.
+COPY test-support ./test-support
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/cargo-target \
     triple="$(uname -m)-unknown-linux-gnu" \

@@ -17,17 +17,15 @@
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::pin;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use aws_sdk_servicediscovery as sd;
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -47,6 +45,7 @@ use cloudmap_sd::model::{HealthStatus, Host, Instance, attr};
 use cloudmap_sd::server::Readiness;
 use cloudmap_sd::sidecar::{self, Engine};
 use cloudmap_sd::targets;
+use cloudmap_sd_test_support::{Moto, Seeder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Against {
@@ -500,91 +499,12 @@ impl World for Fake {
 // ---------------------------------------------------------------------------------
 // moto server: the process, the seeding, and the SDK adapters on top.
 
-struct Moto {
-    child: Child,
-    port: u16,
-    url: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Moto {
-    /// Starts moto server on a free loopback port.
-    fn start() -> anyhow::Result<Moto> {
-        let bin = std::env::var_os("CLOUDMAP_SD_MOTO_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(".venv/bin/moto_server"));
-        if !bin.exists() {
-            bail!(
-                "moto server not found at {} (set CLOUDMAP_SD_MOTO_SERVER or run scripts/stack.sh install)",
-                bin.display()
-            );
-        }
-        let dir = tempfile::tempdir()?;
-        let log = dir.path().join("moto.log");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let mut moto = Moto {
-            child,
-            port,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-            _dir: dir,
-        };
-        let start = std::time::Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(moto);
-            }
-            if let Some(st) = moto.child.try_wait()? {
-                bail!("moto server exited ({st}): {}", moto.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!("moto server did not listen within 30s: {}", moto.log_text())
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// POST to moto's own API (HTTP/1.0 over a plain socket).
-    fn post(&self, path: &str, body: &str) -> anyhow::Result<()> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
-        write!(
-            s,
-            "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp)?;
-        if !resp.split(' ').nth(1).unwrap_or("").starts_with('2') {
-            bail!("POST {path}: {resp}");
-        }
-        Ok(())
-    }
-}
+// moto server itself and its seeding are the test harness's (cloudmap-sd-test-support).
 
 struct MotoWorld {
     topo: Topo,
     sdk: aws_config::SdkConfig,
-    sd: sd::Client,
+    seeder: Seeder,
     service_ids: Vec<String>,
     /// Task serials per service, and the next serial.
     tasks: Mutex<(Vec<Vec<u64>>, u64)>,
@@ -599,42 +519,24 @@ impl MotoWorld {
         api_timeout: Duration,
         concurrency: usize,
     ) -> anyhow::Result<MotoWorld> {
-        moto.post("/moto-api/reset", "")?;
+        moto.reset();
         let sdk = load_sdk_config(api_timeout).await;
-        let sdc = aws_sdk::servicediscovery_client(&sdk);
+        let seeder = Seeder::new(&moto.url).await;
         let started = std::time::Instant::now();
+        let mut ns_ids = Vec::new();
         for k in 0..topo.namespaces {
-            sdc.create_http_namespace().name(ns_name(k)).send().await?;
+            ns_ids.push(seeder.http_namespace(&ns_name(k)).await);
         }
-        let listed = sdc.list_namespaces().send().await?;
-        let ns_ids: Vec<String> = (0..topo.namespaces)
-            .map(|k| {
-                listed
-                    .namespaces()
-                    .iter()
-                    .find(|n| n.name() == Some(ns_name(k).as_str()))
-                    .and_then(|n| n.id())
-                    .map(str::to_string)
-                    .ok_or_else(|| anyhow!("namespace {} not listed", ns_name(k)))
-            })
-            .collect::<anyhow::Result<_>>()?;
 
         let mut service_ids = vec![String::new(); topo.services];
         {
-            let (sdc, ns_ids) = (&sdc, &ns_ids);
+            let (seeder, ns_ids) = (&seeder, &ns_ids);
             let mut created = pin!(
                 futures::stream::iter(0..topo.services)
                     .map(|i| async move {
-                        let mut req = sdc
-                            .create_service()
-                            .name(svc_name(i))
-                            .namespace_id(&ns_ids[topo.namespace_of(i)]);
-                        for (k, v) in TAGS {
-                            req = req.tags(sd::types::Tag::builder().key(k).value(v).build()?);
-                        }
-                        let out = req.send().await?;
-                        let id = out.service().and_then(|s| s.id()).unwrap_or_default();
-                        anyhow::Ok((i, id.to_string()))
+                        let ns = &ns_ids[topo.namespace_of(i)];
+                        let id = seeder.service(ns, &svc_name(i), &TAGS).await;
+                        anyhow::Ok((i, id))
                     })
                     .buffer_unordered(concurrency.max(1))
             );
@@ -650,7 +552,7 @@ impl MotoWorld {
         }
         let world = MotoWorld {
             topo,
-            sd: sdc,
+            seeder,
             sdk,
             service_ids,
             tasks: Mutex::new((vec![], topo.targets() as u64)),
@@ -686,26 +588,17 @@ impl MotoWorld {
     }
 
     async fn register(&self, svc: usize, serial: u64) -> anyhow::Result<()> {
-        let mut req = self
-            .sd
-            .register_instance()
-            .service_id(&self.service_ids[svc])
-            .instance_id(task_id(serial));
-        for (k, v) in attributes(&self.topo, svc, serial) {
-            req = req.attributes(k, v);
-        }
-        req.send().await.context("RegisterInstance")?;
+        let attrs = attributes(&self.topo, svc, serial);
+        let id = task_id(serial);
+        self.seeder
+            .instance(&self.service_ids[svc], &id, &attrs)
+            .await;
         Ok(())
     }
 
     async fn deregister(&self, svc: usize, serial: u64) -> anyhow::Result<()> {
-        self.sd
-            .deregister_instance()
-            .service_id(&self.service_ids[svc])
-            .instance_id(task_id(serial))
-            .send()
-            .await
-            .context("DeregisterInstance")?;
+        let id = task_id(serial);
+        self.seeder.deregister(&self.service_ids[svc], &id).await;
         Ok(())
     }
 
@@ -1700,7 +1593,7 @@ fn main() -> anyhow::Result<()> {
     // moto and its environment come first, while this process has a single thread.
     let moto = match args.against {
         Against::Moto => {
-            let m = Moto::start()?;
+            let m = Moto::start();
             eprintln!("bench: moto server at {}", m.url);
             for (k, v) in [
                 ("AWS_ENDPOINT_URL", m.url.as_str()),

@@ -346,9 +346,10 @@ step_dockerfile() {
     { say "FAIL: RUSTFLAGS is not crt-static"; bad=1; }
   grep -q '^stub-cargo: CARGO_PROFILE_RELEASE_OPT_LEVEL=s$' "$log" ||
     { say "FAIL: the binary is not optimised for size"; bad=1; }
-  # .dockerignore: only the manifest, the lock file and the sources reach the builder.
-  grep -q '^stub-cargo: context: \. \./Cargo\.lock \./Cargo\.toml \./src \./src/' "$log" ||
-    { say "FAIL: the build context holds more than Cargo.toml, Cargo.lock and src/"; bad=1; }
+  # .dockerignore: only the manifests, the lock file and the sources reach the builder
+  # (test-support/ is a workspace member: cargo loads its manifest).
+  grep -q -E '^stub-cargo: context: \. \./Cargo\.lock \./Cargo\.toml \./src \./src/.* \./test-support \./test-support/Cargo\.toml \./test-support/src $' "$log" ||
+    { say "FAIL: the build context holds more than Cargo.toml, Cargo.lock, src/ and test-support/{Cargo.toml,src}"; bad=1; }
   if grep -q -E '^stub-cargo: context: .*\./(\.venv|target|\.git|tests|terraform)( |$)' "$log"; then
     say "FAIL: .dockerignore lets through what the build does not need"
     bad=1

@@ -31,14 +31,14 @@ started=$(date +%s)
 step "cargo fmt --check"
 cargo fmt --all -- --check || die "the tree is not formatted: run cargo fmt"
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log="$CARGO_TARGET_DIR/test-output.txt"
 : >"$log"
 
-step "cargo test (unit and integration)"
-if ! cargo test --all-targets --locked 2>&1 | tee -a "$log"; then
+step "cargo test --workspace (unit and integration)"
+if ! cargo test --workspace --all-targets --locked 2>&1 | tee -a "$log"; then
     die "cargo test failed (output above)"
 fi
 

@@ -1,11 +1,9 @@
 //! `cloudmap-sd check` end to end: the real binary against moto server (AWS), the
 //! botocore-verified SigV4 server (AMP stand-in) and Prometheus configuration files.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use cloudmap_sd_test_support::*;
 
 const AMP: &str =
     "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-0a1b2c/api/v1/remote_write";

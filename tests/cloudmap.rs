@@ -1,12 +1,10 @@
 //! Discovery against a real moto server over HTTP with the real AWS SDK, through the
 //! real `cloudmap-sd` binary.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use cloudmap_sd_test_support::*;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -66,10 +64,10 @@ async fn more_than_100_instances_in_one_service() {
     proxy.record_requests("DiscoverInstances");
 
     // Why the emulation: without MaxResults moto answers all 150, AWS 100.
-    let via_proxy = Seeder::new(&proxy.url).await;
+    // The product's client: DiscoverInstances needs its `data-` host prefix fix.
+    let via_proxy = cloudmap_sd::aws::sdk::servicediscovery_client(&sdk_config(&proxy.url).await);
     let discover = || async {
         via_proxy
-            .sd
             .discover_instances()
             .namespace_name("big")
             .service_name("wide")
@@ -709,11 +707,19 @@ async fn readers_never_see_a_partial_file_under_churn() {
     });
     for round in 0..8u32 {
         let id = format!("churn{round}");
+        let target = format!("10.3.0.{}:80", round + 1);
         s.task(&svc, &id, &format!("10.3.0.{}", round + 1), Some(80))
             .await;
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        wait_for_async(T, "the new task in the file", || async {
+            sc.targets().contains(&target).then_some(())
+        })
+        .await;
         if round % 2 == 0 {
             s.deregister(&svc, &id).await;
+            wait_for_async(T, "the task gone from the file", || async {
+                (!sc.targets().contains(&target)).then_some(())
+            })
+            .await;
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -771,7 +777,10 @@ async fn sigint_stops_promptly_too() {
     sc.wait_ready(T).await;
     // Calls hang from now on: the signal arrives while a cycle waits on AWS.
     proxy.set_fault(Fault::Stall);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_for_async(T, "a call held by the stalled endpoint", || async {
+        (proxy.injected().values().sum::<u64>() > 0).then_some(())
+    })
+    .await;
     let started = std::time::Instant::now();
     sc.proc.signal("INT");
     let st = sc

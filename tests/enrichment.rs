@@ -2,12 +2,10 @@
 //! hosts file, call counts on the wire, renames, ECS failures, and Prometheus
 //! reading the hosts file.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use cloudmap_sd_test_support::*;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
@@ -27,25 +25,22 @@ fn labels_of(groups: &[Value], addr: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// moto, the proxy in front of it, and the seeders. ECS goes through the proxy,
-/// whose type fix moto's ECS answers need for the Rust SDK.
+/// moto, the proxy in front of it, and the seeder. The seeder goes through the
+/// proxy, whose type fix moto's ECS answers need for the Rust SDK.
 struct Stack {
     _moto: Moto,
     proxy: Proxy,
     s: Seeder,
-    e: EcsSeeder,
 }
 
 async fn stack() -> Stack {
     let moto = Moto::start();
     let proxy = Proxy::start(&moto.url).await;
-    let s = Seeder::new(&moto.url).await;
-    let e = EcsSeeder::new(&proxy.url).await;
+    let s = Seeder::new(&proxy.url).await;
     Stack {
         _moto: moto,
         proxy,
         s,
-        e,
     }
 }
 
@@ -58,18 +53,18 @@ struct Topology {
     web: String,
 }
 
-async fn topology(s: &Seeder, e: &EcsSeeder) -> Topology {
-    let named = e.host(Some("alpha")).await;
-    let unnamed = e.host(None).await;
+async fn topology(s: &Seeder) -> Topology {
+    let named = s.host(Some("alpha")).await;
+    let unnamed = s.host(None).await;
     // One host per cluster, so ECS's placement is known.
-    e.task_definition().await;
-    e.cluster("prod").await;
-    e.cluster("edge").await;
-    e.container_instance("prod", &named.0).await;
-    e.container_instance("edge", &unnamed.0).await;
-    let on_named = e.ec2_tasks("prod", 1).await.remove(0);
-    let on_unnamed = e.ec2_tasks("edge", 1).await.remove(0);
-    let fargate = e.fargate_task("prod").await;
+    s.task_definition().await;
+    s.cluster("prod").await;
+    s.cluster("edge").await;
+    s.container_instance("prod", &named.0).await;
+    s.container_instance("edge", &unnamed.0).await;
+    let on_named = s.ec2_tasks("prod", 1).await.remove(0);
+    let on_unnamed = s.ec2_tasks("edge", 1).await.remove(0);
+    let fargate = s.fargate_task("prod").await;
     let ns = s.http_namespace("apps").await;
     let web = s.service(&ns, "web", &[("METRICS_PATH", "/metrics")]).await;
     s.ecs_task(&web, "prod", &on_named, "10.0.0.1").await;
@@ -87,8 +82,8 @@ async fn topology(s: &Seeder, e: &EcsSeeder) -> Topology {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ec2_fargate_and_unnamed_hosts_get_the_right_labels() {
-    let Stack { _moto, proxy, s, e } = stack().await;
-    let t = topology(&s, &e).await;
+    let Stack { _moto, proxy, s } = stack().await;
+    let t = topology(&s).await;
     let dir = tempfile::tempdir().unwrap();
     let hosts_path = dir.path().join("hosts.json");
     let out = run_cli(
@@ -190,13 +185,13 @@ async fn ec2_fargate_and_unnamed_hosts_get_the_right_labels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_cold_cycle_and_a_steady_cycle_without_ecs_or_ec2_calls() {
-    let Stack { _moto, proxy, s, e } = stack().await;
-    let (host, _) = e.host(Some("big")).await;
-    e.task_definition().await;
-    e.cluster("prod").await;
-    e.container_instance("prod", &host).await;
+    let Stack { _moto, proxy, s } = stack().await;
+    let (host, _) = s.host(Some("big")).await;
+    s.task_definition().await;
+    s.cluster("prod").await;
+    s.container_instance("prod", &host).await;
     let started = std::time::Instant::now();
-    let tasks = e.ec2_tasks("prod", 250).await;
+    let tasks = s.ec2_tasks("prod", 250).await;
     assert_eq!(tasks.len(), 250);
     eprintln!("250 tasks started in {:?}", started.elapsed());
     let ns = s.http_namespace("apps").await;
@@ -244,8 +239,8 @@ async fn batched_cold_cycle_and_a_steady_cycle_without_ecs_or_ec2_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renamed_host_changes_only_ec2_name() {
-    let Stack { _moto, proxy, s, e } = stack().await;
-    let t = topology(&s, &e).await;
+    let Stack { _moto, proxy, s } = stack().await;
+    let t = topology(&s).await;
     let dir = tempfile::tempdir().unwrap();
     let sc = Sidecar::start(
         dir.path(),
@@ -255,7 +250,7 @@ async fn a_renamed_host_changes_only_ec2_name() {
     sc.wait_ready(T).await;
     let before = parse_file(&sc.output);
     assert_eq!(labels_of(&before, "10.0.0.1:8080")["ec2_name"], "alpha");
-    e.rename(&t.named.0, "alpha-renamed").await;
+    s.rename(&t.named.0, "alpha-renamed").await;
     let renamed = std::time::Instant::now();
     wait_for_async(Duration::from_secs(15), "the new name", || async {
         let g = parse_file(&sc.output);
@@ -284,8 +279,8 @@ async fn a_renamed_host_changes_only_ec2_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ecs_errors_keep_published_labels_and_hold_new_tasks() {
-    let Stack { _moto, proxy, s, e } = stack().await;
-    let t = topology(&s, &e).await;
+    let Stack { _moto, proxy, s } = stack().await;
+    let t = topology(&s).await;
     let dir = tempfile::tempdir().unwrap();
     let sc = Sidecar::start(
         dir.path(),
@@ -304,7 +299,7 @@ async fn ecs_errors_keep_published_labels_and_hold_new_tasks() {
 
     proxy.set_fault_for("DescribeTasks", Fault::ServerError);
     proxy.set_fault_for("DescribeInstances", Fault::Throttle);
-    let new_task = e.ec2_tasks("prod", 1).await.remove(0);
+    let new_task = s.ec2_tasks("prod", 1).await.remove(0);
     s.ecs_task(&t.web, "prod", &new_task, "10.0.0.4").await;
     wait_for_async(T, "the new task to be seen and held", || async {
         (sc.metric("cloudmap_sd_tasks_held").await >= 1.0).then_some(())
@@ -340,8 +335,8 @@ async fn ecs_errors_keep_published_labels_and_hold_new_tasks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_reads_the_hosts_file_with_instance_set_to_the_name() {
-    let Stack { _moto, proxy, s, e } = stack().await;
-    let t = topology(&s, &e).await;
+    let Stack { _moto, proxy, s } = stack().await;
+    let t = topology(&s).await;
     let dir = tempfile::tempdir().unwrap();
     let sd = dir.path().join("sd");
     std::fs::create_dir(&sd).unwrap();
@@ -415,11 +410,11 @@ fn host_rows(path: &std::path::Path) -> Vec<(String, String, String)> {
 /// drop no host from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_file_has_every_host_of_the_clusters_and_never_shrinks_on_errors() {
-    let Stack { _moto, proxy, s, e } = stack().await;
-    let t = topology(&s, &e).await;
+    let Stack { _moto, proxy, s } = stack().await;
+    let t = topology(&s).await;
     // Registered after the tasks were placed: it runs none of them.
-    let (daemon_only, daemon_ip) = e.host(Some("daemon-only")).await;
-    e.container_instance("prod", &daemon_only).await;
+    let (daemon_only, daemon_ip) = s.host(Some("daemon-only")).await;
+    s.container_instance("prod", &daemon_only).await;
     let dir = tempfile::tempdir().unwrap();
     let hosts = dir.path().join("hosts.json");
 
@@ -441,7 +436,12 @@ async fn hosts_file_has_every_host_of_the_clusters_and_never_shrinks_on_errors()
     // The tasks are published after the hold, without their host's labels; the
     // hosts file waits for hosts it can name.
     sc.wait_ready(T).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for_async(T, "the 3 tasks, published after the hold", || async {
+        (sc.targets().len() == 3).then_some(())
+    })
+    .await;
+    // Two more whole cycles, each asking EC2 again: still no hosts file.
+    sc.wait_cycles(3, T).await;
     assert_eq!(sc.targets().len(), 3);
     assert!(
         !hosts.exists(),
@@ -490,7 +490,8 @@ async fn hosts_file_has_every_host_of_the_clusters_and_never_shrinks_on_errors()
         proxy.set_fault_for(op, Fault::ServerError);
     }
     let asked = proxy.counts();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Six cycles of --interval 1s span at least two --ec2-name-refresh 2s periods.
+    sc.wait_cycles(6, T).await;
     let during = diff(&asked, &proxy.counts());
     // (Retries of the failing listings may use up the cycle deadline before the
     // DescribeInstances refresh is sent.)
@@ -517,14 +518,14 @@ async fn hosts_file_has_every_host_of_the_clusters_and_never_shrinks_on_errors()
 /// counted on the wire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cost_of_20_services_by_10_tasks_on_5_hosts() {
-    let Stack { _moto, proxy, s, e } = stack().await;
-    e.task_definition().await;
-    e.cluster("prod").await;
+    let Stack { _moto, proxy, s } = stack().await;
+    s.task_definition().await;
+    s.cluster("prod").await;
     for i in 0..5 {
-        let (host, _) = e.host(Some(&format!("host-{i}"))).await;
-        e.container_instance("prod", &host).await;
+        let (host, _) = s.host(Some(&format!("host-{i}"))).await;
+        s.container_instance("prod", &host).await;
     }
-    let tasks = e.ec2_tasks("prod", 200).await;
+    let tasks = s.ec2_tasks("prod", 200).await;
     let ns = s.http_namespace("apps").await;
     for svc in 0..20 {
         let id = s

@@ -2,8 +2,6 @@
 //! throttling storm while tasks churn, a stalled endpoint against the cycle
 //! deadline, disk faults on a real filesystem, and sharding.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use cloudmap_sd_test_support::*;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -118,12 +116,10 @@ async fn throttling_storm_while_tasks_churn() {
     assert_eq!(sc.targets().into_iter().collect::<BTreeSet<_>>(), truth);
     let reader = Reader::start(sc.output.clone(), stable.clone());
 
-    // A minute with half of all calls throttled while one task per service is
-    // replaced every couple of seconds.
+    // Thirty replacements of one task per service, one every two cycles, with half
+    // of all calls throttled.
     proxy.set_fault_rate(Fault::Throttle, 0.5);
-    let started = Instant::now();
-    let mut generation = 3;
-    while started.elapsed() < Duration::from_secs(60) {
+    for generation in 3..33 {
         for (i, svc) in ids.iter().enumerate() {
             let old = generation - 1;
             s.deregister(svc, &format!("s{i}t{old}")).await;
@@ -137,8 +133,7 @@ async fn throttling_storm_while_tasks_churn() {
             .await;
             truth.insert(format!("{}:80", ip(i, generation)));
         }
-        generation += 1;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        sc.wait_cycles(2, T).await;
     }
     let injected: u64 = proxy.injected().values().sum();
     let total = proxy.total();

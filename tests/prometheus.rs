@@ -1,11 +1,9 @@
 //! End to end: moto server -> cloudmap-sd run -> file -> a real Prometheus with
 //! file_sd_configs, checked through Prometheus's own /api/v1/targets.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use cloudmap_sd_test_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_shows_the_targets_with_their_labels() {

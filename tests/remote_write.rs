@@ -3,8 +3,6 @@
 //! remote_writes to a second real Prometheus (the AMP stand-in) which stops and
 //! comes back.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +12,7 @@ use cloudmap_sd::metrics::Metrics;
 use cloudmap_sd::remote_write::{AmpProbe, ProbeResult, WatchConfig, watch};
 use tokio_util::sync::CancellationToken;
 
-use common::{
+use cloudmap_sd_test_support::{
     Moto, Sidecar, Sigv4Server, free_port, get_status, prometheus_on, sum_metric, wait_for_async,
 };
 
@@ -162,7 +160,7 @@ async fn transport_failures_are_classified() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_probes_the_url_of_the_prometheus_config_and_exports_the_causes() {
     let moto = Moto::start();
-    // The sidecar's AWS chain holds the test credentials of common::aws_env.
+    // The sidecar's AWS chain holds the test credentials of cloudmap_sd_test_support::aws_env.
     let server = Sigv4Server::start("testing", "testing", "eu-west-1", &[200, 403]);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");
@@ -199,7 +197,7 @@ async fn run_probes_the_url_of_the_prometheus_config_and_exports_the_causes() {
         || {
             let url = sc.url("/metrics");
             async move {
-                let (_, text) = common::http_get(&url).await?;
+                let (_, text) = cloudmap_sd_test_support::http_get(&url).await?;
                 (sum_metric(&text, "cloudmap_sd_amp_probes_total{result=\"accepted\"}") >= 1.0
                     && text.contains("cloudmap_sd_amp_probe_result{result=\"forbidden\"} 1"))
                 .then_some(text)

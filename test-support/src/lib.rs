@@ -1,0 +1,27 @@
+//! Test harness of cloudmap-sd, shared by the integration tests, the benchmark and the
+//! demo: a real moto server, a counting/fault proxy in front of it, a seeder using the
+//! real AWS SDK, the real `cloudmap-sd` binary, and a real Prometheus. A missing tool
+//! fails with instructions; nothing is skipped.
+//!
+//! It does not depend on the `cloudmap-sd` library (a dev-dependency cycle would build
+//! the library twice); it drives the binary.
+
+pub mod http;
+pub mod moto;
+pub mod process;
+pub mod prometheus;
+pub mod proxy;
+pub mod seeder;
+pub mod sidecar;
+pub mod sigv4;
+pub mod wait;
+
+pub use http::{get_status, http_get, http_post, post_blocking};
+pub use moto::Moto;
+pub use process::{Proc, free_port, which};
+pub use prometheus::{prometheus, prometheus_bin, prometheus_on};
+pub use proxy::{AWS_DISCOVER_INSTANCES_DEFAULT_MAX, Fault, Proxy, diff, operation_of};
+pub use seeder::{REGION, Seeder, aws_env, sdk_config, task_id};
+pub use sidecar::{Sidecar, parse_file, read_targets, run_cli, sidecar_bin, sum_metric};
+pub use sigv4::{Sigv4Server, python};
+pub use wait::{wait_for, wait_for_async};
