@@ -192,6 +192,16 @@ else
     BIN="$CARGO_TARGET_DIR/debug/cloudmap-sd"
     [[ -x $BIN ]] || fail build "cargo build succeeded but $BIN is missing"
 fi
+# The seeder the tests and the benchmark use too (test-support's `seed` binary).
+command -v cargo >/dev/null 2>&1 || fail build "cargo is not on PATH: install Rust (rustup) first"
+: "${CARGO_TARGET_DIR:=$HOME/.cache/cloudmap-sd/target}"
+[[ $CARGO_TARGET_DIR == /* ]] || CARGO_TARGET_DIR="$PWD/$CARGO_TARGET_DIR"
+export CARGO_TARGET_DIR
+say "building the seeder: cargo build -p cloudmap-sd-test-support --bin seed"
+(cd "$REPO_ROOT" && cargo build -p cloudmap-sd-test-support --bin seed) \
+    || fail build "cargo build -p cloudmap-sd-test-support --bin seed failed (output above)"
+SEED="$CARGO_TARGET_DIR/debug/seed"
+[[ -x $SEED ]] || fail build "cargo build succeeded but $SEED is missing"
 
 # ---------------------------------------------------------------- state dir, ports
 
@@ -213,12 +223,12 @@ start moto "$STATE/moto.log" "$REPO_ROOT/.venv/bin/moto_server" -H 127.0.0.1 -p 
 wait_for moto 30 "HTTP answer on $MOTO_URL" "$PY" "$UTIL" http-status --any "$MOTO_URL/moto-api/"
 "$PY" "$UTIL" post "$MOTO_URL/moto-api/reset" || fail moto "POST $MOTO_URL/moto-api/reset failed"
 
-say "seeding the demo topology (scripts/seed_demo.py)"
+say "seeding the demo topology (scripts/demo-topology.json)"
 LOG_OF[seed]="$STATE/seed.log"
-"$PY" "$REPO_ROOT/scripts/seed_demo.py" --endpoint "$MOTO_URL" --region "$REGION" \
-    --sidecar-port "$SIDECAR_PORT" --prometheus-port "$PROM_PORT" \
+"$SEED" --endpoint "$MOTO_URL" --topology "$REPO_ROOT/scripts/demo-topology.json" \
+    --var "SIDECAR_PORT=$SIDECAR_PORT" --var "PROMETHEUS_PORT=$PROM_PORT" \
     --summary-json "$STATE/seed.json" >"$STATE/seed.log" 2>&1 \
-    || fail seed "scripts/seed_demo.py against $MOTO_URL failed"
+    || fail seed "seeding $MOTO_URL failed (log: $STATE/seed.log)"
 sed 's/^/  /' "$STATE/seed.log"
 
 # ---------------------------------------------------------------- the sidecar
@@ -272,8 +282,7 @@ wait_for prometheus 30 "200 from $PROM_URL/-/ready" "$PY" "$UTIL" http-status "$
 say "Prometheus is ready"
 
 if [[ $CHURN -eq 1 ]]; then
-    start churn "$STATE/churn.log" "$PY" "$REPO_ROOT/scripts/seed_demo.py" \
-        --endpoint "$MOTO_URL" --region "$REGION" --skip-seed --churn --churn-every 10
+    start churn "$STATE/churn.log" "$SEED" --endpoint "$MOTO_URL" --churn apps/web --churn-every 10s
 fi
 
 CHURN_LOG_LINE=

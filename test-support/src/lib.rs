@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod seeder;
 pub mod sidecar;
 pub mod sigv4;
+pub mod topology;
 pub mod wait;
 
 pub use http::{get_status, http_get, http_post, post_blocking};
