@@ -25,26 +25,3 @@ pub fn wants_scraping(tags: &BTreeMap<String, String>) -> bool {
     tags.keys()
         .any(|k| k == METRICS_PATH || k == ECS_METRICS_PATH || k.starts_with(NAMED_PATH))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn only_a_path_tag_makes_a_service_scraped() {
-        assert!(!wants_scraping(&tags(&[
-            ("team", "a"),
-            ("METRICS_PORT", "1")
-        ])));
-        assert!(wants_scraping(&tags(&[("METRICS_PATH", "/m")])));
-        assert!(wants_scraping(&tags(&[("ECS_METRICS_PATH", "/m")])));
-        assert!(wants_scraping(&tags(&[("METRICS_PATH_x", "/m")])));
-    }
-}
