@@ -43,13 +43,6 @@ impl AwsMetrics {
             .get_or_create(&ApiCallLabels { operation, outcome })
             .inc();
     }
-
-    /// Calls of `operation` with `outcome` so far.
-    pub fn count(&self, operation: &'static str, outcome: &'static str) -> u64 {
-        self.api_calls
-            .get_or_create(&ApiCallLabels { operation, outcome })
-            .get()
-    }
 }
 
 /// One API call in flight: counted with its outcome by [`InFlight::end`], or as

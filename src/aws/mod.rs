@@ -1,7 +1,7 @@
 //! AWS behind narrow, domain-shaped traits ([`CloudMap`], [`Ecs`], [`Ec2`]). The real
 //! adapters own pagination, batch limits, error classification ([`error`]) and call
-//! counting ([`calls`]); discovery and enrichment see only plain structs. [`fakes`]
-//! holds in-memory adapters for unit tests and the benchmark; [`sdk`] loads the SDK
+//! counting ([`calls`]); discovery and enrichment see only plain structs. `fakes`
+//! (built for unit tests only) holds hand-written adapters; [`sdk`] loads the SDK
 //! configuration once and fixes Cloud Map's host prefix on custom endpoints.
 
 use std::collections::BTreeMap;
@@ -15,6 +15,7 @@ pub mod cloudmap;
 pub mod ec2;
 pub mod ecs;
 pub mod error;
+#[cfg(test)]
 pub mod fakes;
 pub mod sdk;
 
