@@ -15,7 +15,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::Parser;
 
 use cloudmap_sd_test_support::Seeder;
-use cloudmap_sd_test_support::topology::{ServiceSpec, TaskIds, Topology, task_attributes};
+use cloudmap_sd_test_support::topology::{TaskIds, Topology};
 
 /// Seeds a Cloud Map topology into moto server (or churns one service's tasks).
 #[derive(Debug, Parser)]
@@ -37,7 +37,7 @@ struct Args {
     #[arg(long)]
     churn: Option<String>,
     /// Time between two churn steps.
-    #[arg(long, default_value = "10s", value_parser = humantime_secs)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     churn_every: Duration,
     /// The random seed of the task ids (same seed, same ids).
     #[arg(long, default_value_t = 20240601)]
@@ -49,18 +49,6 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err("expected NAME=VALUE".into()),
     }
-}
-
-/// `10s`, `500ms`, `2m`, or a number of seconds.
-fn humantime_secs(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().map_err(|_| format!("not a duration: {s}"))?;
-    Ok(match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        _ => return Err(format!("not a duration: {s} (use 10s, 500ms, 2m)")),
-    })
 }
 
 #[tokio::main]
@@ -85,7 +73,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         seed(&args, path, &seeder, &mut ids).await?;
     }
     if let Some(target) = &args.churn {
-        churn(&seeder, target, args.churn_every, &mut ids).await?;
+        // Another id stream than the seeding's: a churn process started after the
+        // seeding must not reuse a seeded task's id (moto duplicates it).
+        let mut churn_ids = TaskIds::new(!args.seed);
+        churn(&seeder, target, args.churn_every, &mut churn_ids).await?;
     }
     Ok(())
 }
@@ -153,16 +144,7 @@ async fn churn(
         .split_once('/')
         .ok_or_else(|| anyhow!("--churn {target}: expected NAMESPACE/SERVICE"))?;
     let id = service_id(seeder, namespace, name).await?;
-    let spec = ServiceSpec {
-        name: name.to_string(),
-        namespace: namespace.to_string(),
-        cluster: "demo-apps".to_string(),
-        family: None,
-        tags: BTreeMap::new(),
-        tasks: Vec::new(),
-        expected_targets: 0,
-        note: String::new(),
-    };
+    let template = registered_attributes(seeder, &id, target).await?;
     println!(
         "churn: every {every:?}, register then deregister one extra {target} task (Ctrl-C stops)"
     );
@@ -180,7 +162,7 @@ async fn churn(
                 let ip = format!("127.0.0.{}", 100 + n % 100);
                 let task = ids.next_id();
                 seeder
-                    .instance(&id, &task, &task_attributes(&spec, &ip, 8080, n))
+                    .instance(&id, &task, &with_address(&template, &ip))
                     .await;
                 println!("churn: registered {target} task {task} at {ip}");
                 extra = Some(task);
@@ -197,6 +179,39 @@ async fn churn(
         println!("churn: stopped; deregistered {target} task {task}");
     }
     Ok(())
+}
+
+/// The attributes of a task already registered in service `id`: a new task of the
+/// same service is registered as ECS would, in the same cluster and family.
+async fn registered_attributes(
+    seeder: &Seeder,
+    id: &str,
+    target: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let listed = seeder
+        .sd
+        .list_instances()
+        .service_id(id)
+        .send()
+        .await
+        .context("ListInstances")?;
+    let first = listed
+        .instances()
+        .first()
+        .and_then(|i| i.attributes())
+        .ok_or_else(|| anyhow!("{target} has no task to copy: seed it first"))?;
+    Ok(first.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// `template` with the task's own address.
+fn with_address<'a>(template: &'a [(String, String)], ip: &str) -> Vec<(&'a str, String)> {
+    let mut attrs: Vec<(&str, String)> = template
+        .iter()
+        .filter(|(k, _)| k != "AWS_INSTANCE_IPV4")
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    attrs.push(("AWS_INSTANCE_IPV4", ip.to_string()));
+    attrs
 }
 
 /// The first SIGINT or SIGTERM.
