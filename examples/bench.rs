@@ -1452,8 +1452,8 @@ fn report_ttt(t: &Ttt) {
     }
     if let Some(p) = t.peak_rss_kib {
         println!(
-            "  peak RSS during the loop (VmHWM; file writes and HTTP server included, and so is \
-             this bench's polling, which reads the whole file into memory): {} MiB",
+            "  peak RSS during the loop (VmHWM; file writes included, and so is this bench's \
+             polling, which reads the whole file into memory; the HTTP server is not, main runs it): {} MiB",
             mib(p)
         );
     }
