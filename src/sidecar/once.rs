@@ -21,9 +21,9 @@ pub async fn once<C: CloudMap, E: Ecs, X: Ec2>(
 ) -> Result<(), Error> {
     let mut engine = Engine::new(clients, options, metrics);
     let started = Instant::now();
-    let pass = engine.pass(started).await.map_err(Error::Discovery)?;
+    let mut pass = engine.pass(started).await.map_err(Error::Discovery)?;
     refuse_incomplete(&pass)?;
-    if let (Some(hosts), Some(json)) = (&options.hosts, pass.hosts.clone()) {
+    if let (Some(hosts), Some(json)) = (&options.hosts, pass.hosts.take()) {
         write(FileSd::open(&hosts.path), Content::Bytes(json))
             .await
             .1?;

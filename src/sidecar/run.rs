@@ -73,7 +73,7 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
         self.metrics
             .cycle_duration
             .observe(started.elapsed().as_secs_f64());
-        let pass = match result {
+        let mut pass = match result {
             Ok(p) => p,
             Err(e) => return self.failed(e),
         };
@@ -82,7 +82,7 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
         if !self.may_publish(&pass) {
             return;
         }
-        if let Some(json) = pass.hosts.clone() {
+        if let Some(json) = pass.hosts.take() {
             self.write_hosts(json).await;
         }
         let file = self.write_targets(&pass).await;
