@@ -24,7 +24,8 @@ if [[ " $* " == *" moto "* || " $* " == *"=moto "* ]] && [[ ! -x $CLOUDMAP_SD_MO
     bash scripts/stack.sh tools
 fi
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cloudmap-sd/target}"
+# shellcheck source=scripts/lib/paths.sh
+source "$REPO_ROOT/scripts/lib/paths.sh"
 mkdir -p "$CARGO_TARGET_DIR"
 
 exec cargo run --release --quiet --example bench -- "$@"

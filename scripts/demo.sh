@@ -16,7 +16,9 @@ set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO_ROOT
 readonly STATE="$REPO_ROOT/.demo"
-readonly PY="$REPO_ROOT/.venv/bin/python"
+# shellcheck source=scripts/lib/paths.sh
+source "$REPO_ROOT/scripts/lib/paths.sh"
+readonly PY="$CLOUDMAP_SD_VENV/bin/python"
 readonly UTIL="$REPO_ROOT/scripts/demo_util.py"
 readonly REGION=us-east-1
 
@@ -177,31 +179,24 @@ fi
 
 # ---------------------------------------------------------------- build
 
+# Both binaries (the sidecar and the seeder the tests and the benchmark share) in one
+# workspace build: the same features as `cargo test --workspace`, so the suite and the
+# demo share one debug build of every dependency.
+command -v cargo >/dev/null 2>&1 || fail build "cargo is not on PATH: install Rust (rustup) first"
+say "building: cargo build --workspace --bins (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+(cd "$REPO_ROOT" && cargo build --workspace --bins --locked) \
+    || fail build "cargo build --workspace --bins failed (output above)"
+SEED="$CARGO_TARGET_DIR/debug/seed"
+[[ -x $SEED ]] || fail build "cargo build succeeded but $SEED is missing"
 if [[ -n $BIN ]]; then
     [[ $BIN == */* ]] || BIN=$(command -v "$BIN" || true)
     [[ -n $BIN && -x $BIN ]] || fail build "--bin: not an executable file"
     BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
-    say "using $BIN (no build)"
+    say "using $BIN"
 else
-    command -v cargo >/dev/null 2>&1 || fail build "cargo is not on PATH: install Rust (rustup) first"
-    : "${CARGO_TARGET_DIR:=$HOME/.cache/cloudmap-sd/target}"
-    [[ $CARGO_TARGET_DIR == /* ]] || CARGO_TARGET_DIR="$PWD/$CARGO_TARGET_DIR"
-    export CARGO_TARGET_DIR
-    say "building: cargo build --bin cloudmap-sd (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-    (cd "$REPO_ROOT" && cargo build --bin cloudmap-sd) || fail build "cargo build --bin cloudmap-sd failed (output above)"
     BIN="$CARGO_TARGET_DIR/debug/cloudmap-sd"
     [[ -x $BIN ]] || fail build "cargo build succeeded but $BIN is missing"
 fi
-# The seeder the tests and the benchmark use too (test-support's `seed` binary).
-command -v cargo >/dev/null 2>&1 || fail build "cargo is not on PATH: install Rust (rustup) first"
-: "${CARGO_TARGET_DIR:=$HOME/.cache/cloudmap-sd/target}"
-[[ $CARGO_TARGET_DIR == /* ]] || CARGO_TARGET_DIR="$PWD/$CARGO_TARGET_DIR"
-export CARGO_TARGET_DIR
-say "building the seeder: cargo build -p cloudmap-sd-test-support --bin seed"
-(cd "$REPO_ROOT" && cargo build -p cloudmap-sd-test-support --bin seed) \
-    || fail build "cargo build -p cloudmap-sd-test-support --bin seed failed (output above)"
-SEED="$CARGO_TARGET_DIR/debug/seed"
-[[ -x $SEED ]] || fail build "cargo build succeeded but $SEED is missing"
 
 # ---------------------------------------------------------------- state dir, ports
 
@@ -219,7 +214,7 @@ PROM_URL="http://127.0.0.1:$PROM_PORT"
 
 # ---------------------------------------------------------------- moto server
 
-start moto "$STATE/moto.log" "$REPO_ROOT/.venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+start moto "$STATE/moto.log" "$CLOUDMAP_SD_VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
 wait_for moto 30 "HTTP answer on $MOTO_URL" "$PY" "$UTIL" http-status --any "$MOTO_URL/moto-api/"
 "$PY" "$UTIL" post "$MOTO_URL/moto-api/reset" || fail moto "POST $MOTO_URL/moto-api/reset failed"
 

@@ -22,7 +22,9 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV="$REPO/.venv"
+# shellcheck source=scripts/lib/paths.sh
+source "$REPO/scripts/lib/paths.sh"
+VENV="$CLOUDMAP_SD_VENV"
 PY="$VENV/bin/python"
 UTIL="$REPO/scripts/image_test_util.py"
 MAX_IMAGE_BYTES=25000000
@@ -287,7 +289,7 @@ run_step "image content: static /cloudmap-sd and the CA bundle, no shell" step_c
 # wiring, build args, cache mounts, .dockerignore, the static check, the final stage.
 make_stub_builder() {
   local root="$WORK/stub-root" tool lib bin
-  bin="${CARGO_TARGET_DIR:-$HOME/.cache/cloudmap-sd/target}/x86_64-unknown-linux-gnu/release/cloudmap-sd"
+  bin="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/cloudmap-sd"
   [[ -x "$bin" ]] || { say "no release binary at $bin"; return 1; }
   mkdir -p "$root/usr/local/cargo/bin" "$root/stub" "$root/etc/ssl/certs" "$root/tmp"
   chmod 1777 "$root/tmp"
@@ -376,7 +378,7 @@ step_dockerfile() {
   mkdir -p "$WORK/stub-rootfs"
   podman export "$probe" | tar -x -C "$WORK/stub-rootfs"
   podman rm -f "$probe" >/dev/null 2>&1 || true
-  cmp -s "$WORK/stub-rootfs/cloudmap-sd" "${CARGO_TARGET_DIR:-$HOME/.cache/cloudmap-sd/target}/x86_64-unknown-linux-gnu/release/cloudmap-sd" ||
+  cmp -s "$WORK/stub-rootfs/cloudmap-sd" "$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/cloudmap-sd" ||
     { say "FAIL: /cloudmap-sd in the Dockerfile image is not the binary cargo produced"; bad=1; }
   cmp -s "$WORK/stub-rootfs/etc/ssl/certs/ca-certificates.crt" /etc/ssl/certs/ca-certificates.crt ||
     { say "FAIL: the CA bundle did not come from the CA image"; bad=1; }

@@ -18,6 +18,8 @@ set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO_ROOT
+# shellcheck source=scripts/lib/paths.sh
+source "$REPO_ROOT/scripts/lib/paths.sh"
 readonly RUST_TARGET=x86_64-unknown-linux-gnu
 readonly CONTAINERFILE="$REPO_ROOT/Dockerfile.local"
 # Optimise the image's binary for size: with the release profile's default (3) it is
@@ -129,7 +131,7 @@ main() {
     grep -q 'BEGIN CERTIFICATE' "$ca" || die "CA bundle $ca holds no PEM certificate"
     [[ -f $CONTAINERFILE ]] || die "$CONTAINERFILE is missing"
 
-    target_dir=${CARGO_TARGET_DIR:-$HOME/.cache/cloudmap-sd/target}
+    target_dir=$CARGO_TARGET_DIR
     mkdir -p "$target_dir"
 
     say "cargo build --release --locked --bin cloudmap-sd --target $RUST_TARGET (crt-static, opt-level $OPT_LEVEL, CARGO_TARGET_DIR=$target_dir)"

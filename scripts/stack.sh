@@ -15,7 +15,9 @@ set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO_ROOT
 readonly MOTO_VERSION=5.1.6
-readonly VENV="$REPO_ROOT/.venv"
+# shellcheck source=scripts/lib/paths.sh
+source "$REPO_ROOT/scripts/lib/paths.sh"
+readonly VENV="$CLOUDMAP_SD_VENV"
 readonly VENV_PY="$VENV/bin/python"
 readonly MOTO_SERVER="$VENV/bin/moto_server"
 
@@ -173,6 +175,8 @@ cmd_env() {
     printf 'export CLOUDMAP_SD_MOTO_SERVER=%q\n' "$MOTO_SERVER"
     printf 'export CLOUDMAP_SD_PROMETHEUS=%q\n' "$prom"
     printf 'export CLOUDMAP_SD_PYTHON=%q\n' "$VENV_PY"
+    printf 'export CLOUDMAP_SD_VENV=%q\n' "$VENV"
+    printf 'export CARGO_TARGET_DIR=%q\n' "$CARGO_TARGET_DIR"
     return "$missing"
 }
 

@@ -25,7 +25,9 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TF_SRC="$REPO/terraform"
-VENV="$REPO/.venv"
+# shellcheck source=scripts/lib/paths.sh
+source "$REPO/scripts/lib/paths.sh"
+VENV="$CLOUDMAP_SD_VENV"
 
 WORK=""
 MOTO_PID=""

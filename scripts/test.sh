@@ -14,11 +14,27 @@ set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO_ROOT"
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cloudmap-sd/target}"
+# shellcheck source=scripts/lib/paths.sh
+source "$REPO_ROOT/scripts/lib/paths.sh"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 mkdir -p "$CARGO_TARGET_DIR"
 
-step() { printf '\n== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+# step NAME: prints a heading and records when NAME began (for the closing times).
+declare -a step_names=() step_starts=()
+step() {
+    printf '\n== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"
+    step_names+=("$*")
+    step_starts+=("$(date +%s)")
+}
+# The wall time of each step, at the end.
+step_times() {
+    local i end
+    printf '\nstep times:\n'
+    for i in "${!step_names[@]}"; do
+        end=${step_starts[$((i + 1))]:-$(date +%s)}
+        printf '  %5ss  %s\n' "$((end - step_starts[i]))" "${step_names[i]}"
+    done
+}
 die() { printf 'test: error: %s\n' "$*" >&2; exit 1; }
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) first"
@@ -37,8 +53,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log="$CARGO_TARGET_DIR/test-output.txt"
 : >"$log"
 
+# The library's unit tests, the binaries' and the one integration-test binary
+# (tests/integration/). Examples (the benchmark) are left to clippy above: they are
+# checked, not run, here. Most integration tests wait on moto and Prometheus, so three
+# run at once on two cores.
 step "cargo test --workspace (unit and integration)"
-if ! cargo test --workspace --all-targets --locked 2>&1 | tee -a "$log"; then
+if ! cargo test --workspace --lib --bins --tests --locked -- --test-threads 3 2>&1 | tee -a "$log"; then
     die "cargo test failed (output above)"
 fi
 
@@ -61,4 +81,5 @@ awk '
     /^[a-z]+: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
     END { printf "\ntests: %d passed, %d failed\n", p, f }
 ' "$log"
+step_times
 printf 'suite time: %ss\n' "$(( $(date +%s) - started ))"

@@ -13,12 +13,13 @@ run_step() {
   shift
   say ""
   say "=== $name"
+  local began=$SECONDS
   if "$@"; then
-    say "--- PASS $name"
+    say "--- PASS $name ($((SECONDS - began))s)"
     passed=$((passed + 1))
     return 0
   fi
-  say "--- FAIL $name"
+  say "--- FAIL $name ($((SECONDS - began))s)"
   failed=$((failed + 1))
   failures+=("$name")
   return 1

@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::http::post_blocking;
-use crate::process::{Proc, free_port, repo, spawn_logged, tool};
+use crate::process::{Proc, free_port, spawn_logged, tool, venv};
 
 /// A moto server on a free loopback port.
 pub struct Moto {
@@ -18,7 +18,7 @@ impl Moto {
     pub fn start() -> Moto {
         let bin = tool(
             "CLOUDMAP_SD_MOTO_SERVER",
-            repo().join(".venv/bin/moto_server"),
+            venv().join("bin/moto_server"),
             "moto server",
         );
         let dir = tempfile::tempdir().unwrap();

@@ -13,6 +13,27 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
+/// The Python venv the scripts install moto server and the test tools into
+/// (`scripts/lib/paths.sh` says where): `CLOUDMAP_SD_VENV`, else `venv` in
+/// `CLOUDMAP_SD_CACHE`, else `~/.cache/cloudmap-sd/venv` (`XDG_CACHE_HOME` honoured).
+pub fn venv() -> PathBuf {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(v) = var("CLOUDMAP_SD_VENV") {
+        return v;
+    }
+    let cache = var("CLOUDMAP_SD_CACHE").unwrap_or_else(|| {
+        var("XDG_CACHE_HOME")
+            .or_else(|| var("HOME").map(|h| h.join(".cache")))
+            .unwrap_or_else(|| PathBuf::from(".cache"))
+            .join("cloudmap-sd")
+    });
+    cache.join("venv")
+}
+
 pub fn tool(env_var: &str, default: PathBuf, what: &str) -> PathBuf {
     let p = std::env::var_os(env_var)
         .map(PathBuf::from)
@@ -20,7 +41,7 @@ pub fn tool(env_var: &str, default: PathBuf, what: &str) -> PathBuf {
     if !p.exists() {
         panic!(
             "{what} not found at {} (set {env_var} or run `scripts/stack.sh install`, \
-             which installs moto server in .venv and Prometheus from apt)",
+             which installs moto server in its venv and Prometheus from apt)",
             p.display()
         );
     }

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::process::{Proc, repo, spawn_logged, tool};
+use crate::process::{Proc, spawn_logged, tool, venv};
 
 /// The test venv's Python (with boto3 / botocore).
 pub fn python() -> PathBuf {
     tool(
         "CLOUDMAP_SD_PYTHON",
-        repo().join(".venv/bin/python"),
+        venv().join("bin/python"),
         "Python with botocore",
     )
 }
