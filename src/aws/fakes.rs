@@ -57,6 +57,7 @@ impl FakeCloudMap {
                 id: format!("srv-{name}"),
                 arn: format!("arn:srv-{name}"),
                 name: name.into(),
+                owner: None,
             },
             format!("ns-{ns}"),
             tags.iter()
@@ -115,7 +116,12 @@ impl CloudMap for FakeCloudMap {
             .2
             .clone())
     }
-    async fn instances_revision(&self, _ns: &str, svc: &str) -> Result<i64, AwsError> {
+    async fn instances_revision(
+        &self,
+        _ns: &str,
+        svc: &str,
+        _owner: Option<&str>,
+    ) -> Result<i64, AwsError> {
         self.call("DiscoverInstancesRevision", Some(svc))?;
         let stall = self.state.lock().unwrap().stalling_services.contains(svc);
         if stall {
@@ -135,6 +141,7 @@ impl CloudMap for FakeCloudMap {
         &self,
         _ns: &str,
         svc: &str,
+        _owner: Option<&str>,
         _h: HealthStatus,
     ) -> Result<Vec<Instance>, AwsError> {
         self.call("DiscoverInstances", Some(svc))?;

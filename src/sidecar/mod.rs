@@ -2,6 +2,7 @@
 //! with metrics, logs and readiness around them.
 //!
 //! - [`engine`]: one pass and what its file holds (no clock, no file);
+//! - [`account`]: one AWS account's discovery and enrichment, run side by side;
 //! - [`run`](mod@run): the loop; [`once`](mod@once): one pass, written or printed;
 //! - [`metrics`]: the loop's own metrics.
 
@@ -15,11 +16,13 @@ use crate::file_sd::{FileSd, Publish, WriteError};
 use crate::model::Snapshot;
 use crate::targets::{self, TargetOptions};
 
+pub mod account;
 pub mod engine;
 pub mod metrics;
 pub mod once;
 pub mod run;
 
+pub use account::{Account, AccountPass};
 pub use engine::{Engine, Pass};
 pub use metrics::RunMetrics;
 pub use once::once;
@@ -80,7 +83,7 @@ impl Content {
     /// The targets file of a pass; `fresh`: whether it must be rendered.
     fn targets(pass: &Pass, fresh: bool) -> Self {
         Content::Targets {
-            snapshot: pass.cycle.snapshot.clone(),
+            snapshot: pass.snapshot.clone(),
             targets: pass.targets.clone(),
             fresh,
         }
