@@ -195,4 +195,24 @@ mod tests {
         ));
         assert!(!text.contains("ListNamespaces"), "{text}");
     }
+
+    #[test]
+    fn calls_of_an_account_carry_its_id_and_others_none() {
+        let metrics = AwsMetrics::default();
+        let other = metrics.for_account("111111111111".into());
+        metrics.api_call("ListServices", "success");
+        other.api_call("ListServices", "success");
+        other.api_call("AssumeRole", "access_denied");
+        let mut registry = Registry::with_prefix("cloudmap_sd");
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"cloudmap_sd_aws_api_calls_total{operation="ListServices",outcome="success"} 1"#,
+            r#"cloudmap_sd_aws_api_calls_total{operation="ListServices",outcome="success",account="111111111111"} 1"#,
+            r#"cloudmap_sd_aws_api_calls_total{operation="AssumeRole",outcome="access_denied",account="111111111111"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
 }

@@ -28,6 +28,9 @@ pub use metrics::RunMetrics;
 pub use once::once;
 pub use run::run;
 
+#[cfg(test)]
+mod tests;
+
 /// What the loop discovers, how it labels, and what it writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SidecarOptions {
