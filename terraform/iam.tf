@@ -196,6 +196,18 @@ data "aws_iam_policy_document" "task" {
     }
   }
 
+  # Other accounts (discovery_role_arns): the roles the sidecar assumes, exactly
+  # those; each role's own policy says what it may do in its account.
+  dynamic "statement" {
+    for_each = length(var.discovery_role_arns) > 0 ? [1] : []
+    content {
+      sid       = "AssumeDiscoveryRoles"
+      effect    = "Allow"
+      actions   = ["sts:AssumeRole"]
+      resources = var.discovery_role_arns
+    }
+  }
+
   # Prometheus: remote_write to this one workspace, nothing else.
   statement {
     sid       = "AmpRemoteWrite"
