@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio::time::Instant;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::SidecarOptions;
 use crate::aws::accounts::RoleSession;
@@ -17,6 +17,7 @@ use crate::aws::{AccountClients, AwsError, CloudMap, Ec2, Ecs};
 use crate::discovery::{Cycle, Discovery};
 use crate::enrich::{Enriched, Enricher};
 use crate::model::{Host, Snapshot};
+use crate::targets::Summary;
 
 /// One account: discovery plus, when enabled, enrichment, over its clients.
 pub struct Account<C, E, X> {
@@ -59,6 +60,37 @@ impl AccountPass {
             Ok((c, _)) if c.complete => "complete",
             Ok(_) => "partial",
             Err(_) => "failed",
+        }
+    }
+
+    /// The account's share of the cycle summary, one log line; nothing for the
+    /// own account when targets carry no account (the cycle's line says it all).
+    pub fn log_summary(&self, summary: &Summary) {
+        let Some(id) = self.id.as_deref() else { return };
+        let targets = summary
+            .by_account
+            .iter()
+            .find(|(acc, _)| acc == id)
+            .map_or(0, |(_, n)| *n);
+        let role = self.role.as_deref().unwrap_or("(own credentials)");
+        match &self.outcome {
+            Ok((c, e)) => info!(
+                account = id,
+                role,
+                outcome = self.outcome_label(),
+                services = c.stats.services,
+                tagged = c.stats.tagged,
+                instances = c.stats.instances,
+                targets,
+                failed = c.failures.len() + usize::from(c.listing_error.is_some()),
+                stale = c.failures.iter().filter(|f| f.kept).count(),
+                held = self.held,
+                enrich_errors = e.errors.len(),
+                "account cycle done"
+            ),
+            Err(e) => {
+                info!(account = id, role, outcome = "failed", targets, error = %e, "account cycle done");
+            }
         }
     }
 

@@ -23,6 +23,9 @@ use crate::model::clock::unix_now;
 use crate::model::{Host, Snapshot, TaskFacts};
 use crate::targets::{self, SkipReason, Skipped, Summary, TargetOptions};
 
+/// The ECS/EC2 facts of a snapshot's tasks, shared.
+type TaskMap = Arc<std::collections::BTreeMap<String, TaskFacts>>;
+
 /// One discovery pass over every account, summarised.
 pub struct Pass {
     /// Each account's cycle, in the order of the accounts (one without roles).
@@ -127,10 +130,7 @@ pub struct Engine<C, E, X> {
     last: Option<(Snapshot, Arc<Summary>)>,
     /// The task facts of the last merge of several accounts, and the accounts'
     /// own maps it was made of: reused while none of them changed.
-    merged_tasks: Option<(
-        Vec<Arc<std::collections::BTreeMap<String, TaskFacts>>>,
-        Arc<std::collections::BTreeMap<String, TaskFacts>>,
-    )>,
+    merged_tasks: Option<(Vec<TaskMap>, TaskMap)>,
     cycle_timeout: Duration,
     hosts_ports: Option<Vec<u16>>,
 }
@@ -179,7 +179,10 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Engine<C, E, X> {
             futures::future::join_all(runs).await.into_iter().unzip();
         self.publisher.record_accounts(&accounts);
         if accounts.iter().all(|a| a.outcome.is_err()) {
-            return Err(accounts.swap_remove(0).outcome.err().expect("all failed"));
+            return Err(accounts
+                .swap_remove(0)
+                .outcome
+                .expect_err("every account failed"));
         }
         let snapshot = self.merge(&accounts, parts);
         let (summary, fresh) = match &self.last {

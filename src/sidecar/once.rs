@@ -49,6 +49,9 @@ pub async fn once<C: CloudMap, E: Ecs, X: Ec2>(
         duration_ms = started.elapsed().as_millis() as u64,
         "discovery pass done"
     );
+    for a in &pass.accounts {
+        a.log_summary(&pass.summary);
+    }
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use super::{AccountPass, Content, Engine, Pass, RunMetrics, SidecarOptions, write};
+use super::{Content, Engine, Pass, RunMetrics, SidecarOptions, write};
 use crate::aws::{Accounts, AwsError, CloudMap, Ec2, Ecs};
 use crate::file_sd::{FileSd, Publish};
 use crate::server::Readiness;
@@ -204,38 +204,8 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
             duration_ms = started.elapsed().as_millis() as u64,
             "cycle done"
         );
-        for a in pass.accounts.iter().filter(|a| a.id.is_some()) {
-            log_account(a, &pass.summary);
-        }
-    }
-}
-
-/// One account's share of the cycle summary (only when accounts are named).
-fn log_account(a: &AccountPass, summary: &crate::targets::Summary) {
-    let id = a.id.as_deref().unwrap_or("");
-    let targets = summary
-        .by_account
-        .iter()
-        .find(|(acc, _)| acc == id)
-        .map_or(0, |(_, n)| *n);
-    let role = a.role.as_deref().unwrap_or("(own credentials)");
-    match &a.outcome {
-        Ok((c, e)) => info!(
-            account = id,
-            role,
-            outcome = a.outcome_label(),
-            services = c.stats.services,
-            tagged = c.stats.tagged,
-            instances = c.stats.instances,
-            targets,
-            failed = c.failures.len() + usize::from(c.listing_error.is_some()),
-            stale = c.failures.iter().filter(|f| f.kept).count(),
-            held = a.held,
-            enrich_errors = e.errors.len(),
-            "account cycle done"
-        ),
-        Err(e) => {
-            info!(account = id, role, outcome = "failed", targets, error = %e, "account cycle done")
+        for a in &pass.accounts {
+            a.log_summary(&pass.summary);
         }
     }
 }
