@@ -98,6 +98,23 @@ fn account<'e>(
     }
 }
 
+/// The ECS and EC2 of accounts A (task `ta` on `host-a`) and B (`tb` on `host-b`).
+fn ecs_of_both() -> (FakeEcs, FakeEcs) {
+    (
+        ecs("ta", "host-a", "10.1.0.10"),
+        ecs("tb", "host-b", "10.2.0.10"),
+    )
+}
+
+/// Accounts A and B, each with service `web` of namespace `apps` and one task:
+/// `ta` at 10.1.0.1 in A, `tb` at 10.2.0.1 in B.
+fn both<'e>(ea: &'e FakeEcs, eb: &'e FakeEcs) -> Accounts<FakeCloudMap, &'e FakeEcs, &'e FakeEcs> {
+    Accounts(vec![
+        account(A, cloudmap("ta", "10.1.0.1"), ea),
+        account(B, cloudmap("tb", "10.2.0.1"), eb),
+    ])
+}
+
 /// The targets of a pass: address and account of each.
 fn targets_of(pass: &Pass) -> Vec<(String, String)> {
     build(&pass.snapshot, &pass.targets)
@@ -119,14 +136,8 @@ fn cloudmap_of<'e>(
 
 #[tokio::test]
 async fn two_accounts_are_merged_each_target_with_its_account() {
-    let (ea, eb) = (
-        ecs("ta", "host-a", "10.1.0.10"),
-        ecs("tb", "host-b", "10.2.0.10"),
-    );
-    let accounts = Accounts(vec![
-        account(A, cloudmap("ta", "10.1.0.1"), &ea),
-        account(B, cloudmap("tb", "10.2.0.1"), &eb),
-    ]);
+    let (ea, eb) = ecs_of_both();
+    let accounts = both(&ea, &eb);
     let metrics = Arc::new(RunMetrics::default());
     let mut engine = Engine::new(accounts, &options(None), metrics.clone());
     let t0 = Instant::now();
@@ -171,14 +182,8 @@ async fn two_accounts_are_merged_each_target_with_its_account() {
 
 #[tokio::test]
 async fn one_failing_account_keeps_its_targets_and_does_not_touch_the_other() {
-    let (ea, eb) = (
-        ecs("ta", "host-a", "10.1.0.10"),
-        ecs("tb", "host-b", "10.2.0.10"),
-    );
-    let accounts = Accounts(vec![
-        account(A, cloudmap("ta", "10.1.0.1"), &ea),
-        account(B, cloudmap("tb", "10.2.0.1"), &eb),
-    ]);
+    let (ea, eb) = ecs_of_both();
+    let accounts = both(&ea, &eb);
     let metrics = Arc::new(RunMetrics::default());
     let mut engine = Engine::new(accounts, &options(None), metrics.clone());
     let t0 = Instant::now();

@@ -85,6 +85,7 @@ async fn sample(sc: &Sidecar, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `extra` after the role of the other account and its external id.
 fn role_args(extra: &[&str]) -> Vec<String> {
     let mut v = vec![
         "--role-arn".to_string(),
@@ -96,26 +97,42 @@ fn role_args(extra: &[&str]) -> Vec<String> {
     v
 }
 
+/// `cloudmap-sd ARGS` with the other account's role, against the proxy.
+fn run_with_role(proxy: &Proxy, extra: &[&str]) -> std::process::Output {
+    let args = role_args(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_cli(&args, &aws_env(&proxy.url))
+}
+
+/// `cloudmap-sd run` with the other account's role, writing in `dir`.
+fn start_with_role(dir: &std::path::Path, proxy: &Proxy, extra: &[&str]) -> Sidecar {
+    let args = role_args(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Sidecar::start(dir, &proxy.url, &args)
+}
+
+/// A stack whose two accounts are seeded alike (hosts `own-host` and `other-host`,
+/// tasks at 10.0.0.1 and 10.1.0.1); the two `web` service ids.
+async fn seeded() -> (Stack, String, String) {
+    let st = stack().await;
+    let own_web = seed(&st.own, "own-host", "10.0.0.1").await;
+    let other_web = seed(&st.other, "other-host", "10.1.0.1").await;
+    (st, own_web, other_web)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_accounts_each_target_with_its_account_and_one_failing_keeps_its_own() {
-    let Stack {
-        _moto,
-        proxy,
-        own,
-        other,
-    } = stack().await;
-    let own_web = seed(&own, "own-host", "10.0.0.1").await;
-    let other_web = seed(&other, "other-host", "10.1.0.1").await;
+    let (st, own_web, other_web) = seeded().await;
+    let (proxy, own, other) = (&st.proxy, &st.own, &st.other);
     let dir = tempfile::tempdir().unwrap();
     let hosts = dir.path().join("hosts.json");
-    let args = role_args(&[
+    let extra = [
         "--interval",
         "1s",
         "--ec2-hosts-output",
         hosts.to_str().unwrap(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let sc = Sidecar::start(dir.path(), &proxy.url, &args);
+    ];
+    let sc = start_with_role(dir.path(), proxy, &extra);
     sc.wait_ready(T).await;
 
     // Both accounts' targets, each with its account and its own ECS/EC2 facts.
@@ -230,22 +247,14 @@ async fn two_accounts_each_target_with_its_account_and_one_failing_keeps_its_own
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assumed_credentials_are_renewed_and_a_role_refused_fails_only_its_account() {
-    let Stack {
-        _moto,
-        proxy,
-        own,
-        other,
-    } = stack().await;
-    let own_web = seed(&own, "own-host", "10.0.0.1").await;
-    let other_web = seed(&other, "other-host", "10.1.0.1").await;
+    let (st, own_web, other_web) = seeded().await;
+    let (proxy, own, other) = (&st.proxy, &st.own, &st.other);
     // Sessions of 20 s: the SDK renews them 5 to 10 s before they expire.
     proxy.shorten_assumed_sessions(Some(Duration::from_secs(20)));
     let dir = tempfile::tempdir().unwrap();
-    let args = role_args(&["--interval", "1s"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = Instant::now();
     let assumed0 = proxy.counts().get("AssumeRole").copied().unwrap_or(0);
-    let sc = Sidecar::start(dir.path(), &proxy.url, &args);
+    let sc = start_with_role(dir.path(), proxy, &["--interval", "1s"]);
     sc.wait_ready(T).await;
     let not_complete = |outcome: &str| {
         format!(r#"cloudmap_sd_account_cycles_total{{account="{OTHER}",outcome="{outcome}"}}"#)
@@ -317,17 +326,9 @@ async fn assumed_credentials_are_renewed_and_a_role_refused_fails_only_its_accou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_writes_both_accounts_or_nothing() {
-    let Stack {
-        _moto,
-        proxy,
-        own,
-        other,
-    } = stack().await;
-    seed(&own, "own-host", "10.0.0.1").await;
-    seed(&other, "other-host", "10.1.0.1").await;
-    let args = role_args(&["once", "--output", "-"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_cli(&args, &aws_env(&proxy.url));
+    let (st, _, _) = seeded().await;
+    let proxy = &st.proxy;
+    let out = run_with_role(proxy, &["once", "--output", "-"]);
     assert!(
         out.status.success(),
         "{}",
@@ -340,9 +341,7 @@ async fn once_writes_both_accounts_or_nothing() {
     assert_eq!(t["10.1.0.1:8080"]["ec2_name"], "other-host");
 
     // Only the other account: --own-account false.
-    let args = role_args(&["once", "--output", "-", "--own-account", "false"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_cli(&args, &aws_env(&proxy.url));
+    let out = run_with_role(proxy, &["once", "--output", "-", "--own-account", "false"]);
     assert!(
         out.status.success(),
         "{}",
@@ -358,9 +357,7 @@ async fn once_writes_both_accounts_or_nothing() {
     proxy.set_fault_for_account(OTHER, Fault::ServerError, 1.0);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("t.json");
-    let args = role_args(&["once", "--output", file.to_str().unwrap()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_cli(&args, &aws_env(&proxy.url));
+    let out = run_with_role(proxy, &["once", "--output", file.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains(&format!("account {OTHER}")), "{stderr}");
@@ -369,14 +366,9 @@ async fn once_writes_both_accounts_or_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_split_the_accounts_by_keys_that_start_with_the_account() {
-    let Stack {
-        _moto,
-        proxy,
-        own,
-        other,
-    } = stack().await;
+    let st = stack().await;
     // The same service names in both accounts.
-    for (s, net) in [(&own, 0), (&other, 1)] {
+    for (s, net) in [(&st.own, 0), (&st.other, 1)] {
         let ns = s.http_namespace("apps").await;
         for i in 0..6 {
             let name = format!("svc-{i}");
@@ -393,7 +385,7 @@ async fn shards_split_the_accounts_by_keys_that_start_with_the_account() {
     let mut seen: Vec<(String, String)> = Vec::new();
     for index in 0..2 {
         let shard = format!("{index}/2");
-        let args = role_args(&[
+        let extra = [
             "once",
             "--output",
             "-",
@@ -401,9 +393,8 @@ async fn shards_split_the_accounts_by_keys_that_start_with_the_account() {
             &shard,
             "--ecs-enrichment",
             "false",
-        ]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = run_cli(&args, &aws_env(&proxy.url));
+        ];
+        let out = run_with_role(&st.proxy, &extra);
         assert!(
             out.status.success(),
             "{}",
@@ -438,19 +429,12 @@ async fn shards_split_the_accounts_by_keys_that_start_with_the_account() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_shows_each_account_and_what_to_fix_when_a_role_is_refused() {
-    let Stack {
-        _moto,
-        proxy,
-        own,
-        other,
-    } = stack().await;
-    seed(&own, "own-host", "10.0.0.1").await;
-    seed(&other, "other-host", "10.1.0.1").await;
+    let (st, _, _) = seeded().await;
+    let proxy = &st.proxy;
     let dir = tempfile::tempdir().unwrap();
     let out_file = dir.path().join("t.json");
-    let args = role_args(&["check", "--output", out_file.to_str().unwrap()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_cli(&args, &aws_env(&proxy.url));
+    let check = ["check", "--output", out_file.to_str().unwrap()];
+    let out = run_with_role(proxy, &check);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let row = |stdout: &str, check: &str| -> String {
         stdout
@@ -486,7 +470,7 @@ async fn check_shows_each_account_and_what_to_fix_when_a_role_is_refused() {
     );
 
     proxy.set_fault_for("AssumeRole", Fault::Deny);
-    let out = run_cli(&args, &aws_env(&proxy.url));
+    let out = run_with_role(proxy, &check);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(!out.status.success(), "{stdout}");
     let r = row(&stdout, &format!("{OTHER}: sts:AssumeRole"));
