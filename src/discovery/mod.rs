@@ -112,6 +112,17 @@ pub struct CycleStats {
     pub instances: usize,
 }
 
+impl std::ops::AddAssign<&CycleStats> for CycleStats {
+    /// Adds another cycle's counters (another account's, say).
+    fn add_assign(&mut self, other: &CycleStats) {
+        self.services += other.services;
+        self.tagged += other.tagged;
+        self.instance_reads += other.instance_reads;
+        self.tag_reads += other.tag_reads;
+        self.instances += other.instances;
+    }
+}
+
 /// The result of one cycle.
 #[derive(Debug)]
 pub struct Cycle {

@@ -3,6 +3,7 @@
 //!
 //! - [`engine`]: one pass and what its file holds (no clock, no file);
 //! - [`account`]: one AWS account's discovery and enrichment, run side by side;
+//! - [`pass`]: what one pass over every account found;
 //! - [`run`](mod@run): the loop; [`once`](mod@once): one pass, written or printed;
 //! - [`metrics`]: the loop's own metrics.
 
@@ -20,12 +21,14 @@ pub mod account;
 pub mod engine;
 pub mod metrics;
 pub mod once;
+pub mod pass;
 pub mod run;
 
 pub use account::{Account, AccountPass};
-pub use engine::{Engine, Pass};
+pub use engine::Engine;
 pub use metrics::RunMetrics;
 pub use once::once;
+pub use pass::Pass;
 pub use run::run;
 
 #[cfg(test)]
