@@ -283,6 +283,7 @@ impl CloudMap for Fake {
                     svc_id(i)
                 ),
                 name: svc_name(i),
+                owner: None,
             })
             .collect();
         Ok(ServicePage {
@@ -307,7 +308,12 @@ impl CloudMap for Fake {
             .collect())
     }
 
-    async fn instances_revision(&self, _ns: &str, service: &str) -> Result<i64, AwsError> {
+    async fn instances_revision(
+        &self,
+        _ns: &str,
+        service: &str,
+        _owner: Option<&str>,
+    ) -> Result<i64, AwsError> {
         let _t = self.timed();
         const OP: &str = "DiscoverInstancesRevision";
         self.count(OP, 1);
@@ -319,6 +325,7 @@ impl CloudMap for Fake {
         &self,
         _ns: &str,
         service: &str,
+        _owner: Option<&str>,
         _health: HealthStatus,
     ) -> Result<Vec<Instance>, AwsError> {
         let _t = self.timed();
@@ -858,25 +865,24 @@ impl<W: World> Sampler<'_, W> {
         let (cpu0, wall0) = (cpu_time(), std::time::Instant::now());
         let (targets, bytes) = match engine.pass(self.t0 + at).await {
             Ok(p) => {
-                if !p.cycle.complete {
-                    let first = p.cycle.failures.first().map(|f| f.error.to_string());
+                if !p.complete() {
                     problems.push(format!(
-                        "incomplete cycle: {} failed services (first: {})",
-                        p.cycle.failures.len(),
-                        first.unwrap_or_default()
+                        "incomplete cycle: {} failed reads (first: {})",
+                        p.failed(),
+                        p.describe_failures().split("; ").next().unwrap_or_default()
                     ));
                 }
-                if p.cycle.deadline_exceeded {
+                if p.deadline_exceeded() {
                     problems.push("cycle deadline exceeded".into());
                 }
-                if let Some(e) = p.enriched.errors.first() {
+                if let Some(e) = p.enrich_errors().next() {
                     problems.push(format!(
                         "{} enrichment errors (first: {e})",
-                        p.enriched.errors.len()
+                        p.enrich_errors().count()
                     ));
                 }
-                if !p.cycle.snapshot.held.is_empty() {
-                    problems.push(format!("{} tasks held", p.cycle.snapshot.held.len()));
+                if !p.snapshot.held.is_empty() {
+                    problems.push(format!("{} tasks held", p.snapshot.held.len()));
                 }
                 if !p.summary.skipped.is_empty() {
                     problems.push(format!("{} endpoints skipped", p.summary.skipped.len()));
@@ -885,7 +891,7 @@ impl<W: World> Sampler<'_, W> {
                 // snapshot changed, as the sidecar writes it.
                 let bytes = if p.fresh {
                     let mut n = Counter(0);
-                    targets::render_to(&p.cycle.snapshot, &p.targets, &mut n)
+                    targets::render_to(&p.snapshot, &p.targets, &mut n)
                         .expect("a counter takes every byte");
                     Some(n.0)
                 } else {
@@ -987,9 +993,9 @@ async fn cycles<W: World>(w: &W, topo: &Topo, config: &Config) -> anyhow::Result
         Ok(p) => {
             let topts = opts.targets.clone();
             let c0 = cpu_time();
-            let summary = targets::summarize(&p.cycle.snapshot, &topts);
+            let summary = targets::summarize(&p.snapshot, &topts);
             let c1 = cpu_time();
-            targets::render_to(&p.cycle.snapshot, &topts, &mut Counter(0))
+            targets::render_to(&p.snapshot, &topts, &mut Counter(0))
                 .expect("a counter takes every byte");
             drop(summary);
             Some([c1 - c0, cpu_time() - c1])

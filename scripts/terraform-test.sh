@@ -166,6 +166,8 @@ expect = {
     "Module outputs": declared(src, "output"),
     "scrape-target inputs": declared(os.path.join(src, "modules/scrape-target"), "variable"),
     "scrape-target outputs": declared(os.path.join(src, "modules/scrape-target"), "output"),
+    "discovery-role inputs": declared(os.path.join(src, "modules/discovery-role"), "variable"),
+    "discovery-role outputs": declared(os.path.join(src, "modules/discovery-role"), "output"),
 }
 bad = 0
 for title, names in expect.items():

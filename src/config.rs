@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::aws::accounts::{AccountsOptions, RoleArn, check_external_id};
 use crate::check::CheckOptions;
 use crate::discovery::DiscoveryOptions;
 use crate::enrich::EnrichOptions;
@@ -67,6 +68,24 @@ pub struct Options {
         global = true
     )]
     pub namespaces: Vec<String>,
+
+    /// An IAM role to assume, to discover in its account as in the sidecar's own:
+    /// Cloud Map, the ECS and EC2 enrichment and the hosts file. One role per
+    /// account; repeat the flag, or give a comma-separated list in the environment
+    /// variable. With any role, every target carries `aws_account_id`. The
+    /// sidecar's own role needs sts:AssumeRole on each; each role needs the
+    /// discovery permissions in its account.
+    #[arg(long = "role-arn", env = "CLOUDMAP_SD_ROLE_ARN", value_delimiter = ',', value_parser = clap::value_parser!(RoleArn), global = true)]
+    pub role_arns: Vec<RoleArn>,
+
+    /// The external id the trust policies of the --role-arn roles ask for.
+    #[arg(long, env = "CLOUDMAP_SD_ROLE_EXTERNAL_ID", value_parser = parse_external_id, global = true)]
+    pub role_external_id: Option<String>,
+
+    /// With --role-arn: also discover in the account of the sidecar's own
+    /// credentials. `false` discovers only in the roles' accounts.
+    #[arg(long, env = "CLOUDMAP_SD_OWN_ACCOUNT", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub own_account: bool,
 
     /// The file_sd JSON file to write. Its directory must exist. Give Prometheus a
     /// file_sd glob that matches it (`*.json`); the temporary file written next to it
@@ -252,6 +271,10 @@ pub struct TagFilter {
     pub value: String,
 }
 
+fn parse_external_id(s: &str) -> Result<String, String> {
+    check_external_id(s).map(|()| s.to_string())
+}
+
 fn parse_tag_filter(s: &str) -> Result<TagFilter, String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok(TagFilter {
@@ -301,6 +324,8 @@ pub struct Config {
     pub api_timeout: Duration,
     /// The HTTP server's address (and the one `healthcheck` asks).
     pub listen: SocketAddr,
+    /// The accounts to discover in.
+    pub accounts: AccountsOptions,
     pub sidecar: SidecarOptions,
     pub remote_write: RemoteWriteOptions,
     pub check: CheckOptions,
@@ -320,6 +345,7 @@ impl Cli {
         check_clocks(o).map_err(ConfigError)?;
         check_urls(o).map_err(ConfigError)?;
         check_outputs(o, command).map_err(ConfigError)?;
+        check_accounts(o).map_err(ConfigError)?;
         Ok(build(command, normalized(self.options)))
     }
 }
@@ -410,6 +436,29 @@ fn check_outputs(o: &Options, command: Command) -> Result<(), String> {
     Ok(())
 }
 
+fn check_accounts(o: &Options) -> Result<(), String> {
+    if o.role_arns.is_empty() {
+        if o.role_external_id.is_some() {
+            return Err("--role-external-id needs a --role-arn".into());
+        }
+        if !o.own_account {
+            return Err(
+                "--own-account false leaves no account to discover: give a --role-arn".into(),
+            );
+        }
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for role in &o.role_arns {
+        if let Some(other) = seen.insert(role.account(), role) {
+            return Err(format!(
+                "--role-arn {other} and {role} are both in account {}: give one role per account",
+                role.account()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Namespaces trimmed, sorted and de-duplicated.
 fn normalized(mut options: Options) -> Options {
     options.namespaces = options
@@ -429,9 +478,18 @@ fn build(command: Command, o: Options) -> Config {
         log_format: o.log_format,
         api_timeout: o.api_timeout,
         listen: o.listen,
+        accounts: accounts_options(&o),
         sidecar: sidecar_options(command, &o),
         remote_write: remote_write_options(&o),
         check: check_options(&o),
+    }
+}
+
+fn accounts_options(o: &Options) -> AccountsOptions {
+    AccountsOptions {
+        roles: o.role_arns.clone(),
+        external_id: o.role_external_id.clone(),
+        own: o.own_account,
     }
 }
 
@@ -504,6 +562,7 @@ fn check_options(o: &Options) -> CheckOptions {
         amp_url: o.amp_remote_write_url.clone(),
         prometheus_config: o.prometheus_config.clone(),
         api_timeout: o.api_timeout,
+        accounts: accounts_options(o),
     }
 }
 
@@ -583,6 +642,32 @@ mod tests {
     }
 
     #[test]
+    fn roles_their_external_id_and_the_own_account() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.accounts, AccountsOptions::default());
+        assert!(!c.accounts.labelled() && c.accounts.own);
+        let c = parse(&[
+            "--role-arn",
+            "arn:aws:iam::111111111111:role/a",
+            "--role-arn",
+            "arn:aws:iam::222222222222:role/b,arn:aws:iam::333333333333:role/c",
+            "--role-external-id",
+            "central-prometheus",
+            "--own-account",
+            "false",
+        ])
+        .unwrap();
+        let accounts: Vec<&str> = c.accounts.roles.iter().map(|r| r.account()).collect();
+        assert_eq!(accounts, ["111111111111", "222222222222", "333333333333"]);
+        assert_eq!(
+            c.accounts.external_id.as_deref(),
+            Some("central-prometheus")
+        );
+        assert!(c.accounts.labelled() && !c.accounts.own);
+        assert_eq!(c.check.accounts, c.accounts);
+    }
+
+    #[test]
     fn bad_values_are_one_line_errors() {
         for (args, needle) in [
             (&["--interval", "soon"][..], "--interval"),
@@ -617,6 +702,29 @@ mod tests {
             (
                 &["--ec2-enrichment", "false", "--ec2-hosts-output", "h.json"][..],
                 "--ec2-enrichment true",
+            ),
+            (&["--role-arn", "my-role"][..], "not an IAM role ARN"),
+            (
+                &["--role-arn", "arn:aws:iam::12345:role/x"][..],
+                "12 digits",
+            ),
+            (&["--role-external-id", "abc"][..], "needs a --role-arn"),
+            (&["--own-account", "false"][..], "leaves no account"),
+            (
+                &[
+                    "--role-arn",
+                    "arn:aws:iam::111111111111:role/x",
+                    "--role-external-id",
+                    "a b",
+                ][..],
+                "--role-external-id",
+            ),
+            (
+                &[
+                    "--role-arn",
+                    "arn:aws:iam::111111111111:role/x,arn:aws:iam::111111111111:role/y",
+                ][..],
+                "one role per account",
             ),
         ] {
             let e = parse(args).unwrap_err();

@@ -27,6 +27,8 @@ pub struct FakeCloudMapState {
     /// Services whose revision call never answers.
     pub stalling_services: BTreeSet<String>,
     pub calls: Vec<&'static str>,
+    /// The owner account each revision and instances call named.
+    pub owners_asked: Vec<Option<String>>,
 }
 
 fn err(op: &'static str) -> AwsError {
@@ -57,6 +59,7 @@ impl FakeCloudMap {
                 id: format!("srv-{name}"),
                 arn: format!("arn:srv-{name}"),
                 name: name.into(),
+                owner: None,
             },
             format!("ns-{ns}"),
             tags.iter()
@@ -64,6 +67,26 @@ impl FakeCloudMap {
                 .collect(),
         ));
         s.instances.insert(name.into(), (1, vec![]));
+    }
+    /// Lists the service as in a namespace `owner` shares with the account.
+    pub fn set_owner(&self, svc: &str, owner: &str) {
+        let mut s = self.state.lock().unwrap();
+        let entry = s.services.iter_mut().find(|x| x.0.name == svc).unwrap();
+        entry.0.owner = Some(owner.into());
+    }
+    /// Registers an ECS task of `cluster` with an IPv4 address; the revision moves.
+    pub fn register_task(&self, svc: &str, id: &str, ip: &str, cluster: &str) {
+        let mut s = self.state.lock().unwrap();
+        let e = s.instances.get_mut(svc).unwrap();
+        e.0 += 1;
+        e.1.push(Instance {
+            id: id.into(),
+            attributes: [
+                ("AWS_INSTANCE_IPV4".to_string(), ip.to_string()),
+                ("ECS_CLUSTER_NAME".to_string(), cluster.to_string()),
+            ]
+            .into(),
+        });
     }
     /// Registers an instance with an IPv4 address; the revision moves.
     pub fn register(&self, svc: &str, id: &str, ip: &str) {
@@ -115,7 +138,17 @@ impl CloudMap for FakeCloudMap {
             .2
             .clone())
     }
-    async fn instances_revision(&self, _ns: &str, svc: &str) -> Result<i64, AwsError> {
+    async fn instances_revision(
+        &self,
+        _ns: &str,
+        svc: &str,
+        owner: Option<&str>,
+    ) -> Result<i64, AwsError> {
+        self.state
+            .lock()
+            .unwrap()
+            .owners_asked
+            .push(owner.map(str::to_string));
         self.call("DiscoverInstancesRevision", Some(svc))?;
         let stall = self.state.lock().unwrap().stalling_services.contains(svc);
         if stall {
@@ -135,8 +168,14 @@ impl CloudMap for FakeCloudMap {
         &self,
         _ns: &str,
         svc: &str,
+        owner: Option<&str>,
         _h: HealthStatus,
     ) -> Result<Vec<Instance>, AwsError> {
+        self.state
+            .lock()
+            .unwrap()
+            .owners_asked
+            .push(owner.map(str::to_string));
         self.call("DiscoverInstances", Some(svc))?;
         Ok(self.state.lock().unwrap().instances[svc].1.clone())
     }

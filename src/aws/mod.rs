@@ -2,7 +2,8 @@
 //! adapters own pagination, batch limits, error classification ([`error`]) and call
 //! counting ([`calls`]); discovery and enrichment see only plain structs. `fakes`
 //! (built for unit tests only) holds hand-written adapters; [`sdk`] loads the SDK
-//! configuration once and fixes Cloud Map's host prefix on custom endpoints.
+//! configuration once and fixes Cloud Map's host prefix on custom endpoints;
+//! [`accounts`] assumes the roles of other accounts.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use crate::model::{HealthStatus, Host, Instance};
 
+pub mod accounts;
 pub mod calls;
 pub mod cloudmap;
 pub mod ec2;
@@ -39,6 +41,9 @@ pub struct ServiceSummary {
     pub id: String,
     pub arn: String,
     pub name: String,
+    /// The account that owns the service's namespace (`ResourceOwner`), when
+    /// Cloud Map says: another account's for a namespace shared through AWS RAM.
+    pub owner: Option<String>,
 }
 
 /// One ListServices page.
@@ -70,16 +75,21 @@ pub trait CloudMap: Send + Sync {
         service_arn: &str,
     ) -> impl Future<Output = Result<BTreeMap<String, String>, AwsError>> + Send;
     /// The instances revision of a service: changes on register and deregister.
+    /// `owner`: the account that owns the namespace, as listed (needed for a
+    /// namespace another account shares).
     fn instances_revision(
         &self,
         namespace: &str,
         service: &str,
+        owner: Option<&str>,
     ) -> impl Future<Output = Result<i64, AwsError>> + Send;
     /// A service's instances, up to the Cloud Map quota of 1000 per service.
+    /// `owner` as for [`CloudMap::instances_revision`].
     fn instances(
         &self,
         namespace: &str,
         service: &str,
+        owner: Option<&str>,
         health: HealthStatus,
     ) -> impl Future<Output = Result<Vec<Instance>, AwsError>> + Send;
 }
@@ -136,4 +146,28 @@ pub struct Clients<C, E, X> {
     pub cloudmap: C,
     pub ecs: E,
     pub ec2: X,
+}
+
+/// The adapters of one account the sidecar discovers in.
+pub struct AccountClients<C, E, X> {
+    /// The account id, when targets carry it (some role is given); None: the
+    /// sidecar's own account, and targets carry no account.
+    pub id: Option<Arc<str>>,
+    /// The role assumed into the account; None: the sidecar's own credentials.
+    pub role: Option<Arc<accounts::RoleSession>>,
+    pub clients: Clients<C, E, X>,
+}
+
+/// Every account the sidecar discovers in, in order (the own account first).
+pub struct Accounts<C, E, X>(pub Vec<AccountClients<C, E, X>>);
+
+impl<C, E, X> From<Clients<C, E, X>> for Accounts<C, E, X> {
+    /// The sidecar's own account alone, unlabelled.
+    fn from(clients: Clients<C, E, X>) -> Self {
+        Accounts(vec![AccountClients {
+            id: None,
+            role: None,
+            clients,
+        }])
+    }
 }

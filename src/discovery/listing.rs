@@ -12,7 +12,7 @@ use super::service::ServiceState;
 use super::{Discovery, ServiceFailure};
 use crate::aws::{AwsError, CloudMap, ErrorKind, Namespace, ServiceSummary, by_deadline};
 use crate::model::clock::due;
-use crate::model::{Shard, ShardKey};
+use crate::model::{ShardKey, ShardTarget};
 
 /// A service listing spread over cycles.
 pub(super) struct Listing {
@@ -263,10 +263,16 @@ impl<C: CloudMap> Discovery<C> {
             else {
                 continue;
             };
-            if !self.selected(&ns_name) {
+            if !self.selected(&ns_name) || self.left_to_owner(&s) {
                 continue;
             }
-            if service_shard.is_some_and(|sh| !sh.keeps(&Shard::service_key(&ns_name, &s.name))) {
+            let target = ShardTarget {
+                account: self.account.as_deref(),
+                namespace: &ns_name,
+                service: &s.name,
+                instance: "",
+            };
+            if service_shard.is_some_and(|sh| !sh.keeps(&ShardKey::Service.of(&target))) {
                 self.excluded_services += 1;
                 continue;
             }
@@ -280,6 +286,17 @@ impl<C: CloudMap> Discovery<C> {
             next.insert(s.id, st);
         }
         self.services = next;
+    }
+
+    /// A service in a namespace shared by an account the sidecar discovers in
+    /// itself: that account's discovery has it.
+    fn left_to_owner(&self, s: &ServiceSummary) -> bool {
+        let left = s.owner.as_ref().is_some_and(|o| self.others.contains(o));
+        if left {
+            debug!(service = %s.name, owner = s.owner.as_deref().unwrap_or(""),
+                "service in a namespace shared by another discovered account; discovered there");
+        }
+        left
     }
 
     fn selected(&self, namespace: &str) -> bool {

@@ -27,7 +27,13 @@
 //!
 //! Sharding by service: a service outside this shard is dropped right after the
 //! listing, so it costs no tag or instance call. Sharding by task filters the
-//! instances of each service.
+//! instances of each service. Either key starts with the account when targets
+//! carry one ([`ShardKey::of`]).
+//!
+//! Accounts: one `Discovery` per account, each with that account's adapter
+//! ([`Discovery::in_account`]). A namespace another account shares through AWS RAM
+//! is discovered like the account's own (its calls name the owner account), unless
+//! the sidecar also discovers in the owner account: then only there.
 //!
 //! - [`listing`]: namespaces and ListServices pages, spread over cycles;
 //! - [`service`]: one service's cache and its reads.
@@ -41,6 +47,8 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::aws::{AwsError, CloudMap};
+#[cfg(doc)]
+use crate::model::ShardTarget;
 use crate::model::{HealthStatus, Interner, ServiceData, Shard, ShardKey, Snapshot};
 
 mod listing;
@@ -104,6 +112,17 @@ pub struct CycleStats {
     pub instances: usize,
 }
 
+impl std::ops::AddAssign<&CycleStats> for CycleStats {
+    /// Adds another cycle's counters (another account's, say).
+    fn add_assign(&mut self, other: &CycleStats) {
+        self.services += other.services;
+        self.tagged += other.tagged;
+        self.instance_reads += other.instance_reads;
+        self.tag_reads += other.tag_reads;
+        self.instances += other.instances;
+    }
+}
+
 /// The result of one cycle.
 #[derive(Debug)]
 pub struct Cycle {
@@ -161,6 +180,11 @@ pub struct Discovery<C> {
     missing_warned: BTreeSet<String>,
     /// Attribute names and values shared between instances.
     strings: Interner,
+    /// The account, when targets carry it (it leads the shard keys).
+    account: Option<Arc<str>>,
+    /// Other accounts the sidecar discovers in: namespaces they own and share with
+    /// this one are left to them.
+    others: BTreeSet<String>,
 }
 
 impl<C: CloudMap> Discovery<C> {
@@ -177,7 +201,19 @@ impl<C: CloudMap> Discovery<C> {
             excluded_services: 0,
             missing_warned: BTreeSet::new(),
             strings: Interner::default(),
+            account: None,
+            others: BTreeSet::new(),
         }
+    }
+
+    /// Discovery in one account of several: `account` starts this account's shard
+    /// keys (see [`ShardTarget`]), and services in namespaces owned by one of
+    /// `others` (shared with this account) are left to that account's discovery.
+    /// Call before the first cycle.
+    pub fn in_account(mut self, account: Arc<str>, others: BTreeSet<String>) -> Self {
+        self.account = Some(account);
+        self.others = others;
+        self
     }
 
     /// The adapter, for callers that need to look at it (tests count its calls).
@@ -206,17 +242,18 @@ impl<C: CloudMap> Discovery<C> {
     async fn read_services(&mut self, now: Instant, deadline: Instant) -> Vec<(String, Read)> {
         let client = &self.client;
         let opts = &self.opts;
+        let account = self.account.as_deref();
         futures::stream::iter(self.services.iter_mut())
             .map(|(id, st)| async move {
-                let read =
-                    match tokio::time::timeout_at(deadline, st.refresh(client, opts, now)).await {
-                        Ok(r) => r,
-                        Err(_) => Read {
-                            outcome: Outcome::Failed(AwsError::deadline("service read")),
-                            tags_read: false,
-                            full_read: false,
-                        },
-                    };
+                let refresh = st.refresh(client, opts, account, now);
+                let read = match tokio::time::timeout_at(deadline, refresh).await {
+                    Ok(r) => r,
+                    Err(_) => Read {
+                        outcome: Outcome::Failed(AwsError::deadline("service read")),
+                        tags_read: false,
+                        full_read: false,
+                    },
+                };
                 (id.clone(), read)
             })
             .buffer_unordered(self.opts.concurrency.max(1))

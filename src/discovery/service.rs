@@ -11,7 +11,7 @@ use super::DiscoveryOptions;
 use crate::aws::{AwsError, CloudMap, ErrorKind, ServiceSummary};
 use crate::model::clock::due;
 use crate::model::tags::wants_scraping;
-use crate::model::{Instance, ShardKey};
+use crate::model::{Instance, ShardKey, ShardTarget};
 
 /// Cached knowledge about one service.
 #[derive(Debug, Clone)]
@@ -88,6 +88,7 @@ impl ServiceState {
         &mut self,
         client: &C,
         opts: &DiscoveryOptions,
+        account: Option<&str>,
         now: Instant,
     ) -> Read {
         let tags_read = due(self.tags_read_at, opts.tags_refresh, now);
@@ -106,7 +107,7 @@ impl ServiceState {
         }
         let mut full_read = false;
         if self.tagged() {
-            match self.read_instances(client, opts, now).await {
+            match self.read_instances(client, opts, account, now).await {
                 Ok(full) => full_read = full,
                 Err((e, full)) if e.kind == ErrorKind::NotFound => {
                     return Read::new(Outcome::Gone, tags_read, full);
@@ -150,11 +151,13 @@ impl ServiceState {
         &mut self,
         client: &C,
         opts: &DiscoveryOptions,
+        account: Option<&str>,
         now: Instant,
     ) -> Result<bool, (AwsError, bool)> {
         let (ns, name) = (&self.namespace, &self.summary.name);
+        let owner = self.summary.owner.as_deref();
         let revision = client
-            .instances_revision(ns, name)
+            .instances_revision(ns, name, owner)
             .await
             .map_err(|e| (e, false))?;
         let full = self.instances.is_none()
@@ -164,13 +167,21 @@ impl ServiceState {
             return Ok(false);
         }
         let mut list = client
-            .instances(ns, name, opts.health)
+            .instances(ns, name, owner, opts.health)
             .await
             .map_err(|e| (e, true))?;
         self.excluded = 0;
         if let Some((shard, ShardKey::Task)) = opts.shard {
             let all = list.len();
-            list.retain(|i| shard.keeps(&i.id));
+            list.retain(|i| {
+                let target = ShardTarget {
+                    account,
+                    namespace: ns,
+                    service: name,
+                    instance: &i.id,
+                };
+                shard.keeps(&ShardKey::Task.of(&target))
+            });
             self.excluded = all - list.len();
         }
         if self.instances.as_deref() != Some(&list) {

@@ -15,7 +15,7 @@ mod shard;
 pub mod tags;
 
 pub use attributes::{Attributes, Interner};
-pub use shard::{Shard, ShardKey};
+pub use shard::{Shard, ShardKey, ShardTarget};
 
 /// Cloud Map instance attributes that ECS sets when it registers a task.
 pub mod attr {
@@ -79,6 +79,46 @@ pub struct Snapshot {
     pub tasks: Arc<BTreeMap<String, TaskFacts>>,
     /// Task ids held back until their facts are known.
     pub held: BTreeSet<String>,
+    /// The AWS account of each service, when targets carry `aws_account_id` (the
+    /// sidecar discovers in other accounts): runs over `services` in their order,
+    /// each an account id and how many services in a row belong to it. Empty: no
+    /// target carries an account.
+    pub accounts: Vec<(Arc<str>, usize)>,
+}
+
+impl Snapshot {
+    /// Each service with the account it was found in (None: targets carry no
+    /// account).
+    pub fn services_by_account(&self) -> impl Iterator<Item = (Option<&str>, &ServiceData)> {
+        let mut runs = self
+            .accounts
+            .iter()
+            .flat_map(|(id, n)| std::iter::repeat_n(Some(&**id), *n));
+        self.services
+            .iter()
+            .map(move |s| (runs.next().flatten(), s))
+    }
+
+    /// The snapshot of several accounts: their services in the order given, the
+    /// facts of all their tasks, every held task. Each part comes with its account
+    /// id, or None when targets carry no account (then there is one part, returned
+    /// as it is).
+    pub fn merge(parts: Vec<(Option<Arc<str>>, Snapshot)>) -> Snapshot {
+        if parts.len() == 1 && parts[0].0.is_none() {
+            return parts.into_iter().next().map(|(_, s)| s).unwrap_or_default();
+        }
+        let mut out = Snapshot::default();
+        let tasks = Arc::make_mut(&mut out.tasks);
+        for (id, part) in parts {
+            if let Some(id) = id {
+                out.accounts.push((id, part.services.len()));
+            }
+            out.services.extend(part.services);
+            tasks.extend(part.tasks.iter().map(|(k, v)| (k.clone(), v.clone())));
+            out.held.extend(part.held);
+        }
+        out
+    }
 }
 
 /// Cloud Map health filter for DiscoverInstances.

@@ -20,6 +20,38 @@ pub enum ShardKey {
     Task,
 }
 
+/// What sharding looks at in a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardTarget<'a> {
+    /// The target's `aws_account_id`, when targets carry one (other accounts are
+    /// discovered); None otherwise.
+    pub account: Option<&'a str>,
+    pub namespace: &'a str,
+    pub service: &'a str,
+    /// The Cloud Map instance id (the ECS task id); not needed by
+    /// [`ShardKey::Service`].
+    pub instance: &'a str,
+}
+
+impl ShardKey {
+    /// The key a target is sharded by: `namespace/service` ([`ShardKey::Service`])
+    /// or the instance id ([`ShardKey::Task`]), after `account/` when targets carry
+    /// `aws_account_id` (equal names in two accounts are then two keys). With
+    /// Prometheus's `hashmod`, the same split is `source_labels` [aws_account_id,]
+    /// cloudmap_namespace, cloudmap_service (or ecs_task_id) joined by `/`.
+    /// This is the one rule: the discovery and any per-request shard use it.
+    pub fn of(self, target: &ShardTarget<'_>) -> String {
+        let own = match self {
+            ShardKey::Service => Shard::service_key(target.namespace, target.service),
+            ShardKey::Task => target.instance.to_string(),
+        };
+        match target.account {
+            Some(account) => format!("{account}/{own}"),
+            None => own,
+        }
+    }
+}
+
 impl Shard {
     /// The shard `key` belongs to among `count`: the md5 of the key, its last 8
     /// bytes read as a big-endian number, modulo `count`. This is the function of
@@ -105,6 +137,30 @@ mod tests {
                 "uneven split: {n} of 4000 in one of 4 shards"
             );
         }
+    }
+
+    #[test]
+    fn the_account_leads_the_key_only_when_targets_carry_it() {
+        let t = ShardTarget {
+            account: None,
+            namespace: "prod",
+            service: "api",
+            instance: "0123abcd",
+        };
+        assert_eq!(ShardKey::Service.of(&t), "prod/api");
+        assert_eq!(ShardKey::Task.of(&t), "0123abcd");
+        let t = ShardTarget {
+            account: Some("111111111111"),
+            ..t
+        };
+        assert_eq!(ShardKey::Service.of(&t), "111111111111/prod/api");
+        assert_eq!(ShardKey::Task.of(&t), "111111111111/0123abcd");
+        // The same service name in two accounts: two keys, which may land apart.
+        let other = ShardTarget {
+            account: Some("222222222222"),
+            ..t
+        };
+        assert_ne!(ShardKey::Service.of(&t), ShardKey::Service.of(&other));
     }
 
     #[test]

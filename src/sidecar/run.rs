@@ -10,20 +10,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::{Content, Engine, Pass, RunMetrics, SidecarOptions, write};
-use crate::aws::{AwsError, Clients, CloudMap, Ec2, Ecs};
+use crate::aws::{Accounts, AwsError, CloudMap, Ec2, Ecs};
 use crate::file_sd::{FileSd, Publish};
 use crate::server::Readiness;
 
-/// Runs a cycle every interval until `shutdown` is cancelled.
+/// Runs a cycle every interval until `shutdown` is cancelled, over the own
+/// account's clients or several accounts'.
 pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
-    clients: Clients<C, E, X>,
+    accounts: impl Into<Accounts<C, E, X>>,
     options: &SidecarOptions,
     metrics: Arc<RunMetrics>,
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) {
     let mut state = Loop {
-        engine: Engine::new(clients, options, metrics.clone()),
+        engine: Engine::new(accounts, options, metrics.clone()),
         writer: Some(FileSd::open(&options.output)),
         hosts_writer: options.hosts.as_ref().map(|h| FileSd::open(&h.path)),
         pending: false,
@@ -98,38 +99,36 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
     }
 
     fn record(&self, pass: &Pass) {
-        let cycle = &pass.cycle;
-        self.metrics.cycle(if cycle.complete {
+        self.metrics.cycle(if pass.complete() {
             "complete"
         } else {
             "partial"
         });
-        if cycle.deadline_exceeded {
+        if pass.deadline_exceeded() {
             self.metrics.cycle_deadline_exceeded.inc();
             warn!(cycle_timeout = %humantime::format_duration(self.options.cycle_timeout),
                 "cycle deadline reached; unfinished services keep their last known targets");
         }
-        self.metrics.shard_excluded.set(cycle.shard_excluded as i64);
         self.metrics
-            .tasks_held
-            .set(cycle.snapshot.held.len() as i64);
+            .shard_excluded
+            .set(pass.shard_excluded() as i64);
+        self.metrics.tasks_held.set(pass.snapshot.held.len() as i64);
     }
 
-    /// The first publish waits for a complete cycle and for the facts of new tasks:
-    /// the first file is never a partial list.
+    /// The first publish waits for a complete cycle (in every account) and for the
+    /// facts of new tasks: the first file is never a partial list.
     fn may_publish(&self, pass: &Pass) -> bool {
         if self.readiness.has_written() {
             return true;
         }
-        let cycle = &pass.cycle;
-        if !cycle.complete {
-            warn!(problems = %cycle.describe_failures(),
+        if !pass.complete() {
+            warn!(problems = %pass.describe_failures(),
                 "first discovery incomplete; not publishing a partial list, trying again next cycle");
             return false;
         }
-        if !cycle.snapshot.held.is_empty() {
+        if !pass.snapshot.held.is_empty() {
             warn!(
-                held = cycle.snapshot.held.len(),
+                held = pass.snapshot.held.len(),
                 "first publish waits for the ECS/EC2 facts of new tasks (at most --enrichment-hold)"
             );
             return false;
@@ -173,9 +172,7 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
     }
 
     fn published(&mut self, pass: &Pass, outcome: Publish) {
-        self.engine
-            .publisher
-            .published(&pass.cycle, &pass.summary, outcome);
+        self.engine.publisher.published(pass, outcome);
         self.pending = false;
         self.metrics.write_failing("targets", None);
         let first = !self.readiness.has_written();
@@ -190,23 +187,25 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
     }
 
     fn log_summary(&self, pass: &Pass, file: &'static str, started: Instant) {
-        let cycle = &pass.cycle;
-        let stale = cycle.failures.iter().filter(|f| f.kept).count();
+        let stats = pass.stats();
         info!(
-            services = cycle.stats.services,
-            tagged = cycle.stats.tagged,
-            instances = cycle.stats.instances,
+            services = stats.services,
+            tagged = stats.tagged,
+            instances = stats.instances,
             targets = pass.summary.targets,
             skipped = pass.summary.skipped.len(),
-            instance_reads = cycle.stats.instance_reads,
-            tag_reads = cycle.stats.tag_reads,
-            failed = cycle.failures.len() + usize::from(cycle.listing_error.is_some()),
-            stale,
-            held = cycle.snapshot.held.len(),
-            enrich_errors = pass.enriched.errors.len(),
+            instance_reads = stats.instance_reads,
+            tag_reads = stats.tag_reads,
+            failed = pass.failed(),
+            stale = pass.stale(),
+            held = pass.snapshot.held.len(),
+            enrich_errors = pass.enrich_errors().count(),
             file,
             duration_ms = started.elapsed().as_millis() as u64,
             "cycle done"
         );
+        for a in &pass.accounts {
+            a.log_summary(&pass.summary);
+        }
     }
 }

@@ -20,8 +20,8 @@ mod plan;
 pub mod render;
 
 pub use endpoints::{SkipReason, Skipped};
-pub use hosts::host_groups;
-pub use plan::sanitize_label_name;
+pub use hosts::{account_host_groups, host_groups};
+pub use plan::{ACCOUNT_LABEL, sanitize_label_name};
 pub use render::render_to;
 
 use plan::with_plan;
@@ -66,6 +66,8 @@ pub struct Summary {
     pub targets: usize,
     /// Sorted and de-duplicated.
     pub skipped: Vec<Skipped>,
+    /// Target groups by account, when targets carry one; sorted by account.
+    pub by_account: Vec<(String, usize)>,
 }
 
 /// Builds the target groups of a snapshot. Deterministic: the same snapshot gives
@@ -90,9 +92,19 @@ pub fn build(snapshot: &Snapshot, opts: &TargetOptions) -> Built {
 
 /// The targets and skipped endpoints of a snapshot, without rendering it.
 pub fn summarize(snapshot: &Snapshot, opts: &TargetOptions) -> Summary {
-    with_plan(snapshot, opts, |plan| Summary {
-        targets: plan.entries.len(),
-        skipped: plan.skipped,
+    with_plan(snapshot, opts, |plan| {
+        let mut by_account = std::collections::BTreeMap::<&str, usize>::new();
+        for account in plan.entries.iter().filter_map(|e| e.account) {
+            *by_account.entry(account).or_default() += 1;
+        }
+        Summary {
+            targets: plan.entries.len(),
+            by_account: by_account
+                .into_iter()
+                .map(|(a, n)| (a.to_string(), n))
+                .collect(),
+            skipped: plan.skipped,
+        }
     })
 }
 

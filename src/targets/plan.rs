@@ -8,6 +8,10 @@ use super::endpoints::{Endpoint, SkipReason, Skipped, address, endpoints, parse_
 use super::{LabelStyle, TargetOptions};
 use crate::model::{Instance, ServiceData, Snapshot, attr};
 
+/// The label of the AWS account a target was found in, on every target when the
+/// sidecar discovers in other accounts.
+pub const ACCOUNT_LABEL: &str = "aws_account_id";
+
 /// Turns a tag or attribute key into a valid label name part: `[a-zA-Z0-9_]`,
 /// everything else becomes `_`.
 pub fn sanitize_label_name(key: &str) -> String {
@@ -19,6 +23,8 @@ pub fn sanitize_label_name(key: &str) -> String {
 /// One target to publish: where it is and what it is made of.
 pub(super) struct Entry<'a> {
     pub(super) addr: String,
+    /// The account it was found in, when targets carry one.
+    pub(super) account: Option<&'a str>,
     svc: &'a ServiceData,
     inst: &'a Instance,
     ep: &'a Endpoint,
@@ -108,8 +114,8 @@ impl<'a> Plan<'a> {
             skipped,
         };
         let mut entries = Vec::new();
-        for (svc, eps) in snapshot.services.iter().zip(endpoints_of) {
-            plan.add_service(svc, eps, &mut entries);
+        for ((account, svc), eps) in snapshot.services_by_account().zip(endpoints_of) {
+            plan.add_service(account, svc, eps, &mut entries);
         }
         plan.skipped.sort();
         plan.skipped.dedup();
@@ -129,6 +135,7 @@ impl<'a> Plan<'a> {
     /// what cannot be addressed goes to `skipped`.
     fn add_service(
         &mut self,
+        account: Option<&'a str>,
         svc: &'a ServiceData,
         eps: &'a [Endpoint],
         entries: &mut Vec<Entry<'a>>,
@@ -156,6 +163,7 @@ impl<'a> Plan<'a> {
                 any = true;
                 entries.push(Entry {
                     addr,
+                    account,
                     svc,
                     inst,
                     ep,
@@ -178,6 +186,9 @@ impl<'a> Plan<'a> {
         match self.opts.label_style {
             LabelStyle::Default => self.default_labels(e, &mut l),
             LabelStyle::Reloader => reloader_labels(e, &mut l),
+        }
+        if let Some(account) = e.account {
+            l.insert(ACCOUNT_LABEL, account);
         }
         l
     }

@@ -428,6 +428,7 @@ fn task_facts_add_labels_and_held_tasks_wait() {
         services: vec![s],
         tasks: tasks.into(),
         held: BTreeSet::from(["new".to_string()]),
+        accounts: Vec::new(),
     };
     let b = build(&snap, &opts());
     assert_eq!(b.groups.len(), 2, "the held task waits");

@@ -38,12 +38,42 @@ pub struct Seeder {
 /// prefix fix that a custom endpoint needs for it.)
 impl Seeder {
     pub async fn new(url: &str) -> Seeder {
-        let conf = sdk_config(url).await;
+        Seeder::with(&sdk_config(url).await)
+    }
+
+    fn with(conf: &aws_config::SdkConfig) -> Seeder {
         Seeder {
-            sd: sd::Client::new(&conf),
-            ecs: aws_sdk_ecs::Client::new(&conf),
-            ec2: aws_sdk_ec2::Client::new(&conf),
+            sd: sd::Client::new(conf),
+            ecs: aws_sdk_ecs::Client::new(conf),
+            ec2: aws_sdk_ec2::Client::new(conf),
         }
+    }
+
+    /// Seeds the account of `role_arn`: moto keeps a backend per account, and
+    /// calls signed with the credentials its AssumeRole hands out land in the
+    /// role's account (the role need not exist).
+    pub async fn in_account(url: &str, role_arn: &str) -> Seeder {
+        let base = sdk_config(url).await;
+        let out = aws_sdk_sts::Client::new(&base)
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name("seeder")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("AssumeRole {role_arn}: {e:?}"));
+        let c = out.credentials.expect("AssumeRole answers credentials");
+        let creds = sd::config::Credentials::new(
+            c.access_key_id,
+            c.secret_access_key,
+            Some(c.session_token),
+            None,
+            "seeder",
+        );
+        let conf = base
+            .into_builder()
+            .credentials_provider(sd::config::SharedCredentialsProvider::new(creds))
+            .build();
+        Seeder::with(&conf)
     }
 
     /// Creates an HTTP namespace and returns its id.
@@ -267,6 +297,11 @@ impl Seeder {
             .unwrap();
         task_id(out.tasks()[0].task_arn().unwrap())
     }
+}
+
+/// The ARN of role `name` in `account` (for `--role-arn` and [`Seeder::in_account`]).
+pub fn role_arn(account: &str, name: &str) -> String {
+    format!("arn:aws:iam::{account}:role/{name}")
 }
 
 pub fn task_id(arn: &str) -> String {

@@ -6,6 +6,7 @@
 //! the whole AWS SDK, so one binary links once, and its tests share the machine
 //! under one scheduler (`cargo test -- --test-threads N`).
 
+mod accounts;
 mod bad_input;
 mod check;
 mod cloudmap;

@@ -43,6 +43,11 @@ provider "aws" {
 
 locals {
   namespace_name = "apps.moto.test"
+  # The roles of two other accounts, as their own states would output them.
+  discovery_role_arns = [
+    "arn:aws:iam::111111111111:role/cloudmap-sd-discovery",
+    "arn:aws:iam::222222222222:role/cloudmap-sd-discovery",
+  ]
 }
 
 # moto checks that the service's subnets and security groups exist.
@@ -145,6 +150,32 @@ module "prometheus_migration" {
   ]
 }
 
+# A central Prometheus that also discovers in two other accounts, and the role one of
+# those accounts creates for it (in moto both live in the one test account). Task
+# definition and roles only (create_service = false).
+module "prometheus_accounts" {
+  source = "../.."
+
+  name                       = "prom-accounts"
+  cluster_arn                = aws_ecs_cluster.test.arn
+  create_service             = false
+  create_workspace           = false
+  workspace_id               = module.prometheus_fargate.workspace_id
+  sidecar_image              = "registry.example.test/cloudmap-sd:test"
+  discovery_role_arns        = local.discovery_role_arns
+  discovery_role_external_id = "central-prometheus"
+}
+
+module "discovery_role" {
+  source = "../../modules/discovery-role"
+
+  name                     = "moto-cloudmap-sd-discovery"
+  prometheus_task_role_arn = module.prometheus_accounts.task_role_arn
+  external_id              = "central-prometheus"
+  namespaces               = [local.namespace_name]
+  ec2_hosts_by_cluster     = true
+}
+
 module "web_metrics" {
   source = "../../modules/scrape-target"
 
@@ -208,6 +239,23 @@ output "ec2" {
     service_name           = module.prometheus_ec2.service_name
     file_sd_path           = module.prometheus_ec2.file_sd_path
     ec2_hosts_file_sd_path = module.prometheus_ec2.ec2_hosts_file_sd_path
+  }
+}
+
+output "accounts" {
+  value = {
+    task_definition_arn = module.prometheus_accounts.task_definition_arn
+    task_role_name      = module.prometheus_accounts.task_role_name
+    task_role_arn       = module.prometheus_accounts.task_role_arn
+    discovery_role_arns = local.discovery_role_arns
+  }
+}
+
+output "discovery_role" {
+  value = {
+    role_arn   = module.discovery_role.role_arn
+    role_name  = module.discovery_role.role_name
+    account_id = module.discovery_role.account_id
   }
 }
 

@@ -394,12 +394,62 @@ def cmd_resources(path):
         trust = json.loads(trust)
     check("aws:SourceAccount" in json.dumps(trust), "task role trust limited to this account")
 
+    check_accounts(out)
+
     print("AMP workspace and log groups")
     ws = client("amp").describe_workspace(workspaceId=fg["workspace_id"])["workspace"]
     check(ws["status"]["statusCode"] == "ACTIVE", "workspace ACTIVE")
     groups = {g["logGroupName"]: g for g in client("logs").describe_log_groups(logGroupNamePrefix="/ecs/prom-fargate/")["logGroups"]}
     check(set(groups) == set(fg["log_group_names"].values()), "two log groups")
     check(all(g.get("retentionInDays") == 30 for g in groups.values()), "log retention 30 days")
+
+
+def check_accounts(out):
+    """discovery_role_arns: the sidecar's environment and sts:AssumeRole on exactly
+    those roles; modules/discovery-role: its trust and its least-privilege policy."""
+    acc, role = out["accounts"], out["discovery_role"]
+    print("Other accounts: discovery_role_arns")
+    _, c = task_def(acc["task_definition_arn"])
+    senv = env_of(c["cloudmap-sd"])
+    check(senv.get("CLOUDMAP_SD_ROLE_ARN") == ",".join(acc["discovery_role_arns"]),
+          "CLOUDMAP_SD_ROLE_ARN: the roles, comma-separated")
+    check(senv.get("CLOUDMAP_SD_ROLE_EXTERNAL_ID") == "central-prometheus", "CLOUDMAP_SD_ROLE_EXTERNAL_ID")
+    sts = policy_statements(acc["task_role_name"], acc["task_role_name"])
+    assume = [s for s in sts if "sts:AssumeRole" in s["actions"]]
+    check(len(assume) == 1 and assume[0]["actions"] == {"sts:AssumeRole"}
+          and sorted(assume[0]["resources"]) == sorted(acc["discovery_role_arns"]) and not assume[0]["condition"],
+          "task role: sts:AssumeRole on exactly the discovery roles")
+    check(set().union(*(s["actions"] for s in sts)) == SIDECAR_ACTIONS | EC2_HOST_ACTIONS | {"sts:AssumeRole"},
+          "task role: the own account's discovery, AMP, and the AssumeRole")
+
+    print("Other accounts: modules/discovery-role")
+    iam = client("iam")
+    r = iam.get_role(RoleName=role["role_name"])["Role"]
+    check(r["Arn"] == role["role_arn"] and role["account_id"] == ACCOUNT, "role ARN and account outputs")
+    check(r.get("MaxSessionDuration", 3600) == 3600, "sessions of an hour (the sidecar renews them)")
+    trust = r["AssumeRolePolicyDocument"]
+    if isinstance(trust, str):
+        trust = json.loads(trust)
+    (st,) = trust["Statement"]
+    principal = st["Principal"]["AWS"]
+    check(principal in (acc["task_role_arn"], [acc["task_role_arn"]]) and st["Action"] in ("sts:AssumeRole", ["sts:AssumeRole"]),
+          "trusted by the Prometheus task role only")
+    ext = st["Condition"]["StringEquals"]["sts:ExternalId"]
+    check(ext in ("central-prometheus", ["central-prometheus"]), "and only with the external id")
+    pol = policy_statements(role["role_name"], role["role_name"])
+    discovery = SIDECAR_ACTIONS - {"aps:RemoteWrite"}
+    check(set().union(*(s["actions"] for s in pol)) == discovery | EC2_HOST_ACTIONS | {HOSTS_BY_CLUSTER_ACTION},
+          "policy: exactly the sidecar's discovery calls (EC2 hosts by cluster on), no AMP, no AssumeRole")
+    star = {a for s in pol if "*" in s["resources"] for a in s["actions"]}
+    check(star <= {"servicediscovery:ListNamespaces", "servicediscovery:ListServices",
+                   "servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision",
+                   "ec2:DescribeInstances"},
+          "Resource '*' only for actions without resource-level permissions")
+    disc = [s for s in pol if "servicediscovery:DiscoverInstances" in s["actions"]][0]
+    names = disc["condition"]["StringEquals"]["servicediscovery:NamespaceName"]
+    check(names in (out["namespace_name"], [out["namespace_name"]]), "DiscoverInstances limited to the namespaces")
+    scoped = [r for s in pol if "*" not in s["resources"] for r in s["resources"]]
+    check(all(f":{REGION}:{ACCOUNT}:" in r for r in scoped), "every other resource in this account and Region")
 
 
 # Attributes that moto does not store or echo back; a second plan shows them as
@@ -902,6 +952,9 @@ REFUSALS = {
     "hosts_ports_repeated": ("Invalid value for variable", "ec2_hosts_ports must be distinct"),
     "relabel_unknown_action": ("Invalid value for variable", "scrape_relabel_configs: action must be one of"),
     "hosts_job_name_taken": ("Resource precondition failed", "job_name must not be ec2-hosts"),
+    "roles_in_one_account": ("Invalid value for variable", "discovery_role_arns must name one role per account"),
+    "role_arn_malformed": ("Invalid value for variable", "discovery_role_arns must be IAM role ARNs"),
+    "external_id_without_roles": ("Resource precondition failed", "discovery_role_external_id is for the roles"),
 }
 
 
