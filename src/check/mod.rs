@@ -40,6 +40,8 @@ pub struct CheckOptions {
     pub hosts_output: Option<PathBuf>,
     pub ecs_enrichment: bool,
     pub ec2_enrichment: bool,
+    /// `--ecs-service-tags` (ecs:DescribeServices).
+    pub ecs_service_tags: bool,
     /// The hosts file lists the container instances of the clusters seen
     /// (ecs:ListContainerInstances), not hosts by tag.
     pub hosts_by_cluster: bool,
@@ -85,9 +87,9 @@ pub async fn run(options: &CheckOptions, sdk: &SdkConfig) -> Report {
 
 /// Deadline for the whole check, so a hanging endpoint cannot hang the command.
 pub fn deadline(options: &CheckOptions) -> Duration {
-    // The Cloud Map rows, the service lookup, credentials, the ECS/EC2 rows (4)
+    // The Cloud Map rows, the service lookup, credentials, the ECS/EC2 rows (5)
     // and the probe, each bounded by --api-timeout.
-    options.api_timeout * (CLOUDMAP_ACTIONS.len() as u32 + 10)
+    options.api_timeout * (CLOUDMAP_ACTIONS.len() as u32 + 11)
 }
 
 fn region_row(region: Option<&str>) -> Row {
@@ -144,8 +146,9 @@ async fn permission_rows(sdk: &SdkConfig, options: &CheckOptions, region: &str) 
 fn skipped_permission_rows(options: &CheckOptions) -> Vec<Row> {
     CLOUDMAP_ACTIONS
         .iter()
+        .copied()
         .chain(enrichment_actions(options))
-        .map(|action| Row::new(*action, Status::Skip, "no Region or credentials"))
+        .map(|action| Row::new(action, Status::Skip, "no Region or credentials"))
         .collect()
 }
 

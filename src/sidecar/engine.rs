@@ -22,14 +22,18 @@ use crate::targets::{self, SkipReason, Skipped, Summary, TargetOptions};
 
 /// Discovery plus, when enabled, enrichment: one pass over AWS.
 struct Pipeline<C, E, X> {
-    discovery: Discovery<C>,
+    discovery: Discovery<C, E>,
     enricher: Option<Enricher<E, X>>,
 }
 
 impl<C: CloudMap, E: Ecs, X: Ec2> Pipeline<C, E, X> {
     fn new(clients: Clients<C, E, X>, options: &SidecarOptions) -> Self {
         Pipeline {
-            discovery: Discovery::new(clients.cloudmap, options.discovery.clone()),
+            discovery: Discovery::with_ecs_services(
+                clients.cloudmap,
+                Some(clients.ecs.clone()),
+                options.discovery.clone(),
+            ),
             enricher: options
                 .enrich
                 .clone()

@@ -212,6 +212,7 @@ fn task_facts() -> impl Strategy<Value = TaskFacts> {
                 ec2_instance_id: ec2_instance_id.map(Into::into),
                 ec2_name: ec2_name.map(Into::into),
                 ec2_instance_type: ec2_instance_type.map(Into::into),
+                bindings: Some(Arc::from([])),
             },
         )
 }
@@ -272,6 +273,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                 service,
                 tags: tags.into(),
                 instances: instances.into(),
+                ecs_service: None,
             });
         }
         snap
@@ -531,6 +533,7 @@ fn model(snap: &Snapshot, opts: &TargetOptions) -> Expected {
             tag: tag.to_string(),
             value: value.map(str::to_string),
             instance: instance.map(str::to_string),
+            ecs_service: None,
             reason,
         };
 
@@ -823,7 +826,7 @@ proptest! {
             instances.push(Instance { id: format!("other-{i}"), attributes: attributes.into() });
         }
         let snap = Snapshot {
-            services: vec![ServiceData { namespace, service, tags: tags.into(), instances: instances.into() }],
+            services: vec![ServiceData { namespace, service, tags: tags.into(), instances: instances.into(), ecs_service: None }],
             ..Snapshot::default()
         };
 
@@ -888,6 +891,7 @@ fn one_service(
             service: service.into(),
             tags: map(tags).into(),
             instances: instances.into(),
+            ecs_service: None,
         }],
         ..Snapshot::default()
     }
