@@ -9,7 +9,9 @@
 mod bad_input;
 mod check;
 mod cloudmap;
+mod ecs_service_tags;
 mod enrichment;
 mod faults;
+mod ports;
 mod prometheus;
 mod remote_write;
