@@ -204,8 +204,11 @@ pub struct Options {
     pub prometheus_config: Option<PathBuf>,
 
     /// Add ECS and EC2 facts to each task's labels (ecs_launch_type,
-    /// ecs_task_revision, ec2_instance_id, ec2_name, ec2_instance_type). Needs
-    /// ecs:DescribeTasks, ecs:DescribeContainerInstances and ec2:DescribeInstances.
+    /// ecs_task_revision, ec2_instance_id, ec2_name, ec2_instance_type), and read its
+    /// port bindings, so that in bridge or host network mode a port tag (a container
+    /// port) is published at its host port. Needs ecs:DescribeTasks,
+    /// ecs:DescribeContainerInstances and ec2:DescribeInstances. `false`: ports are
+    /// used as they are.
     #[arg(long, env = "CLOUDMAP_SD_ECS_ENRICHMENT", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub ecs_enrichment: bool,
 
