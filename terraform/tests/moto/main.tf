@@ -173,9 +173,11 @@ module "api_metrics" {
   metrics_container = "exporter"
 }
 
+# awsvpc: moto 5.1.6 answers a service without a network configuration with an
+# empty networkConfiguration object, and the AWS provider crashes reading it.
 resource "aws_ecs_task_definition" "api" {
   family       = "api"
-  network_mode = "bridge"
+  network_mode = "awsvpc"
   container_definitions = jsonencode([
     {
       name                   = "api"
@@ -203,6 +205,11 @@ resource "aws_ecs_service" "api" {
   desired_count   = 0
   launch_type     = "EC2"
   tags            = merge({ team = "payments" }, module.api_metrics.ecs_service_tags)
+
+  network_configuration {
+    subnets         = [aws_subnet.test.id]
+    security_groups = [aws_security_group.prometheus.id]
+  }
 }
 
 module "quiet_metrics" {
