@@ -838,6 +838,25 @@ fn model(snap: &Snapshot, opts: &TargetOptions) -> Expected {
     out
 }
 
+/// What `build` makes of a snapshot, checked against the independent model: the
+/// same targets and the same skips. Both, for more checks.
+fn built_as_modelled(
+    snap: &Snapshot,
+    opts: &TargetOptions,
+) -> Result<(Built, Expected), TestCaseError> {
+    let built = build(snap, opts);
+    let want = model(snap, opts);
+    let got: BTreeSet<Seen> = built
+        .groups
+        .iter()
+        .map(|g| seen(g, opts.label_style))
+        .collect();
+    prop_assert_eq!(&got, &want.targets, "targets differ from the model");
+    let want_skipped: Vec<Skipped> = want.skipped.iter().cloned().collect();
+    prop_assert_eq!(&built.skipped, &want_skipped, "skips differ from the model");
+    Ok((built, want))
+}
+
 /// The same snapshot with services and each service's instances in reverse order.
 fn reversed(snap: &Snapshot) -> Snapshot {
     let mut r = snap.clone();
@@ -932,13 +951,7 @@ proptest! {
         snap in snapshot(),
         opts in options(),
     ) {
-        let built = build(&snap, &opts);
-        let want = model(&snap, &opts);
-
-        let got: BTreeSet<Seen> = built.groups.iter().map(|g| seen(g, opts.label_style)).collect();
-        prop_assert_eq!(&got, &want.targets, "targets differ from the model");
-        let want_skipped: Vec<Skipped> = want.skipped.iter().cloned().collect();
-        prop_assert_eq!(&built.skipped, &want_skipped, "skips differ from the model");
+        let (built, want) = built_as_modelled(&snap, &opts)?;
 
         // Every looked-at pair went one way or the other, and de-duplication only
         // ever merges targets, it never invents them.
@@ -994,12 +1007,7 @@ proptest! {
             instances: instances.into(),
             ecs_service: None,
         });
-        let built = build(&snap, &opts);
-        let want = model(&snap, &opts);
-        let got: BTreeSet<Seen> = built.groups.iter().map(|g| seen(g, opts.label_style)).collect();
-        prop_assert_eq!(&got, &want.targets, "targets differ from the model");
-        let want_skipped: Vec<Skipped> = want.skipped.iter().cloned().collect();
-        prop_assert_eq!(&built.skipped, &want_skipped, "skips differ from the model");
+        built_as_modelled(&snap, &opts)?;
     }
 
     /// A valid primary endpoint (METRICS_PATH=/metrics, METRICS_PORT=9100) on an

@@ -23,20 +23,6 @@ async fn stack() -> (Moto, Proxy, Seeder) {
     (moto, proxy, s)
 }
 
-/// Labels of the group whose target is `addr`.
-fn labels_of(groups: &[Value], addr: &str) -> BTreeMap<String, String> {
-    let g = groups
-        .iter()
-        .find(|g| g["targets"][0] == addr)
-        .unwrap_or_else(|| panic!("no target {addr} in {groups:?}"));
-    g["labels"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-        .collect()
-}
-
 /// Prometheus's active targets: (address, health).
 async fn active_targets(url: &str) -> Option<Vec<(String, String)>> {
     let (status, body) = http_get(&format!("{url}/api/v1/targets")).await?;
