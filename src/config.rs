@@ -203,6 +203,14 @@ pub struct Options {
     #[arg(long, env = "CLOUDMAP_SD_PROMETHEUS_CONFIG", global = true)]
     pub prometheus_config: Option<PathBuf>,
 
+    /// A Cloud Map service with no endpoint tag of its own (METRICS_*,
+    /// ECS_METRICS_*; e.g. one that ECS Service Connect owns) takes them from the
+    /// ECS service its instances name (ECS_CLUSTER_NAME, ECS_SERVICE_NAME), read with
+    /// DescribeServices on the --tags-refresh clock. Needs ecs:DescribeServices.
+    /// Cloud Map tags win when the Cloud Map service has any endpoint tag.
+    #[arg(long, env = "CLOUDMAP_SD_ECS_SERVICE_TAGS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub ecs_service_tags: bool,
+
     /// Add ECS and EC2 facts to each task's labels (ecs_launch_type,
     /// ecs_task_revision, ec2_instance_id, ec2_name, ec2_instance_type), and read its
     /// port bindings, so that in bridge or host network mode a port tag (a container
@@ -211,14 +219,6 @@ pub struct Options {
     /// used as they are.
     #[arg(long, env = "CLOUDMAP_SD_ECS_ENRICHMENT", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub ecs_enrichment: bool,
-
-    /// A Cloud Map service with no endpoint tag of its own (METRICS_*,
-    /// ECS_METRICS_*; e.g. one that ECS Service Connect owns) takes them from the
-    /// ECS service its instances name (ECS_CLUSTER_NAME, ECS_SERVICE_NAME), read with
-    /// DescribeServices on the --tags-refresh clock. Needs ecs:DescribeServices.
-    /// Cloud Map tags win when the Cloud Map service has any endpoint tag.
-    #[arg(long, env = "CLOUDMAP_SD_ECS_SERVICE_TAGS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
-    pub ecs_service_tags: bool,
 
     /// With --ecs-enrichment: also read each task's EC2 host (ec2_instance_id,
     /// ec2_name, ec2_instance_type). `false` keeps the ECS facts only, and the
