@@ -36,8 +36,8 @@ use cloudmap_sd::aws::ec2::SdkEc2;
 use cloudmap_sd::aws::ecs::SdkEcs;
 use cloudmap_sd::aws::sdk::{self as aws_sdk, load_sdk_config};
 use cloudmap_sd::aws::{
-    AwsError, Clients, CloudMap, Ec2, Ecs, EcsTask, ErrorKind, Namespace, ServicePage,
-    ServiceSummary,
+    AwsError, Clients, CloudMap, Ec2, Ecs, EcsServices, EcsTask, ErrorKind, Namespace,
+    SERVICES_BATCH, ServicePage, ServiceSummary, ServiceTags,
 };
 use cloudmap_sd::config::{Cli, Config};
 use cloudmap_sd::metrics::Metrics;
@@ -346,6 +346,21 @@ impl CloudMap for Fake {
     }
 }
 
+impl EcsServices for Fake {
+    /// The bench's services are tagged in Cloud Map: no ECS service has tags.
+    async fn service_tags(
+        &self,
+        _cluster: &str,
+        services: &[String],
+    ) -> Result<ServiceTags, AwsError> {
+        let _t = self.timed();
+        let mut s = self.state.lock().unwrap();
+        *s.calls.entry("DescribeServices").or_default() +=
+            services.len().div_ceil(SERVICES_BATCH).max(1) as u64;
+        Ok(Vec::new())
+    }
+}
+
 impl Ecs for Fake {
     async fn tasks(
         &self,
@@ -365,6 +380,7 @@ impl Ecs for Fake {
                     container_instance_arn: Some(
                         Fake::ci_arn(c, self.topo.host_of(c, serial)).into(),
                     ),
+                    bindings: Default::default(),
                 };
                 Some((id.clone(), task))
             })

@@ -222,9 +222,20 @@ pub struct Options {
     #[arg(long, env = "CLOUDMAP_SD_PROMETHEUS_CONFIG", global = true)]
     pub prometheus_config: Option<PathBuf>,
 
+    /// A Cloud Map service with no endpoint tag of its own (METRICS_*,
+    /// ECS_METRICS_*; e.g. one that ECS Service Connect owns) takes them from the
+    /// ECS service its instances name (ECS_CLUSTER_NAME, ECS_SERVICE_NAME), read with
+    /// DescribeServices on the --tags-refresh clock. Needs ecs:DescribeServices.
+    /// Cloud Map tags win when the Cloud Map service has any endpoint tag.
+    #[arg(long, env = "CLOUDMAP_SD_ECS_SERVICE_TAGS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub ecs_service_tags: bool,
+
     /// Add ECS and EC2 facts to each task's labels (ecs_launch_type,
-    /// ecs_task_revision, ec2_instance_id, ec2_name, ec2_instance_type). Needs
-    /// ecs:DescribeTasks, ecs:DescribeContainerInstances and ec2:DescribeInstances.
+    /// ecs_task_revision, ec2_instance_id, ec2_name, ec2_instance_type), and read its
+    /// port bindings, so that in bridge or host network mode a port tag (a container
+    /// port) is published at its host port. Needs ecs:DescribeTasks,
+    /// ecs:DescribeContainerInstances and ec2:DescribeInstances. `false`: ports are
+    /// used as they are.
     #[arg(long, env = "CLOUDMAP_SD_ECS_ENRICHMENT", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub ecs_enrichment: bool,
 
@@ -504,6 +515,7 @@ fn sidecar_options(command: Command, o: &Options) -> SidecarOptions {
             concurrency: usize::from(o.concurrency),
             listing_pages: usize::from(o.listing_pages),
             shard: o.shard.map(|s| (s, o.shard_key)),
+            ecs_service_tags: o.ecs_service_tags,
         },
         enrich: o.ecs_enrichment.then(|| EnrichOptions {
             // One pass has no later cycle to wait for: a task whose host cannot
@@ -558,6 +570,7 @@ fn check_options(o: &Options) -> CheckOptions {
         hosts_output: o.ec2_hosts_output.clone(),
         ecs_enrichment: o.ecs_enrichment,
         ec2_enrichment: o.ec2_enrichment,
+        ecs_service_tags: o.ecs_service_tags,
         hosts_by_cluster: o.ec2_hosts_output.is_some() && o.ec2_hosts_tag.is_none(),
         amp_url: o.amp_remote_write_url.clone(),
         prometheus_config: o.prometheus_config.clone(),
@@ -586,6 +599,19 @@ mod tests {
         assert_eq!(c.sidecar.targets.label_style, LabelStyle::Default);
         assert!(c.sidecar.discovery.namespaces.is_empty());
         assert!(c.sidecar.enrich.is_some() && c.remote_write.watch.is_some());
+        assert!(c.sidecar.discovery.ecs_service_tags && c.check.ecs_service_tags);
+    }
+
+    #[test]
+    fn ecs_service_tags_can_be_turned_off() {
+        let c = parse(&["--ecs-service-tags", "false"]).unwrap();
+        assert!(!c.sidecar.discovery.ecs_service_tags);
+        assert!(!c.check.ecs_service_tags);
+        let c = parse(&["--ecs-enrichment", "false"]).unwrap();
+        assert!(
+            c.sidecar.discovery.ecs_service_tags,
+            "independent of enrichment"
+        );
     }
 
     #[test]

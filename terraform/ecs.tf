@@ -30,7 +30,10 @@ locals {
       # Off: no ecs:DescribeContainerInstances or ec2:DescribeInstances call (the
       # task role lacks them then) and no EC2 host labels; ECS task facts stay.
       CLOUDMAP_SD_EC2_ENRICHMENT = tostring(var.enable_ec2_enrichment)
-      AWS_REGION                 = local.region
+      # Off: no ecs:DescribeServices call (the task role lacks it then), and a
+      # Cloud Map service without METRICS_* tags is not scraped.
+      CLOUDMAP_SD_ECS_SERVICE_TAGS = tostring(var.enable_ecs_service_tags)
+      AWS_REGION                   = local.region
     },
     # No variable at all (rather than an empty one) means every namespace.
     length(var.namespaces) > 0 ? { CLOUDMAP_SD_NAMESPACE = join(",", var.namespaces) } : {},

@@ -99,12 +99,13 @@ resource "aws_iam_role_policy" "execution" {
 module "discovery_policy" {
   source = "./modules/discovery-policy"
 
-  partition             = local.partition
-  region                = local.region
-  account_id            = local.account_id
-  namespaces            = var.namespaces
-  enable_ec2_enrichment = var.enable_ec2_enrichment
-  ec2_hosts_by_cluster  = local.ec2_hosts_enabled && var.ec2_hosts_tag == null
+  partition               = local.partition
+  region                  = local.region
+  account_id              = local.account_id
+  namespaces              = var.namespaces
+  enable_ec2_enrichment   = var.enable_ec2_enrichment
+  enable_ecs_service_tags = var.enable_ecs_service_tags
+  ec2_hosts_by_cluster    = local.ec2_hosts_enabled && var.ec2_hosts_tag == null
 }
 
 resource "aws_iam_role" "task" {

@@ -273,6 +273,12 @@ variable "enable_ec2_enrichment" {
   default     = true
 }
 
+variable "enable_ecs_service_tags" {
+  description = "A Cloud Map service without METRICS_* tags of its own (ECS Service Connect's) takes them from the ECS service its tasks belong to: grants ecs:DescribeServices and sets CLOUDMAP_SD_ECS_SERVICE_TAGS. false drops both (such services are then not scraped)."
+  type        = bool
+  default     = true
+}
+
 variable "ec2_hosts_ports" {
   description = "Scrape the EC2 container instances themselves (node exporter, cAdvisor) on these ports: the sidecar also writes the hosts file file_sd/ec2-hosts.json (CLOUDMAP_SD_EC2_HOSTS_OUTPUT, CLOUDMAP_SD_EC2_HOSTS_PORT), one target per host and port, and Prometheus scrapes it in the job ec2-hosts. The hosts are the container instances of every cluster a discovered task runs in (the task role gets ecs:ListContainerInstances), or the instances tagged ec2_hosts_tag. Needs enable_ec2_enrichment = true; a Fargate-only fleet has no EC2 hosts to scrape. Empty: off."
   type        = list(number)

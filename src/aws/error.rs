@@ -58,7 +58,7 @@ impl fmt::Display for ErrorKind {
 }
 
 /// A failed AWS call: which operation, what kind of failure, and the SDK's words.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{operation} failed ({kind}): {message}")]
 pub struct AwsError {
     pub operation: &'static str,

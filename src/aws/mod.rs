@@ -1,4 +1,5 @@
-//! AWS behind narrow, domain-shaped traits ([`CloudMap`], [`Ecs`], [`Ec2`]). The real
+//! AWS behind narrow, domain-shaped traits ([`CloudMap`], [`Ecs`], [`EcsServices`],
+//! [`Ec2`]). The real
 //! adapters own pagination, batch limits, error classification ([`error`]) and call
 //! counting ([`calls`]); discovery and enrichment see only plain structs. `fakes`
 //! (built for unit tests only) holds hand-written adapters; [`sdk`] loads the SDK
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::model::{HealthStatus, Host, Instance};
+use crate::model::{HealthStatus, Host, Instance, PortBinding};
 
 pub mod accounts;
 pub mod calls;
@@ -27,6 +28,9 @@ pub use error::{AwsError, ErrorKind, classify};
 /// Largest batch DescribeTasks, DescribeContainerInstances (and our
 /// DescribeInstances-by-id calls) take.
 pub const BATCH: usize = 100;
+
+/// Largest batch DescribeServices takes (services of one cluster).
+pub const SERVICES_BATCH: usize = 10;
 
 /// A Cloud Map namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,10 +107,13 @@ pub struct EcsTask {
     /// Revision of the task definition.
     pub revision: Option<Arc<str>>,
     pub container_instance_arn: Option<Arc<str>>,
+    /// The TCP host ports its containers bind (`networkBindings`; none in awsvpc).
+    pub bindings: Arc<[PortBinding]>,
 }
 
-/// What enrichment needs from Amazon ECS.
-pub trait Ecs: Send + Sync {
+/// What enrichment needs from Amazon ECS. An adapter is cheap to clone: discovery
+/// holds one for [`EcsServices`] too.
+pub trait Ecs: EcsServices + Clone + Send + Sync {
     /// The tasks of one cluster that ECS knows, by task id (the last part of the
     /// task ARN, which is the Cloud Map instance id). Any number of ids: the adapter
     /// batches.
@@ -127,6 +134,38 @@ pub trait Ecs: Send + Sync {
         &self,
         cluster: &str,
     ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+}
+
+/// Tags by key.
+pub type Tags = BTreeMap<String, String>;
+
+/// ECS services (by name) and their tags.
+pub type ServiceTags = Vec<(String, Tags)>;
+
+/// What discovery needs from Amazon ECS: the tags of ECS services, for Cloud Map
+/// services that have no endpoint tags of their own.
+pub trait EcsServices: Send + Sync {
+    /// The tags of the services of one cluster that exist, by service name. Any
+    /// number of names: the adapter batches. A cluster that does not exist has none.
+    fn service_tags(
+        &self,
+        cluster: &str,
+        services: &[String],
+    ) -> impl Future<Output = Result<ServiceTags, AwsError>> + Send;
+}
+
+/// No ECS client: discovery without ECS service tags.
+#[derive(Debug, Clone, Copy)]
+pub enum NoEcs {}
+
+impl EcsServices for NoEcs {
+    async fn service_tags(
+        &self,
+        _cluster: &str,
+        _services: &[String],
+    ) -> Result<ServiceTags, AwsError> {
+        match *self {}
+    }
 }
 
 /// What enrichment needs from Amazon EC2.

@@ -43,6 +43,8 @@ pub struct CheckOptions {
     pub hosts_output: Option<PathBuf>,
     pub ecs_enrichment: bool,
     pub ec2_enrichment: bool,
+    /// `--ecs-service-tags` (ecs:DescribeServices).
+    pub ecs_service_tags: bool,
     /// The hosts file lists the container instances of the clusters seen
     /// (ecs:ListContainerInstances), not hosts by tag.
     pub hosts_by_cluster: bool,
@@ -90,12 +92,12 @@ pub async fn run(options: &CheckOptions, sdk: &SdkConfig) -> Report {
 
 /// Deadline for the whole check, so a hanging endpoint cannot hang the command.
 pub fn deadline(options: &CheckOptions) -> Duration {
-    // The Cloud Map rows, the service lookup, credentials, the ECS/EC2 rows (4)
+    // The Cloud Map rows, the service lookup, credentials, the ECS/EC2 rows (5)
     // and the probe, each bounded by --api-timeout; the account rows once more
-    // for each role.
+    // for each role (with its AssumeRole).
     let a = &options.accounts;
-    let extra = (CLOUDMAP_ACTIONS.len() as u32 + 6) * a.roles.len() as u32;
-    options.api_timeout * (CLOUDMAP_ACTIONS.len() as u32 + 10 + extra)
+    let extra = (CLOUDMAP_ACTIONS.len() as u32 + 7) * a.roles.len() as u32;
+    options.api_timeout * (CLOUDMAP_ACTIONS.len() as u32 + 11 + extra)
 }
 
 fn region_row(region: Option<&str>) -> Row {
@@ -257,8 +259,9 @@ async fn permission_rows(
 fn skipped_permission_rows(options: &CheckOptions) -> Vec<Row> {
     CLOUDMAP_ACTIONS
         .iter()
+        .copied()
         .chain(enrichment_actions(options))
-        .map(|action| Row::new(*action, Status::Skip, "no Region or credentials"))
+        .map(|action| Row::new(action, Status::Skip, "no Region or credentials"))
         .collect()
 }
 

@@ -21,23 +21,25 @@ pub const CLOUDMAP_ACTIONS: [&str; 6] = [
     "servicediscovery:DiscoverInstances",
 ];
 
-/// The ECS and EC2 actions of the enrichment, by what is switched on.
-pub fn enrichment_actions(options: &CheckOptions) -> &'static [&'static str] {
-    if !options.ecs_enrichment {
-        &[]
-    } else if options.ec2_enrichment {
-        &[
-            "ecs:DescribeTasks",
-            "ecs:DescribeContainerInstances",
-            "ec2:DescribeInstances",
-        ]
-    } else {
-        &["ecs:DescribeTasks"]
+/// The ECS and EC2 actions of ECS service tags and of the enrichment, by what is
+/// switched on.
+pub fn enrichment_actions(options: &CheckOptions) -> Vec<&'static str> {
+    let mut actions = Vec::new();
+    if options.ecs_service_tags {
+        actions.push("ecs:DescribeServices");
     }
+    if options.ecs_enrichment {
+        actions.push("ecs:DescribeTasks");
+        if options.ec2_enrichment {
+            actions.extend(["ecs:DescribeContainerInstances", "ec2:DescribeInstances"]);
+        }
+    }
+    actions
 }
 
-/// A cluster, task, container instance and EC2 instance that do not exist.
+/// A cluster, service, task, container instance and EC2 instance that do not exist.
 const NO_CLUSTER: &str = "cloudmap-sd-check";
+const NO_SERVICE: &str = "cloudmap-sd-check";
 const NO_TASK: &str = "00000000000000000000000000000000";
 const NO_CONTAINER_INSTANCE: &str = "00000000-0000-0000-0000-000000000000";
 const NO_EC2_INSTANCE: &str = "i-00000000000000000";
@@ -82,30 +84,44 @@ pub async fn cloudmap_rows<C: CloudMap>(cm: &C, subject: &Subject, principal: &s
         .collect()
 }
 
-/// The ECS and EC2 rows of the enrichment: describing a task and a container
-/// instance that do not exist, an instance that does not exist, and (for a hosts
-/// file by cluster) listing a cluster's container instances. `principal` is who
-/// must be granted a denied action.
+/// A missing cluster or task is an answer past authorisation: allowed.
+fn past_auth(r: Result<(), AwsError>) -> Result<(), AwsError> {
+    match r {
+        Err(e) if matches!(e.kind, ErrorKind::Client) => Ok(()),
+        other => other,
+    }
+}
+
+/// The ECS and EC2 rows: describing an ECS service (ECS service tags), a task and a
+/// container instance that do not exist, an instance that does not exist, and (for
+/// a hosts file by cluster) listing a cluster's container instances. `principal` is
+/// who must be granted a denied action.
 pub async fn enrichment_rows<E: Ecs, X: Ec2>(
     ecs: &E,
     ec2: &X,
     options: &CheckOptions,
     principal: &str,
 ) -> Vec<Row> {
-    if !options.ecs_enrichment {
-        return Vec::new();
+    let mut rows = Vec::new();
+    if options.ecs_service_tags {
+        let services = ecs
+            .service_tags(NO_CLUSTER, &[NO_SERVICE.to_string()])
+            .await;
+        rows.push(permission_row_by(
+            "ecs:DescribeServices",
+            past_auth(services.map(drop)),
+            principal,
+        ));
     }
-    // A missing cluster or task is an answer past authorisation: allowed.
-    let past_auth = |r: Result<(), AwsError>| match r {
-        Err(e) if matches!(e.kind, ErrorKind::Client) => Ok(()),
-        other => other,
-    };
+    if !options.ecs_enrichment {
+        return rows;
+    }
     let tasks = ecs.tasks(NO_CLUSTER, &[NO_TASK.to_string()]).await;
-    let mut rows = vec![permission_row_by(
+    rows.push(permission_row_by(
         "ecs:DescribeTasks",
         past_auth(tasks.map(drop)),
         principal,
-    )];
+    ));
     if options.ec2_enrichment {
         let cis = ecs
             .container_instances(NO_CLUSTER, &[NO_CONTAINER_INSTANCE.to_string()])

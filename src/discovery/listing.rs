@@ -10,7 +10,9 @@ use tracing::{debug, warn};
 
 use super::service::ServiceState;
 use super::{Discovery, ServiceFailure};
-use crate::aws::{AwsError, CloudMap, ErrorKind, Namespace, ServiceSummary, by_deadline};
+use crate::aws::{
+    AwsError, CloudMap, EcsServices, ErrorKind, Namespace, ServiceSummary, by_deadline,
+};
 use crate::model::clock::due;
 use crate::model::{ShardKey, ShardTarget};
 
@@ -32,7 +34,7 @@ pub(super) enum Listed {
     Failed(AwsError),
 }
 
-impl<C: CloudMap> Discovery<C> {
+impl<C: CloudMap, S: EcsServices> Discovery<C, S> {
     /// Starts a listing when one is due and reads what this cycle's budget allows of
     /// the one in progress. `Err` only when no listing ever succeeded.
     pub(super) async fn list(

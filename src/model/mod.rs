@@ -44,6 +44,39 @@ pub struct ServiceData {
     /// Shared with discovery's cache: a snapshot costs no copy of them.
     pub tags: Arc<BTreeMap<String, String>>,
     pub instances: Arc<Vec<Instance>>,
+    /// The ECS service whose tags describe the endpoints, when the Cloud Map
+    /// service has no endpoint tag of its own (see [`ServiceData::endpoint_tags`]).
+    pub ecs_service: Option<Arc<EcsService>>,
+}
+
+impl ServiceData {
+    /// The tags the endpoints are read from: the ECS service's when there is one
+    /// (discovery sets it only for a Cloud Map service without endpoint tags), else
+    /// the Cloud Map service's.
+    pub fn endpoint_tags(&self) -> &BTreeMap<String, String> {
+        match &self.ecs_service {
+            Some(e) => &e.tags,
+            None => &self.tags,
+        }
+    }
+}
+
+/// An ECS service and its tags (DescribeServices).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EcsService {
+    /// The cluster name, as the instances' `ECS_CLUSTER_NAME` gives it.
+    pub cluster: String,
+    pub name: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A container port that a task's container binds on its host (bridge or host
+/// network mode), as ECS reports it in the task's `networkBindings` (TCP only).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortBinding {
+    pub container: Arc<str>,
+    pub container_port: u16,
+    pub host_port: u16,
 }
 
 /// The ECS and EC2 facts about one task that its labels show (see the enrich
@@ -55,6 +88,10 @@ pub struct TaskFacts {
     pub ec2_instance_id: Option<Arc<str>>,
     pub ec2_name: Option<Arc<str>>,
     pub ec2_instance_type: Option<Arc<str>>,
+    /// The host ports its containers bind (DescribeTasks `networkBindings`). None:
+    /// not known (the task was published without its ECS facts after the hold);
+    /// empty: it binds none (awsvpc, Fargate), so every port is the task's own.
+    pub bindings: Option<Arc<[PortBinding]>>,
 }
 
 /// An EC2 instance: what DescribeInstances says of it, and, in the hosts file, the

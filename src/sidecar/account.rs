@@ -25,7 +25,7 @@ pub struct Account<C, E, X> {
     id: Option<Arc<str>>,
     /// The role assumed into it; None: the sidecar's own credentials.
     role: Option<Arc<RoleSession>>,
-    discovery: Discovery<C>,
+    discovery: Discovery<C, E>,
     enricher: Option<Enricher<E, X>>,
     /// The hosts of the last pass that could say them.
     hosts: Option<Vec<Host>>,
@@ -119,7 +119,11 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Account<C, E, X> {
         others: BTreeSet<String>,
     ) -> Self {
         let c = clients.clients;
-        let mut discovery = Discovery::new(c.cloudmap, options.discovery.clone());
+        let mut discovery = Discovery::with_ecs_services(
+            c.cloudmap,
+            Some(c.ecs.clone()),
+            options.discovery.clone(),
+        );
         if let Some(id) = &clients.id {
             discovery = discovery.in_account(id.clone(), others);
         }
@@ -141,7 +145,7 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Account<C, E, X> {
     }
 
     /// The account's discovery (and through it, its Cloud Map client).
-    pub fn discovery(&mut self) -> &mut Discovery<C> {
+    pub fn discovery(&mut self) -> &mut Discovery<C, E> {
         &mut self.discovery
     }
 

@@ -203,6 +203,7 @@ impl Publisher {
                 tag = %s.tag,
                 value = s.value.as_deref().unwrap_or(""),
                 instance = s.instance.as_deref().unwrap_or(""),
+                ecs_service = s.ecs_service.as_deref().unwrap_or(""),
                 reason = %s.reason,
                 "endpoint skipped: {}",
                 s.reason.explain()

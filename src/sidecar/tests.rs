@@ -28,6 +28,7 @@ fn options(shard: Option<(Shard, ShardKey)>) -> SidecarOptions {
             concurrency: 4,
             listing_pages: 1,
             shard,
+            ecs_service_tags: false,
         },
         enrich: Some(EnrichOptions {
             hold: Duration::from_secs(60),
@@ -55,7 +56,7 @@ fn options(shard: Option<(Shard, ShardKey)>) -> SidecarOptions {
 fn cloudmap(task: &str, ip: &str) -> FakeCloudMap {
     let f = FakeCloudMap::default();
     f.add_service("apps", "web", &[("METRICS_PATH", "/metrics")]);
-    f.register_task("web", task, ip, "prod");
+    f.register_cluster_task("web", task, ip, "prod");
     f
 }
 
@@ -69,6 +70,7 @@ fn ecs(task: &str, host: &str, ip: &str) -> FakeEcs {
                 launch_type: Some("EC2".into()),
                 revision: Some("1".into()),
                 container_instance_arn: Some(format!("ci-{host}").into()),
+                ..EcsTask::default()
             },
         )],
         cis: vec![(format!("ci-{host}"), format!("i-{host}"))],
@@ -200,7 +202,7 @@ async fn one_failing_account_keeps_its_targets_and_does_not_touch_the_other() {
         }
     }
     *eb.fail_ecs.lock().unwrap() = true;
-    cloudmap_of(&mut engine, A).register_task("web", "ta2", "10.1.0.2", "prod");
+    cloudmap_of(&mut engine, A).register_cluster_task("web", "ta2", "10.1.0.2", "prod");
     let p = engine.pass(t0 + Duration::from_secs(30)).await.unwrap();
     assert!(!p.complete());
     assert!(p.accounts[0].complete() && !p.accounts[1].complete());

@@ -2,6 +2,7 @@
 //! labelled file_sd [`TargetGroup`]s, plus the endpoints that had to be skipped and why.
 //!
 //! - [`endpoints`]: a service's tags read into endpoints, and the skip reasons;
+//! - `ports`: the host port of a container port (bridge and host network mode);
 //! - `plan`: the targets of a snapshot and their labels in either style;
 //! - [`render`]: the file content, streamed;
 //! - [`hosts`]: the EC2 hosts file.
@@ -17,6 +18,7 @@ use crate::model::Snapshot;
 pub mod endpoints;
 pub mod hosts;
 mod plan;
+mod ports;
 pub mod render;
 
 pub use endpoints::{SkipReason, Skipped};

@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::endpoints::{Endpoint, SkipReason, Skipped, address, endpoints, parse_port};
+use super::ports::host_port;
 use super::{LabelStyle, TargetOptions};
-use crate::model::{Instance, ServiceData, Snapshot, attr};
+use crate::model::{Instance, ServiceData, Snapshot, TaskFacts, attr};
 
 /// The label of the AWS account a target was found in, on every target when the
 /// sidecar discovers in other accounts.
@@ -35,6 +36,7 @@ pub(super) struct Entry<'a> {
 struct Names<'a> {
     attrs: HashMap<&'a str, String>,
     tags: HashMap<&'a str, String>,
+    ecs_tags: HashMap<&'a str, String>,
 }
 
 impl<'a> Names<'a> {
@@ -54,6 +56,11 @@ impl<'a> Names<'a> {
             self.tags.entry(k).or_insert_with(|| {
                 format!("__meta_cloudmap_service_tag_{}", sanitize_label_name(k))
             });
+        }
+        for k in svc.ecs_service.iter().flat_map(|e| e.tags.keys()) {
+            self.ecs_tags
+                .entry(k)
+                .or_insert_with(|| format!("__meta_ecs_service_tag_{}", sanitize_label_name(k)));
         }
     }
 }
@@ -82,21 +89,43 @@ pub(super) fn with_plan<T>(
     f(Plan::new(snapshot, opts, &endpoints_of, skipped))
 }
 
-/// The port of `ep` on `inst`: the endpoint's port tag, else the instance's
-/// AWS_INSTANCE_PORT, else the default port. Otherwise the attribute's value (if
-/// any) and why it cannot be used.
-fn port_of(
-    ep: &Endpoint,
+/// What names the port of a target made from `--default-port`, in a skip.
+const DEFAULT_PORT_FLAG: &str = "--default-port";
+
+/// A port that cannot be used: the tag (or attribute, or flag) at fault, its
+/// value, and why.
+type PortFault<'e> = (&'e str, Option<String>, SkipReason);
+
+/// The port of `ep` on `inst`: the instance's AWS_INSTANCE_PORT (the host port ECS
+/// registered) when the endpoint has no port tag; otherwise the port tag's port,
+/// else the default port, each a container port that the task's port bindings
+/// (`facts`) may map to a host port ([`host_port`]).
+fn port_of<'e>(
+    ep: &'e Endpoint,
     inst: &Instance,
+    facts: Option<&TaskFacts>,
     default_port: Option<u16>,
-) -> Result<u16, (Option<String>, SkipReason)> {
-    if let Some(p) = ep.port {
-        return Ok(p);
-    }
-    match inst.attributes.get(attr::PORT) {
-        Some(v) => parse_port(v).ok_or_else(|| (Some(v.to_string()), SkipReason::InvalidPort)),
-        None => default_port.ok_or((None, SkipReason::MissingPort)),
-    }
+) -> Result<u16, PortFault<'e>> {
+    let (port, tag) = match &ep.port {
+        Some((tag, p)) => (*p, tag.as_str()),
+        None => match inst.attributes.get(attr::PORT) {
+            Some(v) => {
+                return parse_port(v)
+                    .ok_or_else(|| (attr::PORT, Some(v.to_string()), SkipReason::InvalidPort));
+            }
+            None => (
+                default_port.ok_or((attr::PORT, None, SkipReason::MissingPort))?,
+                DEFAULT_PORT_FLAG,
+            ),
+        },
+    };
+    let container = ep.container.as_ref().map(|(_, name)| name.as_str());
+    host_port(port, container, facts).map_err(|reason| match (reason, &ep.container) {
+        (SkipReason::UnboundContainer, Some((tag, name))) => {
+            (tag.as_str(), Some(name.clone()), reason)
+        }
+        _ => (tag, Some(port.to_string()), reason),
+    })
 }
 
 impl<'a> Plan<'a> {
@@ -144,9 +173,9 @@ impl<'a> Plan<'a> {
         let mut any = false;
         let held = &self.snapshot.held;
         for inst in svc.instances.iter().filter(|i| !held.contains(&i.id)) {
+            let facts = self.snapshot.tasks.get(&inst.id);
             for ep in eps {
-                let addr = port_of(ep, inst, self.opts.default_port)
-                    .map_err(|(value, reason)| (attr::PORT, value, reason))
+                let addr = port_of(ep, inst, facts, self.opts.default_port)
                     .and_then(|port| address(inst, port));
                 let addr = match addr {
                     Ok((addr, _)) => addr,
@@ -193,7 +222,9 @@ impl<'a> Plan<'a> {
         l
     }
 
-    /// `cloudmap_*`, `ecs_*`, the task's facts and the `__meta_cloudmap_*` labels.
+    /// `cloudmap_*`, `ecs_*`, the task's facts, the `__meta_cloudmap_*` labels and
+    /// the `__meta_ecs_service_tag_*` labels of an ECS service whose tags describe
+    /// the endpoints.
     fn default_labels<'p>(&'p self, e: &'p Entry<'a>, l: &mut BTreeMap<&'p str, &'p str>) {
         let (svc, inst) = (e.svc, e.inst);
         let a = &inst.attributes;
@@ -226,6 +257,9 @@ impl<'a> Plan<'a> {
         }
         for (k, v) in svc.tags.iter() {
             l.insert(&self.names.tags[k.as_str()], v);
+        }
+        for (k, v) in svc.ecs_service.iter().flat_map(|e| e.tags.iter()) {
+            l.insert(&self.names.ecs_tags[k.as_str()], v);
         }
     }
 }

@@ -38,6 +38,7 @@ fn svc(name: &str, t: &[(&str, &str)], instances: Vec<Instance>) -> ServiceData 
         service: name.into(),
         tags: tags(t).into(),
         instances: instances.into(),
+        ecs_service: None,
     }
 }
 
@@ -413,6 +414,7 @@ fn task_facts_add_labels_and_held_tasks_wait() {
                 ec2_instance_id: Some("i-1".into()),
                 ec2_name: Some("host-1".into()),
                 ec2_instance_type: Some("m5.large".into()),
+                bindings: Some(Arc::from([])),
             },
         ),
         (
@@ -494,4 +496,246 @@ fn json_is_file_sd_shape() {
     assert_eq!(v[0]["targets"][0], "10.0.0.1:80");
     assert_eq!(v[0]["labels"]["cloudmap_service"], "web");
     assert_eq!(to_json(&[]), b"[]\n");
+}
+
+// ---------------------------------------------------------------------------------
+// Port bindings (bridge and host network mode) and ECS service tags
+
+/// Task facts with these (container, container port, host port) bindings.
+fn bound(bindings: &[(&str, u16, u16)]) -> TaskFacts {
+    TaskFacts {
+        launch_type: Some("EC2".into()),
+        bindings: Some(
+            bindings
+                .iter()
+                .map(|(c, cp, hp)| crate::model::PortBinding {
+                    container: Arc::from(*c),
+                    container_port: *cp,
+                    host_port: *hp,
+                })
+                .collect(),
+        ),
+        ..TaskFacts::default()
+    }
+}
+
+fn with_tasks(services: Vec<ServiceData>, tasks: &[(&str, TaskFacts)]) -> Built {
+    let snap = Snapshot {
+        services,
+        tasks: Arc::new(
+            tasks
+                .iter()
+                .map(|(id, f)| (id.to_string(), f.clone()))
+                .collect(),
+        ),
+        ..Snapshot::default()
+    };
+    build(&snap, &opts())
+}
+
+fn skips(b: &Built) -> Vec<(&str, Option<&str>, Option<&str>, SkipReason)> {
+    b.skipped
+        .iter()
+        .map(|s| {
+            (
+                s.tag.as_str(),
+                s.value.as_deref(),
+                s.instance.as_deref(),
+                s.reason,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_tagged_container_port_is_published_at_its_host_port() {
+    // Bridge mode: ECS registered the host's IP and the app's host port 32768.
+    let b = with_tasks(
+        vec![svc(
+            "web",
+            &[
+                ("METRICS_PATH", "/metrics"),
+                ("METRICS_PORT", "9100"),
+                ("ECS_METRICS_PATH", "/stats"),
+                ("METRICS_PATH_app", "/app"),
+                ("METRICS_PORT_app", "9200"),
+            ],
+            vec![ecs_instance("bridge", "10.0.0.1", Some("32768"))],
+        )],
+        &[(
+            "bridge",
+            bound(&[("app", 8080, 32768), ("exporter", 9100, 49153)]),
+        )],
+    );
+    assert!(b.skipped.is_empty(), "{:?}", b.skipped);
+    assert_eq!(
+        addrs(&b),
+        vec![
+            // No port tag: AWS_INSTANCE_PORT is already a host port.
+            ("10.0.0.1:32768".into(), "/stats".into()),
+            ("10.0.0.1:49153".into(), "/metrics".into()),
+            // A port no container binds is used as it is.
+            ("10.0.0.1:9200".into(), "/app".into()),
+        ]
+    );
+}
+
+#[test]
+fn awsvpc_tasks_and_other_instances_keep_the_tagged_port() {
+    let b = with_tasks(
+        vec![svc(
+            "web",
+            &[("METRICS_PATH", "/metrics"), ("METRICS_PORT", "9100")],
+            vec![
+                ecs_instance("awsvpc", "10.0.0.1", None),
+                ecs_instance("unenriched", "10.0.0.2", None),
+            ],
+        )],
+        &[("awsvpc", bound(&[]))],
+    );
+    assert!(b.skipped.is_empty());
+    assert_eq!(
+        addrs(&b),
+        vec![
+            ("10.0.0.1:9100".into(), "/metrics".into()),
+            ("10.0.0.2:9100".into(), "/metrics".into()),
+        ]
+    );
+}
+
+#[test]
+fn container_tags_tell_apart_containers_that_bind_one_port() {
+    let b = with_tasks(
+        vec![svc(
+            "web",
+            &[
+                ("METRICS_PATH", "/metrics"),
+                ("METRICS_PORT", "9100"),
+                ("METRICS_CONTAINER", " b "),
+                ("ECS_METRICS_PATH", "/stats"),
+                ("ECS_METRICS_PORT", "9100"),
+                ("ECS_METRICS_CONTAINER", "a"),
+                ("METRICS_PATH_x", "/x"),
+                ("METRICS_PORT_x", "9100"),
+                ("METRICS_PATH_y", "/y"),
+                ("METRICS_PORT_y", "9100"),
+                ("METRICS_CONTAINER_y", "c"),
+                ("METRICS_CONTAINER_z", "a"),
+            ],
+            vec![ecs_instance("two", "10.0.0.1", Some("32768"))],
+        )],
+        &[("two", bound(&[("a", 9100, 49153), ("b", 9100, 49154)]))],
+    );
+    assert_eq!(
+        addrs(&b),
+        vec![
+            ("10.0.0.1:49153".into(), "/stats".into()),
+            ("10.0.0.1:49154".into(), "/metrics".into()),
+        ]
+    );
+    assert_eq!(
+        skips(&b),
+        vec![
+            (
+                "METRICS_CONTAINER_y",
+                Some("c"),
+                Some("two"),
+                SkipReason::UnboundContainer
+            ),
+            (
+                "METRICS_CONTAINER_z",
+                Some("a"),
+                None,
+                SkipReason::MissingPath
+            ),
+            (
+                "METRICS_PORT_x",
+                Some("9100"),
+                Some("two"),
+                SkipReason::AmbiguousPort
+            ),
+        ]
+    );
+}
+
+#[test]
+fn unknown_bindings_hold_back_only_the_endpoints_that_need_them() {
+    // Published after the hold without its ECS facts: the registered port is
+    // right whatever the network mode; a container port may not be.
+    let b = with_tasks(
+        vec![svc(
+            "web",
+            &[
+                ("METRICS_PATH", "/metrics"),
+                ("ECS_METRICS_PATH", "/stats"),
+                ("ECS_METRICS_PORT", "9100"),
+            ],
+            vec![ecs_instance("unknown", "10.0.0.1", Some("32768"))],
+        )],
+        &[("unknown", TaskFacts::default())],
+    );
+    assert_eq!(
+        addrs(&b),
+        vec![("10.0.0.1:32768".into(), "/metrics".into())]
+    );
+    assert_eq!(
+        skips(&b),
+        vec![(
+            "ECS_METRICS_PORT",
+            Some("9100"),
+            Some("unknown"),
+            SkipReason::UnknownBindings
+        )]
+    );
+    // --default-port is a container port too.
+    let snap = Snapshot {
+        services: vec![svc(
+            "web",
+            &[("METRICS_PATH", "/metrics")],
+            vec![ecs_instance("bridge", "10.0.0.1", None)],
+        )],
+        tasks: Arc::new(BTreeMap::from([(
+            "bridge".to_string(),
+            bound(&[("app", 80, 49200)]),
+        )])),
+        ..Snapshot::default()
+    };
+    let o = TargetOptions {
+        default_port: Some(80),
+        ..opts()
+    };
+    assert_eq!(
+        addrs(&build(&snap, &o)),
+        vec![("10.0.0.1:49200".into(), "/metrics".into())]
+    );
+}
+
+#[test]
+fn ecs_service_tags_describe_the_endpoints_and_show_as_meta_labels() {
+    let mut s = svc(
+        "sc",
+        &[("AmazonECSManaged", "true")],
+        vec![ecs_instance("t1", "10.0.0.1", Some("8080"))],
+    );
+    s.ecs_service = Some(Arc::new(crate::model::EcsService {
+        cluster: "prod".into(),
+        name: "api".into(),
+        tags: tags(&[
+            ("METRICS_PATH", "/metrics"),
+            ("METRICS_PORT", "9100"),
+            ("METRICS_PATH_bad", "nope"),
+            ("team", "payments"),
+        ]),
+    }));
+    let b = run(vec![s]);
+    assert_eq!(addrs(&b), vec![("10.0.0.1:9100".into(), "/metrics".into())]);
+    let l = &b.groups[0].labels;
+    assert_eq!(l["__meta_ecs_service_tag_team"], "payments");
+    assert_eq!(l["__meta_ecs_service_tag_METRICS_PORT"], "9100");
+    assert_eq!(l["__meta_cloudmap_service_tag_AmazonECSManaged"], "true");
+    assert!(!l.contains_key("__meta_cloudmap_service_tag_METRICS_PATH"));
+    let skipped = &b.skipped[0];
+    assert_eq!(skipped.tag, "METRICS_PATH_bad");
+    assert_eq!(skipped.ecs_service.as_deref(), Some("prod/api"));
+    assert_eq!(skipped.reason, SkipReason::InvalidPath);
 }

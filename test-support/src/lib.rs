@@ -24,7 +24,7 @@ pub use prometheus::{prometheus, prometheus_bin, prometheus_on};
 pub use proxy::{
     AWS_DISCOVER_INSTANCES_DEFAULT_MAX, Fault, MOTO_ACCOUNT, Proxy, diff, operation_of,
 };
-pub use seeder::{REGION, Seeder, aws_env, role_arn, sdk_config, task_id};
-pub use sidecar::{Sidecar, parse_file, read_targets, run_cli, sidecar_bin, sum_metric};
+pub use seeder::{ContainerSpec, REGION, Seeder, aws_env, role_arn, sdk_config, task_id};
+pub use sidecar::{Sidecar, labels_of, parse_file, read_targets, run_cli, sidecar_bin, sum_metric};
 pub use sigv4::{Sigv4Server, python};
 pub use wait::{wait_for, wait_for_async};

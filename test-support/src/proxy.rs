@@ -1,4 +1,5 @@
-//! A counting, fault-injecting HTTP proxy in front of moto.
+//! A counting, fault-injecting HTTP proxy in front of moto, which also answers as
+//! AWS where moto's ECS answers differ ([`ecs`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -11,6 +12,8 @@ use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+
+pub mod ecs;
 
 /// What the proxy does with a request it picks for a fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +125,8 @@ struct ProxyState {
     recorded: Arc<Mutex<BTreeMap<String, Vec<serde_json::Value>>>>,
     /// See [`Proxy::emulate_aws_discover_default`].
     aws_discover_default: Arc<std::sync::atomic::AtomicBool>,
+    /// What the ECS rewrites remember (task definitions, dynamic host ports).
+    ecs: Arc<Mutex<ecs::Emulation>>,
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: hyper::Uri,
 }
@@ -194,6 +199,7 @@ impl Proxy {
             faults: Arc::new(Mutex::new(Faults::default())),
             recorded: Arc::new(Mutex::new(BTreeMap::new())),
             aws_discover_default: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            ecs: Arc::new(Mutex::new(ecs::Emulation::default())),
             client: Client::builder(TokioExecutor::new()).build_http(),
             upstream: upstream.parse().unwrap(),
         };
@@ -511,6 +517,10 @@ async fn forward(
             ))))
             .unwrap())
     };
+    // AWS refuses a DescribeServices call with more than 10 services; moto takes it.
+    if op == "DescribeServices" && ecs::over_describe_services_limit(&body) {
+        return json(400, "InvalidParameterException");
+    }
     match fault {
         Fault::Deny if sts => return query_error(403, "AccessDenied"),
         Fault::Deny if ec2 => return xml(403, "UnauthorizedOperation"),
@@ -573,7 +583,10 @@ async fn forward(
         .map_err(std::io::Error::other)?
         .to_bytes();
     if target.contains("AmazonEC2ContainerService") {
-        rb = fix_moto_ecs(rb);
+        if op == "DescribeTasks" && rp.status.is_success() {
+            rb = with_containers_and_bindings(rb, &parts.headers, state).await;
+        }
+        rb = ecs::fix_number_fields(rb);
         rp.headers.remove("content-length");
     }
     if op == "AssumeRole" && rp.status.is_success() {
@@ -583,32 +596,65 @@ async fn forward(
     Ok(Response::from_parts(rp, Full::new(rb)))
 }
 
-/// moto writes a task's container `cpu` / `memory` as JSON numbers where the ECS
-/// API has strings; the Rust SDK rejects that. Rewrite them as AWS sends them.
-fn fix_moto_ecs(body: Bytes) -> Bytes {
-    fn walk(v: &mut serde_json::Value, in_containers: bool) {
-        match v {
-            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, in_containers)),
-            serde_json::Value::Object(o) => {
-                for (k, x) in o.iter_mut() {
-                    if in_containers
-                        && matches!(k.as_str(), "cpu" | "memory" | "memoryReservation")
-                        && x.is_number()
-                    {
-                        *x = serde_json::Value::String(x.to_string());
-                    } else {
-                        walk(x, k == "containers");
-                    }
-                }
-            }
-            _ => {}
+/// A DescribeTasks answer with every container and its port bindings, as ECS
+/// reports them ([`ecs::Emulation`]); the task definitions it needs are read from
+/// moto (DescribeTaskDefinition, signed as the request was) once each.
+async fn with_containers_and_bindings(
+    answer: Bytes,
+    headers: &hyper::HeaderMap,
+    state: &ProxyState,
+) -> Bytes {
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&answer) else {
+        return answer;
+    };
+    let unknown = ecs::unknown_task_definitions(&v, &state.ecs.lock().unwrap());
+    for arn in unknown {
+        let request = serde_json::json!({ "taskDefinition": arn });
+        if let Some(def) = call_moto(state, headers, "DescribeTaskDefinition", &request).await {
+            state.ecs.lock().unwrap().learn_task_definition(arn, &def);
         }
     }
-    match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(mut v) => {
-            walk(&mut v, false);
-            Bytes::from(serde_json::to_vec(&v).unwrap())
+    state
+        .ecs
+        .lock()
+        .unwrap()
+        .add_containers_and_bindings(&mut v);
+    Bytes::from(serde_json::to_vec(&v).unwrap())
+}
+
+/// One ECS call of the proxy's own to moto, with the headers (credentials, Region)
+/// of the request it serves; its JSON answer, if it succeeded.
+async fn call_moto(
+    state: &ProxyState,
+    headers: &hyper::HeaderMap,
+    operation: &str,
+    request: &serde_json::Value,
+) -> Option<serde_json::Value> {
+    let body = Bytes::from(serde_json::to_vec(request).unwrap());
+    let upstream = &state.upstream;
+    let uri = format!(
+        "{}://{}/",
+        upstream.scheme_str().unwrap(),
+        upstream.authority().unwrap()
+    );
+    let mut out = Request::builder().method("POST").uri(uri);
+    for (k, v) in headers {
+        if k != "x-amz-target" && k != hyper::header::CONTENT_LENGTH {
+            out = out.header(k, v);
         }
-        Err(_) => body,
     }
+    let out = out
+        .header(
+            "x-amz-target",
+            format!("AmazonEC2ContainerServiceV20141113.{operation}"),
+        )
+        .header(hyper::header::CONTENT_LENGTH, body.len())
+        .body(Full::new(body))
+        .unwrap();
+    let resp = state.client.request(out).await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let bytes = resp.into_body().collect().await.ok()?.to_bytes();
+    serde_json::from_slice(&bytes).ok()
 }

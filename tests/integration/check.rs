@@ -84,6 +84,7 @@ async fn check_passes_with_full_permissions_and_a_good_config() {
         "servicediscovery:ListTagsForResource",
         "servicediscovery:DiscoverInstancesRevision",
         "servicediscovery:DiscoverInstances",
+        "ecs:DescribeServices",
         "ecs:DescribeTasks",
         "ecs:DescribeContainerInstances",
         "ec2:DescribeInstances",
@@ -146,6 +147,7 @@ async fn check_passes_with_full_permissions_and_a_good_config() {
     assert!(out.status.success(), "{stdout}");
     let rows_no_ec2 = rows(&stdout);
     for (check, want) in [
+        ("ecs:DescribeServices", "pass"),
         ("ecs:DescribeTasks", "pass"),
         ("ecs:DescribeContainerInstances", "skip"),
         ("ec2:DescribeInstances", "skip"),
@@ -155,6 +157,18 @@ async fn check_passes_with_full_permissions_and_a_good_config() {
             "{check} is not {want}:\n{stdout}"
         );
     }
+    // Without ECS service tags the sidecar never calls DescribeServices.
+    let mut no_service_tags = args.to_vec();
+    no_service_tags.extend(["--ecs-service-tags", "false"]);
+    let out = run_cli(&no_service_tags, &aws_env(&moto.url));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        !rows(&stdout)
+            .iter()
+            .any(|(c, _)| c == "ecs:DescribeServices"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -316,8 +316,9 @@ async fn meta_labels_empty_values_and_colliding_names() {
 
 /// The cold cycle's cost as docs/configuration.md counts it, with a namespace
 /// selection: the listing and GetService cover every service in the Region, the
-/// tag reads only the selected namespaces' services, the instance reads only
-/// their tagged ones.
+/// tag reads only the selected namespaces' services, the instance reads their
+/// tagged ones and (with ECS service tags, the default) the untagged ones once, to
+/// learn the ECS services of their instances.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_cycle_cost_with_a_namespace_selection() {
     let moto = Moto::start();
@@ -340,14 +341,16 @@ async fn cold_cycle_cost_with_a_namespace_selection() {
         &["--namespace", "apps", "--ecs-enrichment", "false"],
     );
     assert_eq!(groups.len(), 2);
-    // S = 5 services in the Region, N = 3 in `apps`, T = 2 of them tagged.
+    // S = 5 services in the Region, N = 3 in `apps`, T = 2 of them tagged, U = 1
+    // without endpoint tags (`plain`: it has no instance, so no ECS service to
+    // describe).
     let want: BTreeMap<String, u64> = [
         ("ListNamespaces", 1),
         ("ListServices", 1),
         ("GetService", 5),
         ("ListTagsForResource", 3),
-        ("DiscoverInstancesRevision", 2),
-        ("DiscoverInstances", 2),
+        ("DiscoverInstancesRevision", 3),
+        ("DiscoverInstances", 3),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -499,7 +502,10 @@ async fn steady_cycle_makes_only_revision_calls() {
     ]
     .into();
     assert_eq!(listed, want, "with the listing: one page for 41 services");
-    assert_eq!(cold.get("DiscoverInstances"), Some(&20));
+    // The untagged service's instances are read once, to learn their ECS
+    // services (ECS service tags): it has none.
+    assert_eq!(cold.get("DiscoverInstances"), Some(&21));
+    assert!(!cold.contains_key("DescribeServices"));
     // The instances name a cluster moto does not have: one DescribeTasks, then cached.
     assert_eq!(cold.get("DescribeTasks"), Some(&1));
     assert_eq!(cold.get("ListTagsForResource"), Some(&21));

@@ -10,19 +10,11 @@ use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
 
-/// Labels of the group whose target is `addr`.
+/// Labels of the group whose target is `addr`, without the `__meta_*` ones.
 fn labels_of(groups: &[Value], addr: &str) -> BTreeMap<String, String> {
-    let g = groups
-        .iter()
-        .find(|g| g["targets"][0] == addr)
-        .unwrap_or_else(|| panic!("no target {addr} in {groups:?}"));
-    g["labels"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| !k.starts_with("__meta_"))
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-        .collect()
+    let mut l = cloudmap_sd_test_support::labels_of(groups, addr);
+    l.retain(|k, _| !k.starts_with("__meta_"));
+    l
 }
 
 /// moto, the proxy in front of it, and the seeder. The seeder goes through the

@@ -50,6 +50,20 @@ data "aws_iam_policy_document" "this" {
     resources = ["arn:${var.partition}:ecs:${var.region}:${var.account_id}:task/*"]
   }
 
+  # ECS service tags: the METRICS_* tags of the ECS services whose tasks are in a
+  # Cloud Map service without tags of its own (Service Connect). DescribeServices
+  # acts on service ARNs; the applications' services are not known to this module,
+  # so every service of this account and Region.
+  dynamic "statement" {
+    for_each = var.enable_ecs_service_tags ? [1] : []
+    content {
+      sid       = "EcsDescribeServices"
+      effect    = "Allow"
+      actions   = ["ecs:DescribeServices"]
+      resources = ["arn:${var.partition}:ecs:${var.region}:${var.account_id}:service/*"]
+    }
+  }
+
   dynamic "statement" {
     for_each = var.enable_ec2_enrichment ? [1] : []
     content {

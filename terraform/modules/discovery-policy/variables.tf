@@ -25,6 +25,12 @@ variable "enable_ec2_enrichment" {
   default     = true
 }
 
+variable "enable_ecs_service_tags" {
+  description = "Allow ecs:DescribeServices (a Cloud Map service without tags of its own takes them from its ECS service: Service Connect)."
+  type        = bool
+  default     = true
+}
+
 variable "ec2_hosts_by_cluster" {
   description = "Allow ecs:ListContainerInstances (the hosts file by cluster); only with enable_ec2_enrichment."
   type        = bool

@@ -55,12 +55,13 @@ resource "aws_iam_role" "this" {
 module "discovery_policy" {
   source = "../discovery-policy"
 
-  partition             = local.partition
-  region                = local.region
-  account_id            = local.account_id
-  namespaces            = var.namespaces
-  enable_ec2_enrichment = var.enable_ec2_enrichment
-  ec2_hosts_by_cluster  = var.ec2_hosts_by_cluster
+  partition               = local.partition
+  region                  = local.region
+  account_id              = local.account_id
+  namespaces              = var.namespaces
+  enable_ec2_enrichment   = var.enable_ec2_enrichment
+  enable_ecs_service_tags = var.enable_ecs_service_tags
+  ec2_hosts_by_cluster    = var.ec2_hosts_by_cluster
 }
 
 resource "aws_iam_role_policy" "discovery" {

@@ -42,6 +42,12 @@ variable "enable_ec2_enrichment" {
   default     = true
 }
 
+variable "enable_ecs_service_tags" {
+  description = "Grant ecs:DescribeServices, for Cloud Map services without tags of their own that take them from their ECS service (the Prometheus module's enable_ecs_service_tags)."
+  type        = bool
+  default     = true
+}
+
 variable "ec2_hosts_by_cluster" {
   description = "Grant ecs:ListContainerInstances, for the EC2 hosts file by cluster (the Prometheus module's ec2_hosts_ports without ec2_hosts_tag). Needs enable_ec2_enrichment."
   type        = bool

@@ -143,8 +143,10 @@ module "prometheus_migration" {
   namespaces       = [aws_service_discovery_http_namespace.apps.name]
   label_style      = "reloader"
   job_name         = "ecs-services"
-  ec2_hosts_ports  = [9100]
-  ec2_hosts_tag    = "ecs-hosts=moto"
+  # Every service is tagged in Cloud Map here: no ecs:DescribeServices.
+  enable_ecs_service_tags = false
+  ec2_hosts_ports         = [9100]
+  ec2_hosts_tag           = "ecs-hosts=moto"
   scrape_relabel_configs = [
     { action = "labeldrop", regex = "namespace|taskid" },
   ]
@@ -190,6 +192,57 @@ module "web_metrics" {
   force_destroy = true
 }
 
+# An application on ECS Service Connect: ECS creates and owns its Cloud Map
+# service, so the METRICS_* tags go on its ECS service (moto's CreateService
+# registers nothing in Cloud Map; verify.py creates the service ECS would).
+module "api_metrics" {
+  source = "../../modules/scrape-target"
+
+  service_connect   = true
+  metrics_path      = "/metrics"
+  metrics_port      = 9100
+  metrics_container = "exporter"
+}
+
+# awsvpc: moto 5.1.6 answers a service without a network configuration with an
+# empty networkConfiguration object, and the AWS provider crashes reading it.
+resource "aws_ecs_task_definition" "api" {
+  family       = "api"
+  network_mode = "awsvpc"
+  container_definitions = jsonencode([
+    {
+      name                   = "api"
+      image                  = "registry.example.test/api:1"
+      essential              = true
+      memory                 = 64
+      readonlyRootFilesystem = true
+      portMappings           = [{ containerPort = 8080 }]
+    },
+    {
+      name                   = "exporter"
+      image                  = "registry.example.test/exporter:1"
+      essential              = false
+      memory                 = 32
+      readonlyRootFilesystem = true
+      portMappings           = [{ containerPort = 9100 }]
+    },
+  ])
+}
+
+resource "aws_ecs_service" "api" {
+  name            = "api"
+  cluster         = aws_ecs_cluster.test.arn
+  task_definition = aws_ecs_task_definition.api.arn
+  desired_count   = 0
+  launch_type     = "EC2"
+  tags            = merge({ team = "payments" }, module.api_metrics.ecs_service_tags)
+
+  network_configuration {
+    subnets         = [aws_subnet.test.id]
+    security_groups = [aws_security_group.prometheus.id]
+  }
+}
+
 module "quiet_metrics" {
   source = "../../modules/scrape-target"
 
@@ -209,6 +262,16 @@ output "web_service_id" {
 
 output "web_metrics_tags" {
   value = module.web_metrics.metrics_tags
+}
+
+output "api" {
+  value = {
+    ecs_service_name = aws_ecs_service.api.name
+    ecs_service_arn  = aws_ecs_service.api.id
+    ecs_service_tags = module.api_metrics.ecs_service_tags
+    service_id       = module.api_metrics.service_id
+    service_registry = module.api_metrics.service_registry
+  }
 }
 
 output "quiet_service_id" {

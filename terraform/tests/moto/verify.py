@@ -104,7 +104,7 @@ SIDECAR_ACTIONS = {
     "servicediscovery:ListNamespaces", "servicediscovery:ListServices",
     "servicediscovery:GetService", "servicediscovery:ListTagsForResource",
     "servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision",
-    "ecs:DescribeTasks", "aps:RemoteWrite",
+    "ecs:DescribeTasks", "ecs:DescribeServices", "aps:RemoteWrite",
 }
 EC2_HOST_ACTIONS = {"ecs:DescribeContainerInstances", "ec2:DescribeInstances"}
 # ec2_hosts_ports without ec2_hosts_tag: the container instances of every cluster seen.
@@ -218,6 +218,18 @@ def cmd_resources(path):
     qtags = sd.list_tags_for_resource(ResourceARN=quiet["Arn"])["Tags"]
     check(not any(t["Key"].startswith("METRICS_") for t in qtags), "quiet (prometheus_enabled=false): no METRICS_* tags")
 
+    print("ECS: the scrape-target module's Service Connect way (tags on the ECS service)")
+    api = out["api"]
+    want = {"METRICS_PATH": "/metrics", "METRICS_PORT": "9100", "METRICS_CONTAINER": "exporter"}
+    check(api["ecs_service_tags"] == want, "api (service_connect): ecs_service_tags output = the METRICS_* tags")
+    check(api["service_id"] is None and api["service_registry"] is None,
+          "api (service_connect): no Cloud Map service created (ECS owns it)")
+    check(not any(s["Name"] == "api" for s in sd.list_services()["Services"]), "no Cloud Map service named api")
+    described = client("ecs").describe_services(cluster="moto-test", services=[api["ecs_service_name"]],
+                                                include=["TAGS"])["services"][0]
+    etags = {t["key"]: t["value"] for t in described.get("tags", [])}
+    check(etags == {**want, "team": "payments"}, "the ECS service carries them, beside its own tags")
+
     fg, ec2 = out["fargate"], out["ec2"]
     print("ECS task definition (Fargate)")
     td, c = task_def(fg["task_definition_arn"])
@@ -243,6 +255,8 @@ def cmd_resources(path):
           "CLOUDMAP_SD_INTERVAL, CLOUDMAP_SD_LISTEN")
     check(senv.get("CLOUDMAP_SD_EC2_ENRICHMENT") == "false",
           "enable_ec2_enrichment=false: CLOUDMAP_SD_EC2_ENRICHMENT=false")
+    check(senv.get("CLOUDMAP_SD_ECS_SERVICE_TAGS") == "true",
+          "enable_ecs_service_tags=true (default): CLOUDMAP_SD_ECS_SERVICE_TAGS=true")
     mounts = {m["sourceVolume"]: m["readOnly"] for m in prom["mountPoints"]}
     check(mounts == {"prometheus-config": True, "file-sd": True, "prometheus-data": False},
           "prometheus: config and file-sd read-only, data writable")
@@ -310,6 +324,8 @@ def cmd_resources(path):
     check(senv3.get("CLOUDMAP_SD_EC2_HOSTS_TAG") == "ecs-hosts=moto", "CLOUDMAP_SD_EC2_HOSTS_TAG=ecs-hosts=moto")
     check(senv3.get("CLOUDMAP_SD_EC2_ENRICHMENT") == "true" and senv3.get("CLOUDMAP_SD_LABEL_STYLE") == "reloader",
           "EC2 host lookups on, reloader labels")
+    check(senv3.get("CLOUDMAP_SD_ECS_SERVICE_TAGS") == "false",
+          "enable_ecs_service_tags=false: CLOUDMAP_SD_ECS_SERVICE_TAGS=false")
     cfg3 = yaml.safe_load(env_of(c3["init"])["PROMETHEUS_CONFIG"])
     jobs3 = {j["job_name"]: j for j in cfg3["scrape_configs"]}
     check(list(jobs3) == ["ecs-services", HOSTS_JOB, "prometheus", "cloudmap-sd"],
@@ -344,7 +360,8 @@ def cmd_resources(path):
 
     print("ECS services, as apply sent them (moto's request recording)")
     created = {r["serviceName"]: r for r in sent_requests(ECS_TARGET + "CreateService")}
-    check(set(created) == {"prom-fargate", "prom-ec2"}, "apply sent CreateService for prom-fargate and prom-ec2")
+    check(set(created) == {"prom-fargate", "prom-ec2", "api"},
+          "apply sent CreateService for prom-fargate, prom-ec2 (and the application api)")
     fsent, esent = created["prom-fargate"], created["prom-ec2"]
     check(fsent.get("launchType") == "FARGATE" and fsent.get("platformVersion") == "LATEST"
           and "placementStrategy" not in fsent, "Fargate: launchType FARGATE, platformVersion LATEST, no placement")
@@ -369,8 +386,13 @@ def cmd_resources(path):
           and lci[0]["resources"] == [f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/*"] and not lci[0]["condition"],
           "ecs:ListContainerInstances on the clusters of this account and Region only (cluster ARNs, no '*')")
     sts3 = policy_statements(out["migration"]["task_role_name"], out["migration"]["task_role_name"])
-    check(set().union(*(s["actions"] for s in sts3)) == SIDECAR_ACTIONS | EC2_HOST_ACTIONS,
-          "migration (ec2_hosts_tag): no ecs:ListContainerInstances; hosts by ec2:DescribeInstances")
+    check(set().union(*(s["actions"] for s in sts3)) == (SIDECAR_ACTIONS | EC2_HOST_ACTIONS) - {"ecs:DescribeServices"},
+          "migration (ec2_hosts_tag, enable_ecs_service_tags=false): no ecs:ListContainerInstances, "
+          "no ecs:DescribeServices; hosts by ec2:DescribeInstances")
+    dsv = [s for s in sts if "ecs:DescribeServices" in s["actions"]]
+    check(len(dsv) == 1 and dsv[0]["actions"] == {"ecs:DescribeServices"}
+          and dsv[0]["resources"] == [f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/*"] and not dsv[0]["condition"],
+          "ecs:DescribeServices on the ECS services of this account and Region only")
     aps = [s for s in sts if "aps:RemoteWrite" in s["actions"]]
     check(len(aps) == 1 and aps[0]["resources"] == [fg["workspace_arn"]] and aps[0]["actions"] == {"aps:RemoteWrite"},
           "aps:RemoteWrite only on the workspace ARN")
@@ -697,6 +719,43 @@ def cmd_discover(path, binary):
     check(not any("cluster" in g.get("labels", {}) for g in groups),
           "no bare cluster target label (it would override the cluster external label AMP de-duplicates on)")
     print("       | " + json.dumps(web[0], sort_keys=True))
+    service_connect(out, sd, env, binary)
+
+
+def service_connect(out, sd, env, binary):
+    """The Cloud Map service ECS Service Connect would create for the api ECS
+    service (only its own AmazonECSManaged tag), with a task registered as ECS
+    registers it: cloudmap-sd scrapes it by the tags the module put on the ECS
+    service."""
+    print("cloudmap-sd scrapes a Service Connect service by its ECS service's tags")
+    ns_id = next(n["Id"] for n in sd.list_namespaces()["Namespaces"] if n["Name"] == out["namespace_name"])
+    created = sd.create_service(Name="api", NamespaceId=ns_id, Tags=[{"Key": "AmazonECSManaged", "Value": "true"}])
+    service_id, task = created["Service"]["Id"], "5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c"
+    ip = "10.99.1.31"
+    sd.register_instance(
+        ServiceId=service_id,
+        InstanceId=task,
+        Attributes={"AWS_INSTANCE_IPV4": ip, "AWS_INSTANCE_PORT": "8080", "ECS_CLUSTER_NAME": "moto-test",
+                    "ECS_SERVICE_NAME": out["api"]["ecs_service_name"], "ECS_TASK_DEFINITION_FAMILY": "api"},
+    )
+    argv = [binary, "once", "--output", "-", "--namespace", out["namespace_name"]]
+    try:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        # Not Terraform's: gone before the destroy step deletes the namespace.
+        sd.deregister_instance(ServiceId=service_id, InstanceId=task)
+        sd.delete_service(Id=service_id)
+    if proc.returncode != 0:
+        sys.stdout.write(proc.stderr[-4000:])
+    check(proc.returncode == 0, f"{' '.join(argv[1:])} exits 0")
+    api = [g for g in json.loads(proc.stdout) if f"{ip}:9100" in g.get("targets", [])]
+    check(len(api) == 1, f"target {ip}:9100 (METRICS_PORT of the ECS service)")
+    labels = api[0]["labels"]
+    check(labels.get("__metrics_path__") == "/metrics" and labels.get("cloudmap_service") == "api"
+          and labels.get("ecs_service") == "api", "its path, Cloud Map service and ECS service")
+    check(labels.get("__meta_ecs_service_tag_team") == "payments"
+          and labels.get("__meta_cloudmap_service_tag_AmazonECSManaged") == "true",
+          "the ECS service's and the Cloud Map service's tags as __meta_* labels")
 
 
 def sidecar_env(container_env, file_sd_dir):
