@@ -157,6 +157,19 @@ impl CloudMap for SdkCloudMap {
         owner: Option<&str>,
         health: HealthStatus,
     ) -> Result<Vec<Instance>, AwsError> {
+        let (list, _) = self
+            .instances_and_revision(namespace, service, owner, health)
+            .await?;
+        Ok(list)
+    }
+
+    async fn instances_and_revision(
+        &self,
+        namespace: &str,
+        service: &str,
+        owner: Option<&str>,
+        health: HealthStatus,
+    ) -> Result<(Vec<Instance>, Option<i64>), AwsError> {
         const OP: &str = "DiscoverInstances";
         let filter = match health {
             HealthStatus::Healthy => HealthStatusFilter::Healthy,
@@ -177,7 +190,8 @@ impl CloudMap for SdkCloudMap {
             .await
             .map_err(|e| AwsError::from_sdk(OP, e))
             .map(|o| {
-                o.instances()
+                let list = o
+                    .instances()
                     .iter()
                     .filter_map(|i| {
                         Some(Instance {
@@ -188,7 +202,8 @@ impl CloudMap for SdkCloudMap {
                                 .unwrap_or_default(),
                         })
                     })
-                    .collect()
+                    .collect();
+                (list, o.instances_revision())
             });
         call.end(r)
     }

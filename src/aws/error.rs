@@ -172,7 +172,9 @@ pub fn classify(code: Option<&str>, status: u16) -> ErrorKind {
         "ServiceNotFound"
         | "NamespaceNotFound"
         | "ResourceNotFoundException"
-        | "ClusterNotFoundException" => ErrorKind::NotFound,
+        | "ClusterNotFoundException"
+        | "QueueDoesNotExist"
+        | "AWS.SimpleQueueService.NonExistentQueue" => ErrorKind::NotFound,
         _ => match status {
             429 => ErrorKind::Throttled,
             401 | 403 => ErrorKind::AccessDenied,

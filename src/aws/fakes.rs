@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use super::{
-    AwsError, CloudMap, Ec2, Ecs, EcsServices, EcsTask, ErrorKind, Namespace, SERVICES_BATCH,
-    ServicePage, ServiceSummary, ServiceTags, Tags,
+    AwsError, CloudMap, Ec2, Ecs, EcsServices, EcsTask, ErrorKind, Namespace, Queue, QueueMessage,
+    SERVICES_BATCH, ServicePage, ServiceSummary, ServiceTags, Tags,
 };
 use crate::model::{HealthStatus, Host, Instance};
 
@@ -205,6 +205,109 @@ impl CloudMap for FakeCloudMap {
             .push(owner.map(str::to_string));
         self.call("DiscoverInstances", Some(svc))?;
         Ok(self.state.lock().unwrap().instances[svc].1.clone())
+    }
+    /// As the SDK adapter: DiscoverInstances answers the revision too.
+    async fn instances_and_revision(
+        &self,
+        ns: &str,
+        svc: &str,
+        owner: Option<&str>,
+        h: HealthStatus,
+    ) -> Result<(Vec<Instance>, Option<i64>), AwsError> {
+        let list = self.instances(ns, svc, owner, h).await?;
+        let revision = self.state.lock().unwrap().instances[svc].0;
+        Ok((list, Some(revision)))
+    }
+}
+
+/// A hand-written SQS queue: messages sent to it, the receipts deleted, a
+/// failure switch and a call log. A receive with nothing to give waits (as a long
+/// poll does) until a message is sent or the wait is over.
+#[derive(Default)]
+pub struct FakeQueue {
+    pub state: Mutex<FakeQueueState>,
+    sent: tokio::sync::Notify,
+}
+
+/// What the fake queue holds.
+#[derive(Default)]
+pub struct FakeQueueState {
+    /// Messages not yet received.
+    pub waiting: std::collections::VecDeque<QueueMessage>,
+    pub deleted: Vec<String>,
+    /// Answer every call with this kind of error.
+    pub failing: Option<ErrorKind>,
+    pub calls: Vec<&'static str>,
+    serial: u64,
+}
+
+impl FakeQueue {
+    /// Puts a message with `body` in the queue; returns its receipt handle.
+    pub fn send(&self, body: &str) -> String {
+        let receipt = {
+            let mut s = self.state.lock().unwrap();
+            s.serial += 1;
+            let receipt = format!("receipt-{}", s.serial);
+            let m = QueueMessage {
+                id: format!("message-{}", s.serial),
+                receipt: receipt.clone(),
+                body: body.to_string(),
+            };
+            s.waiting.push_back(m);
+            receipt
+        };
+        self.sent.notify_waiters();
+        receipt
+    }
+
+    fn call(&self, op: &'static str) -> Result<(), AwsError> {
+        let mut s = self.state.lock().unwrap();
+        s.calls.push(op);
+        match s.failing {
+            Some(kind) => Err(AwsError::new(op, kind, "the fake queue fails")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Queue for FakeQueue {
+    fn url(&self) -> &str {
+        "https://sqs.fake/123456789012/events"
+    }
+    async fn receive(
+        &self,
+        wait: std::time::Duration,
+        max: usize,
+        _visibility: Option<std::time::Duration>,
+    ) -> Result<Vec<QueueMessage>, AwsError> {
+        self.call("ReceiveMessage")?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.sent.notified();
+            {
+                let mut s = self.state.lock().unwrap();
+                if !s.waiting.is_empty() {
+                    let n = max.min(s.waiting.len());
+                    return Ok(s.waiting.drain(..n).collect());
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+    async fn delete(&self, receipts: &[String]) -> Result<usize, AwsError> {
+        self.call("DeleteMessageBatch")?;
+        self.state
+            .lock()
+            .unwrap()
+            .deleted
+            .extend(receipts.iter().cloned());
+        Ok(0)
+    }
+    async fn waiting(&self) -> Result<u64, AwsError> {
+        self.call("GetQueueAttributes")?;
+        Ok(self.state.lock().unwrap().waiting.len() as u64)
     }
 }
 

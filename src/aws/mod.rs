@@ -1,5 +1,5 @@
 //! AWS behind narrow, domain-shaped traits ([`CloudMap`], [`Ecs`], [`EcsServices`],
-//! [`Ec2`]). The real
+//! [`Ec2`]; [`Queue`] for the queue of ECS events). The real
 //! adapters own pagination, batch limits, error classification ([`error`]) and call
 //! counting ([`calls`]); discovery and enrichment see only plain structs. `fakes`
 //! (built for unit tests only) holds hand-written adapters; [`sdk`] loads the SDK
@@ -21,6 +21,7 @@ pub mod error;
 #[cfg(test)]
 pub mod fakes;
 pub mod sdk;
+pub mod sqs;
 
 pub use calls::{AwsMetrics, by_deadline};
 pub use error::{AwsError, ErrorKind, classify};
@@ -96,6 +97,21 @@ pub trait CloudMap: Send + Sync {
         owner: Option<&str>,
         health: HealthStatus,
     ) -> impl Future<Output = Result<Vec<Instance>, AwsError>> + Send;
+    /// [`CloudMap::instances`], with the instances revision when the answer
+    /// carries it (DiscoverInstances does): one call where a full read would
+    /// otherwise cost two. None: ask [`CloudMap::instances_revision`].
+    fn instances_and_revision(
+        &self,
+        namespace: &str,
+        service: &str,
+        owner: Option<&str>,
+        health: HealthStatus,
+    ) -> impl Future<Output = Result<(Vec<Instance>, Option<i64>), AwsError>> + Send {
+        async move {
+            let list = self.instances(namespace, service, owner, health).await?;
+            Ok((list, None))
+        }
+    }
 }
 
 /// What ECS says of one task, as far as labels need it: facts that never change
@@ -178,6 +194,34 @@ pub trait Ec2: Send + Sync {
         key: &str,
         value: &str,
     ) -> impl Future<Output = Result<Vec<Host>, AwsError>> + Send;
+}
+
+/// One message of a queue: its id, the handle that deletes it, and its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub id: String,
+    pub receipt: String,
+    pub body: String,
+}
+
+/// What the event stream needs from an Amazon SQS queue.
+pub trait Queue: Send + Sync + 'static {
+    /// The queue's URL, as configured.
+    fn url(&self) -> &str;
+    /// Up to `max` messages (10 at most), waiting up to `wait` (20 s at most) for
+    /// one to arrive. `visibility`: how long they stay hidden from other
+    /// receivers (None: the queue's default).
+    fn receive(
+        &self,
+        wait: std::time::Duration,
+        max: usize,
+        visibility: Option<std::time::Duration>,
+    ) -> impl Future<Output = Result<Vec<QueueMessage>, AwsError>> + Send;
+    /// Deletes the messages of these receipt handles (the adapter batches); how
+    /// many the queue refused one by one (a handle too old, say).
+    fn delete(&self, receipts: &[String]) -> impl Future<Output = Result<usize, AwsError>> + Send;
+    /// About how many messages wait in the queue.
+    fn waiting(&self) -> impl Future<Output = Result<u64, AwsError>> + Send;
 }
 
 /// The three adapters the sidecar uses.
