@@ -11,6 +11,7 @@
 //! | [`model`] | the plain data every stage shares; imports nothing of the crate |
 //! | [`aws`] | Cloud Map, ECS, EC2 behind narrow traits; SDK adapters, error kinds, call accounting, fakes |
 //! | [`discovery`] | one cycle: listing, per-service reads, caches, last-known-good |
+//! | [`events`] | the ECS event stream (SQS): which services to refresh now; beside discovery |
 //! | [`enrich`] | ECS task facts and EC2 hosts, cached, with a bounded hold |
 //! | [`targets`] | pure: snapshot -> sorted, labelled target groups, rendered |
 //! | [`file_sd`] | atomic, change-only writer and its directory rules |
@@ -31,6 +32,7 @@ pub mod check;
 pub mod config;
 pub mod discovery;
 pub mod enrich;
+pub mod events;
 pub mod file_sd;
 pub mod metrics;
 pub mod model;
