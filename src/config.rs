@@ -11,6 +11,7 @@ use crate::aws::accounts::{AccountsOptions, RoleArn, check_external_id};
 use crate::check::CheckOptions;
 use crate::discovery::DiscoveryOptions;
 use crate::enrich::EnrichOptions;
+use crate::events::EventsOptions;
 use crate::file_sd;
 pub use crate::model::{HealthStatus, Shard, ShardKey};
 use crate::remote_write::{ProbeOptions, RemoteWriteOptions, WatchConfig};
@@ -131,15 +132,17 @@ pub struct Options {
     pub default_port: Option<u16>,
 
     /// How often service tags (and the namespace list) are read again. Between
-    /// refreshes tags come from the cache.
-    #[arg(long, env = "CLOUDMAP_SD_TAGS_REFRESH", default_value = "5m", value_parser = parse_duration, global = true)]
-    pub tags_refresh: Duration,
+    /// refreshes tags come from the cache. Default: 5m, or --interval when that is
+    /// longer.
+    #[arg(long, env = "CLOUDMAP_SD_TAGS_REFRESH", value_parser = parse_duration, global = true)]
+    pub tags_refresh: Option<Duration>,
 
     /// How often a listing of the Cloud Map services (ListServices) starts, to find
     /// new services. Known services are checked every --interval whatever this
-    /// says, and a deleted service drops out at once.
-    #[arg(long, env = "CLOUDMAP_SD_SERVICES_REFRESH", default_value = "1m", value_parser = parse_duration, global = true)]
-    pub services_refresh: Duration,
+    /// says, and a deleted service drops out at once. Default: 1m, or --interval
+    /// when that is longer.
+    #[arg(long, env = "CLOUDMAP_SD_SERVICES_REFRESH", value_parser = parse_duration, global = true)]
+    pub services_refresh: Option<Duration>,
 
     /// Listing calls per cycle after the first: ListServices pages (100 services
     /// each) and the namespace re-read. A listing of P pages spreads over P / N
@@ -149,9 +152,22 @@ pub struct Options {
     pub listing_pages: u16,
 
     /// How often a service's instances are read in full even when its
-    /// DiscoverInstancesRevision has not changed (the revision ignores health changes).
-    #[arg(long, env = "CLOUDMAP_SD_FULL_REFRESH", default_value = "5m", value_parser = parse_duration, global = true)]
-    pub full_refresh: Duration,
+    /// DiscoverInstancesRevision has not changed (the revision ignores health
+    /// changes). Default: 5m, or --interval when that is longer.
+    #[arg(long, env = "CLOUDMAP_SD_FULL_REFRESH", value_parser = parse_duration, global = true)]
+    pub full_refresh: Option<Duration>,
+
+    /// An SQS queue that an EventBridge rule fills with the "ECS Task State Change"
+    /// events of the clusters (and, optionally, CloudTrail's records of Cloud Map
+    /// RegisterInstance / DeregisterInstance). The sidecar long-polls it and reads
+    /// again, at once, exactly the services an event touches, so a new or stopped
+    /// task is in the file within a second or two; the cycle every --interval
+    /// stays the safety net (with events, 15m is the recommended --interval).
+    /// Needs sqs:ReceiveMessage, sqs:DeleteMessage and sqs:GetQueueAttributes on
+    /// the queue. Each replica needs a queue of its own (SQS gives a message to
+    /// one reader).
+    #[arg(long, env = "CLOUDMAP_SD_EVENTS_QUEUE_URL", global = true)]
+    pub events_queue_url: Option<String>,
 
     /// Most AWS API calls in flight at once.
     #[arg(long, env = "CLOUDMAP_SD_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), global = true)]
@@ -337,6 +353,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The accounts to discover in.
     pub accounts: AccountsOptions,
+    /// The queue of ECS events (`run` follows it); None: polling alone.
+    pub events: Option<EventsOptions>,
     pub sidecar: SidecarOptions,
     pub remote_write: RemoteWriteOptions,
     pub check: CheckOptions,
@@ -368,11 +386,14 @@ fn check_clocks(o: &Options) -> Result<(), String> {
             humantime::format_duration(o.interval)
         ));
     }
+    // A clock given shorter than the interval cannot run that often; a default
+    // follows the interval instead (see `Clocks`).
     for (flag, d) in [
         ("--tags-refresh", o.tags_refresh),
         ("--full-refresh", o.full_refresh),
         ("--services-refresh", o.services_refresh),
     ] {
+        let Some(d) = d else { continue };
         if d < o.interval {
             return Err(format!(
                 "{flag} {} is shorter than --interval {}",
@@ -404,6 +425,28 @@ fn check_clocks(o: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// The refresh clocks as they run: each one's own flag, or its default, but never
+/// shorter than the interval (a clock runs at most once a cycle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Clocks {
+    tags: Duration,
+    full: Duration,
+    services: Duration,
+}
+
+impl Clocks {
+    fn of(o: &Options) -> Clocks {
+        let follow = |d: Option<Duration>, default: u64| {
+            d.unwrap_or_else(|| Duration::from_secs(default).max(o.interval))
+        };
+        Clocks {
+            tags: follow(o.tags_refresh, 300),
+            full: follow(o.full_refresh, 300),
+            services: follow(o.services_refresh, 60),
+        }
+    }
+}
+
 fn check_urls(o: &Options) -> Result<(), String> {
     if let Err(e) = check_http_url(&o.prometheus_url) {
         return Err(format!("--prometheus-url {}: {e}", o.prometheus_url));
@@ -412,6 +455,13 @@ fn check_urls(o: &Options) -> Result<(), String> {
         && let Err(e) = check_http_url(u)
     {
         return Err(format!("--amp-remote-write-url {u}: {e}"));
+    }
+    if let Some(u) = &o.events_queue_url
+        && let Err(e) = check_http_url(u)
+    {
+        return Err(format!(
+            "--events-queue-url {u}: {e} (the queue's URL, https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)"
+        ));
     }
     Ok(())
 }
@@ -490,6 +540,7 @@ fn build(command: Command, o: Options) -> Config {
         api_timeout: o.api_timeout,
         listen: o.listen,
         accounts: accounts_options(&o),
+        events: o.events_queue_url.clone().map(EventsOptions::new),
         sidecar: sidecar_options(command, &o),
         remote_write: remote_write_options(&o),
         check: check_options(&o),
@@ -505,13 +556,14 @@ fn accounts_options(o: &Options) -> AccountsOptions {
 }
 
 fn sidecar_options(command: Command, o: &Options) -> SidecarOptions {
+    let clocks = Clocks::of(o);
     SidecarOptions {
         discovery: DiscoveryOptions {
             namespaces: o.namespaces.clone(),
             health: o.health_status,
-            tags_refresh: o.tags_refresh,
-            full_refresh: o.full_refresh,
-            services_refresh: o.services_refresh,
+            tags_refresh: clocks.tags,
+            full_refresh: clocks.full,
+            services_refresh: clocks.services,
             concurrency: usize::from(o.concurrency),
             listing_pages: usize::from(o.listing_pages),
             shard: o.shard.map(|s| (s, o.shard_key)),
@@ -576,6 +628,7 @@ fn check_options(o: &Options) -> CheckOptions {
         prometheus_config: o.prometheus_config.clone(),
         api_timeout: o.api_timeout,
         accounts: accounts_options(o),
+        events_queue_url: o.events_queue_url.clone(),
     }
 }
 

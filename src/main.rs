@@ -11,11 +11,12 @@ use clap::error::ErrorKind;
 use tokio_util::sync::CancellationToken;
 
 use cloudmap_sd::aws::sdk;
+use cloudmap_sd::aws::sqs::SdkQueue;
 use cloudmap_sd::config::{CheckFormat, Cli, Command, Config, EXIT_CONFIG};
 use cloudmap_sd::metrics::Metrics;
 use cloudmap_sd::remote_write::{self, Signing};
 use cloudmap_sd::server::{self, Readiness};
-use cloudmap_sd::{check, sidecar, telemetry};
+use cloudmap_sd::{check, events, sidecar, telemetry};
 
 fn config_error(msg: &str) -> ExitCode {
     eprintln!("cloudmap-sd: {msg}");
@@ -95,7 +96,7 @@ async fn start(config: &Config) -> Result<(aws_config::SdkConfig, Arc<Metrics>),
             "no AWS Region configured: set AWS_REGION (ECS sets it for tasks)",
         ));
     }
-    let metrics = Metrics::with_accounts(config.accounts.labelled());
+    let metrics = Metrics::with_parts(config.accounts.labelled(), config.events.is_some());
     Ok((sdk, Arc::new(metrics)))
 }
 
@@ -155,12 +156,21 @@ async fn run_main(config: Config) -> ExitCode {
         metrics.remote_write.clone(),
         shutdown.clone(),
     );
+    let events = config.events.as_ref().map(|o| {
+        let queue = SdkQueue::new(&sdk, &o.queue_url, config.api_timeout, metrics.aws.clone());
+        sidecar::Events {
+            feed: events::spawn(queue, o, metrics.events.clone(), shutdown.clone()),
+            metrics: metrics.events.clone(),
+            settle: o.settle,
+        }
+    });
     if let Some(accounts) = accounts(&sdk, &config, &metrics, &shutdown).await {
-        sidecar::run(
+        sidecar::run_with_events(
             accounts,
             &config.sidecar,
             metrics.run.clone(),
             readiness,
+            events,
             shutdown.clone(),
         )
         .await;
@@ -221,6 +231,7 @@ fn log_start(config: &Config) {
         cycle_timeout = %humantime::format_duration(s.cycle_timeout),
         namespaces = %if d.namespaces.is_empty() { "(all)".to_string() } else { d.namespaces.join(",") },
         shard = %d.shard.map_or("(none)".to_string(), |(s, key)| format!("{s} by {key:?}").to_lowercase()),
+        events = config.events.as_ref().map_or("(off)", |e| e.queue_url.as_str()),
         "cloudmap-sd starting");
 }
 

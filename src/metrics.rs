@@ -1,5 +1,5 @@
 //! The sidecar's metrics, served on `/metrics`: each part owns its own
-//! ([`AwsMetrics`], [`RunMetrics`], [`RemoteWriteMetrics`]); this module only puts
+//! ([`AwsMetrics`], [`RunMetrics`], [`RemoteWriteMetrics`], [`EventMetrics`]); this module only puts
 //! them in one registry. Every name starts with `cloudmap_sd_`; label values come
 //! from small fixed sets, except the per-service families, which are bounded by the
 //! number of Cloud Map services discovered.
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use prometheus_client::registry::Registry;
 
 use crate::aws::AwsMetrics;
+use crate::events::EventMetrics;
 use crate::remote_write::RemoteWriteMetrics;
 use crate::sidecar::RunMetrics;
 
@@ -17,6 +18,8 @@ pub struct Metrics {
     pub aws: Arc<AwsMetrics>,
     pub run: Arc<RunMetrics>,
     pub remote_write: Arc<RemoteWriteMetrics>,
+    /// The event stream's (registered only when it is followed).
+    pub events: Arc<EventMetrics>,
     registry: Registry,
 }
 
@@ -34,6 +37,12 @@ impl Metrics {
 
     /// With `accounts` (some --role-arn), the per-account families too.
     pub fn with_accounts(accounts: bool) -> Self {
+        Self::with_parts(accounts, false)
+    }
+
+    /// With `accounts` (some --role-arn), the per-account families too; with
+    /// `events` (--events-queue-url), the event stream's.
+    pub fn with_parts(accounts: bool, events: bool) -> Self {
         let mut registry = Registry::with_prefix("cloudmap_sd");
         let aws = Arc::new(AwsMetrics::default());
         let run = Arc::new(RunMetrics::default());
@@ -44,10 +53,15 @@ impl Metrics {
         }
         aws.register(&mut registry);
         remote_write.register(&mut registry);
+        let event_metrics = Arc::new(EventMetrics::default());
+        if events {
+            event_metrics.register(&mut registry);
+        }
         Metrics {
             aws,
             run,
             remote_write,
+            events: event_metrics,
             registry,
         }
     }

@@ -2,7 +2,8 @@
 //! row of a [`Report`]: Region and credentials, each AWS permission the sidecar uses
 //! (exercised through the sidecar's own adapters with a harmless call; with
 //! `--role-arn`, in each account: the AssumeRole, then each permission through the
-//! role, each row named by its account), the output
+//! role, each row named by its account), the events queue (with
+//! `--events-queue-url`: read without taking a message), the output
 //! directories (through the writer's own rules), the AMP remote_write probe, and a
 //! lint of the Prometheus configuration. Any `fail` row makes the command exit
 //! non-zero.
@@ -18,6 +19,7 @@ use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
 
 use crate::aws::accounts::{self, AccountsOptions, RoleArn, RoleSession};
+use crate::aws::sqs::SdkQueue;
 use crate::aws::{AwsMetrics, sdk};
 use crate::file_sd;
 use crate::prom_config::PromConfig;
@@ -56,6 +58,8 @@ pub struct CheckOptions {
     pub api_timeout: Duration,
     /// The accounts to check: the own one, and each role's.
     pub accounts: AccountsOptions,
+    /// `--events-queue-url`: the queue's rows.
+    pub events_queue_url: Option<String>,
 }
 
 /// Runs every check. `sdk` is the loaded AWS configuration.
@@ -69,6 +73,19 @@ pub async fn run(options: &CheckOptions, sdk: &SdkConfig) -> Report {
     match region.as_deref() {
         Some(region) if creds_ok => rows.extend(account_rows(sdk, options, region).await),
         _ => rows.extend(skipped_permission_rows(options)),
+    }
+    if let Some(url) = &options.events_queue_url {
+        match region.as_deref() {
+            Some(_) if creds_ok => {
+                let queue = SdkQueue::new(sdk, url, options.api_timeout, Arc::default());
+                rows.extend(permissions::queue_rows(&queue, TASK_ROLE).await);
+            }
+            _ => rows.extend(
+                permissions::QUEUE_ACTIONS
+                    .iter()
+                    .map(|a| Row::new(*a, Status::Skip, "no Region or credentials")),
+            ),
+        }
     }
     rows.push(output_dir_row(&options.output));
     if let Some(hosts) = &options.hosts_output {
@@ -97,7 +114,11 @@ pub fn deadline(options: &CheckOptions) -> Duration {
     // for each role (with its AssumeRole).
     let a = &options.accounts;
     let extra = (CLOUDMAP_ACTIONS.len() as u32 + 7) * a.roles.len() as u32;
-    options.api_timeout * (CLOUDMAP_ACTIONS.len() as u32 + 11 + extra)
+    let queue = match options.events_queue_url {
+        Some(_) => permissions::QUEUE_ACTIONS.len() as u32,
+        None => 0,
+    };
+    options.api_timeout * (CLOUDMAP_ACTIONS.len() as u32 + 11 + extra + queue)
 }
 
 fn region_row(region: Option<&str>) -> Row {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::CheckOptions;
 use super::report::{Row, Status};
-use crate::aws::{AwsError, CloudMap, Ec2, Ecs, ErrorKind};
+use crate::aws::{AwsError, CloudMap, Ec2, Ecs, ErrorKind, Queue};
 use crate::model::HealthStatus;
 
 /// Every Cloud Map action the sidecar uses, in the order they are checked.
@@ -82,6 +82,53 @@ pub async fn cloudmap_rows<C: CloudMap>(cm: &C, subject: &Subject, principal: &s
         .zip(results)
         .map(|(action, r)| subject_row_by(action, s, r, principal))
         .collect()
+}
+
+/// The queue actions of `--events-queue-url`, in the order they are checked.
+pub const QUEUE_ACTIONS: [&str; 3] = [
+    "sqs:GetQueueAttributes",
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+];
+
+/// A receipt handle no queue ever gave.
+const NO_RECEIPT: &str = "cloudmap-sd-check";
+
+/// The queue rows, through the consumer's own methods: its attributes (the
+/// messages waiting), a receive that waits for nothing and hides nothing (a
+/// message it gets stays visible to the sidecar), and a delete of a made-up
+/// receipt handle (refused one by one, past authorisation). `principal` is who
+/// must be granted a denied action.
+pub async fn queue_rows<Q: Queue>(queue: &Q, principal: &str) -> Vec<Row> {
+    let url = queue.url();
+    let waiting = queue.waiting().await;
+    let mut first = permission_row_by(
+        QUEUE_ACTIONS[0],
+        waiting.as_ref().map(drop).map_err(Clone::clone),
+        principal,
+    );
+    if let Ok(n) = waiting {
+        first.detail = format!("allowed ({n} messages waiting in {url})");
+    } else if waiting
+        .as_ref()
+        .is_err_and(|e| e.kind == ErrorKind::NotFound)
+    {
+        first.status = Status::Fail;
+        first.detail = format!("no such queue: {url} (--events-queue-url)");
+    }
+    let received = queue
+        .receive(
+            std::time::Duration::ZERO,
+            1,
+            Some(std::time::Duration::ZERO),
+        )
+        .await;
+    let deleted = queue.delete(&[NO_RECEIPT.to_string()]).await;
+    vec![
+        first,
+        permission_row_by(QUEUE_ACTIONS[1], received.map(drop), principal),
+        permission_row_by(QUEUE_ACTIONS[2], past_auth(deleted.map(drop)), principal),
+    ]
 }
 
 /// A missing cluster or task is an answer past authorisation: allowed.

@@ -288,6 +288,11 @@ impl<C: CloudMap, S: EcsServices> Discovery<C, S> {
             next.insert(s.id, st);
         }
         self.services = next;
+        let services = &self.services;
+        self.ecs_index.retain(|_, ids| {
+            ids.retain(|id| services.contains_key(id));
+            !ids.is_empty()
+        });
     }
 
     /// A service in a namespace shared by an account the sidecar discovers in

@@ -44,7 +44,12 @@
 //!
 //! - [`listing`]: namespaces and ListServices pages, spread over cycles;
 //! - [`service`]: one service's cache and its reads;
-//! - [`ecs_services`]: ECS service tags, by the ECS services instances name.
+//! - [`ecs_services`]: ECS service tags, by the ECS services instances name;
+//! - [`refresh`]: between cycles, the services an event touches, read again.
+//!
+//! Events (`--events-queue-url`) never change what discovery publishes by
+//! themselves: they only name services to read again now ([`Discovery::refresh`]),
+//! revision first, with the same rules of failure as a cycle.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -58,11 +63,14 @@ use crate::aws::{AwsError, CloudMap, EcsServices, NoEcs};
 #[cfg(doc)]
 use crate::model::ShardTarget;
 use crate::model::tags::wants_scraping;
-use crate::model::{HealthStatus, Interner, ServiceData, Shard, ShardKey, Snapshot};
+use crate::model::{HealthStatus, Interner, ServiceData, Shard, ShardKey, Snapshot, attr};
 
 mod ecs_services;
 mod listing;
+mod refresh;
 mod service;
+
+pub use refresh::{Refreshed, Wanted};
 
 use ecs_services::{EcsKey, EcsServiceTags};
 use listing::{Listed, Listing};
@@ -201,6 +209,10 @@ pub struct Discovery<C, S = NoEcs> {
     /// Other accounts the sidecar discovers in: namespaces they own and share with
     /// this one are left to them.
     others: BTreeSet<String>,
+    /// The services that instances of each ECS service (cluster, name) were ever
+    /// seen in, while those services exist: where an event about a new task of
+    /// that ECS service looks (kept when the ECS service scales to zero).
+    ecs_index: HashMap<(String, String), BTreeSet<String>>,
 }
 
 impl<C: CloudMap> Discovery<C> {
@@ -233,6 +245,7 @@ impl<C: CloudMap, S: EcsServices> Discovery<C, S> {
             strings: Interner::default(),
             account: None,
             others: BTreeSet::new(),
+            ecs_index: HashMap::new(),
         }
     }
 
@@ -307,17 +320,9 @@ impl<C: CloudMap, S: EcsServices> Discovery<C, S> {
             stats.instance_reads += usize::from(read.full_read);
             match read.outcome {
                 Outcome::Fresh => {
-                    interned |= self.intern_new_list(&id);
-                    if let Some(st) = self.services.get_mut(&id) {
-                        st.regroup(&self.opts);
-                    }
+                    interned |= self.took_new_list(&id);
                 }
-                Outcome::Gone => {
-                    if let Some(st) = self.services.remove(&id) {
-                        debug!(namespace = %st.namespace, service = %st.summary.name, "service is gone");
-                    }
-                    self.service_namespace.remove(&id);
-                }
+                Outcome::Gone => self.forget(&id),
                 Outcome::Failed(error) => {
                     if let Some(st) = self.services.get(&id) {
                         failures.push(failed(st, error, st.keeps_data(), failures.len()));
@@ -331,20 +336,43 @@ impl<C: CloudMap, S: EcsServices> Discovery<C, S> {
     }
 
     /// A list read anew (and changed) is held by nothing else yet: its strings join
-    /// the pool. True when there was such a list.
-    fn intern_new_list(&mut self, id: &str) -> bool {
-        let Some(list) = self
-            .services
-            .get_mut(id)
-            .and_then(|st| st.instances.as_mut())
-            .and_then(Arc::get_mut)
-        else {
+    /// the pool, its ECS services are learned, and it is grouped by them. True
+    /// when there was such a list.
+    fn took_new_list(&mut self, id: &str) -> bool {
+        let Some(st) = self.services.get_mut(id) else {
+            return false;
+        };
+        let Some(list) = st.instances.as_mut().and_then(Arc::get_mut) else {
+            st.regroup(&self.opts);
             return false;
         };
         for i in list.iter_mut() {
             i.attributes.intern(&mut self.strings);
+            let a = &i.attributes;
+            if let (Some(c), Some(s)) = (a.get(attr::ECS_CLUSTER), a.get(attr::ECS_SERVICE)) {
+                let key = (c.to_string(), s.to_string());
+                if !self.ecs_index.get(&key).is_some_and(|ids| ids.contains(id)) {
+                    self.ecs_index
+                        .entry(key)
+                        .or_default()
+                        .insert(id.to_string());
+                }
+            }
         }
+        st.regroup(&self.opts);
         true
+    }
+
+    /// Forgets a service that is gone.
+    fn forget(&mut self, id: &str) {
+        if let Some(st) = self.services.remove(id) {
+            debug!(namespace = %st.namespace, service = %st.summary.name, "service is gone");
+        }
+        self.service_namespace.remove(id);
+        self.ecs_index.retain(|_, ids| {
+            ids.remove(id);
+            !ids.is_empty()
+        });
     }
 
     /// The tags of the ECS services that the candidates' instances name: read

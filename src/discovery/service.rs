@@ -48,6 +48,18 @@ pub(super) enum Outcome {
     Gone,
 }
 
+/// When a read of the instances reads them in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Full {
+    /// When the revision moved, or the full-refresh clock fell due (a cycle).
+    OnClock,
+    /// When the revision moved (an event's refresh, between cycles).
+    IfMoved,
+    /// Whatever the revision says (an event's last look: some endpoints keep the
+    /// revision equal across a change).
+    Always,
+}
+
 /// One service's reads this cycle: the outcome, and which reads were made.
 pub(super) struct Read {
     pub(super) outcome: Outcome,
@@ -151,8 +163,13 @@ impl ServiceState {
         let scraped = self.tagged();
         let candidate = !scraped && self.ecs_candidate(opts);
         if scraped || (candidate && (tags_read || self.instances.is_none())) {
+            let policy = if scraped {
+                Full::OnClock
+            } else {
+                Full::IfMoved
+            };
             match self
-                .read_instances(client, opts, account, now, scraped)
+                .read_instances(client, opts, account, now, policy)
                 .await
             {
                 Ok(full) => full_read = full,
@@ -193,34 +210,106 @@ impl ServiceState {
         self.ecs_groups_from = None;
     }
 
-    /// The revision, then the instances when they are due (with `scraped`, also
-    /// every `full_refresh`: health changes do not move the revision). Ok: whether
-    /// they were read in full. Err: the error, and whether the full read was the one
-    /// that failed.
+    /// Reads the instances again between cycles, because an event touched the
+    /// service: the revision first, the instances when it moved (or, with
+    /// [`Full::Always`], whatever it says). Ok: whether the list changed.
+    pub(super) async fn reread<C: CloudMap>(
+        &mut self,
+        client: &C,
+        opts: &DiscoveryOptions,
+        account: Option<&str>,
+        now: Instant,
+        policy: Full,
+    ) -> Result<bool, AwsError> {
+        let before = self.instances.clone();
+        match self
+            .read_instances(client, opts, account, now, policy)
+            .await
+        {
+            Ok(_) => {
+                self.confirmed_at = Some(now);
+                let same = match (&before, &self.instances) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                Ok(!same)
+            }
+            Err((e, _)) => Err(e),
+        }
+    }
+
+    /// Whether the known instances show `instance` as `present`: true when they
+    /// do, or when this shard does not publish it at all (`--shard-key task`).
+    pub(super) fn shows(
+        &self,
+        opts: &DiscoveryOptions,
+        account: Option<&str>,
+        instance: &str,
+        present: bool,
+    ) -> bool {
+        if let Some((shard, ShardKey::Task)) = opts.shard {
+            let target = ShardTarget {
+                account,
+                namespace: &self.namespace,
+                service: &self.summary.name,
+                instance,
+            };
+            if !shard.keeps(&ShardKey::Task.of(&target)) {
+                return true;
+            }
+        }
+        match &self.instances {
+            Some(list) => list.iter().any(|i| i.id == instance) == present,
+            None => false,
+        }
+    }
+
+    /// The revision, then the instances when they are due (with
+    /// [`Full::OnClock`], also every `full_refresh`: health changes do not move
+    /// the revision; such a read asks DiscoverInstances alone, whose answer
+    /// carries the revision). Ok: whether they were read in full. Err: the error,
+    /// and whether the full read was the one that failed.
     async fn read_instances<C: CloudMap>(
         &mut self,
         client: &C,
         opts: &DiscoveryOptions,
         account: Option<&str>,
         now: Instant,
-        scraped: bool,
+        policy: Full,
     ) -> Result<bool, (AwsError, bool)> {
         let (ns, name) = (&self.namespace, &self.summary.name);
         let owner = self.summary.owner.as_deref();
-        let revision = client
-            .instances_revision(ns, name, owner)
-            .await
-            .map_err(|e| (e, false))?;
-        let full = self.instances.is_none()
-            || self.revision != Some(revision)
-            || (scraped && due(self.instances_read_at, opts.full_refresh, now));
+        let on_clock = policy == Full::OnClock
+            && self.instances_read_at.is_some()
+            && due(self.instances_read_at, opts.full_refresh, now);
+        let revision = match on_clock {
+            true => None,
+            false => Some(
+                client
+                    .instances_revision(ns, name, owner)
+                    .await
+                    .map_err(|e| (e, false))?,
+            ),
+        };
+        let full = on_clock
+            || policy == Full::Always
+            || self.instances.is_none()
+            || self.revision != revision;
         if !full {
             return Ok(false);
         }
-        let mut list = client
-            .instances(ns, name, owner, opts.health)
+        let (mut list, answered) = client
+            .instances_and_revision(ns, name, owner, opts.health)
             .await
             .map_err(|e| (e, true))?;
+        let revision = match revision.or(answered) {
+            Some(r) => r,
+            None => client
+                .instances_revision(ns, name, owner)
+                .await
+                .map_err(|e| (e, false))?,
+        };
         self.excluded = 0;
         if let Some((shard, ShardKey::Task)) = opts.shard {
             let all = list.len();

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use super::SidecarOptions;
 use crate::aws::accounts::RoleSession;
 use crate::aws::{AccountClients, AwsError, CloudMap, Ec2, Ecs};
-use crate::discovery::{Cycle, Discovery};
+use crate::discovery::{Cycle, Discovery, Refreshed, Wanted};
 use crate::enrich::{Enriched, Enricher};
 use crate::model::{Host, Snapshot};
 use crate::targets::Summary;
@@ -188,6 +188,48 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Account<C, E, X> {
         };
         self.log_failure(&report);
         (report, snapshot)
+    }
+
+    /// Reads the `wanted` services again between cycles (an event touched them),
+    /// enriches what is new in them, and reports the account's whole state as a
+    /// pass would; also the ids of the services whose lists changed or failed.
+    pub async fn refresh(
+        &mut self,
+        wanted: &[Wanted],
+        now: Instant,
+        deadline: Instant,
+    ) -> (AccountPass, Snapshot, Refreshed) {
+        let (mut cycle, r) = self.discovery.refresh(wanted, now, deadline).await;
+        let enriched = self.enrich(&mut cycle, now, deadline).await;
+        let snapshot = std::mem::take(&mut cycle.snapshot);
+        let report = AccountPass {
+            held: snapshot.held.len(),
+            id: self.id.clone(),
+            role: self.role.as_ref().map(|r| r.role().to_string()),
+            role_error: None,
+            outcome: Ok((cycle, enriched)),
+        };
+        (report, snapshot, r)
+    }
+
+    /// The account as the last pass or refresh left it, reported as a pass that
+    /// read nothing (its snapshot is the caller's to keep).
+    pub fn current(&self, now: Instant, held: usize) -> AccountPass {
+        AccountPass {
+            held,
+            id: self.id.clone(),
+            role: self.role.as_ref().map(|r| r.role().to_string()),
+            role_error: None,
+            outcome: self.discovery.current(now).map(|mut c| {
+                c.snapshot = Snapshot::default();
+                (c, Enriched::default())
+            }),
+        }
+    }
+
+    /// The account's discovery, to look up what an event touches.
+    pub fn discovery_ref(&self) -> &Discovery<C, E> {
+        &self.discovery
     }
 
     /// Enriches the cycle's snapshot in place; keeps the hosts it could say.

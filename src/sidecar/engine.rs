@@ -3,7 +3,7 @@
 //! pass holds, and the metrics and warnings about it. No clock and no file of its
 //! own: the run loop and `once` drive it, and so does the benchmark.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,10 +17,15 @@ use super::metrics::{
 };
 use super::pass::Pass;
 use crate::aws::{Accounts, AwsError, CloudMap, Ec2, Ecs};
+use crate::discovery::{Refreshed, Wanted};
 use crate::file_sd::Publish;
 use crate::model::clock::unix_now;
 use crate::model::{Host, Snapshot, TaskFacts};
 use crate::targets::{self, SkipReason, Skipped, Summary, TargetOptions};
+
+/// Longest a refresh between cycles may take (and at most the cycle timeout):
+/// it runs in the loop, so a stalled endpoint must not hold the next cycle.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The ECS/EC2 facts of a snapshot's tasks, shared.
 type TaskMap = Arc<std::collections::BTreeMap<String, TaskFacts>>;
@@ -36,6 +41,9 @@ pub struct Engine<C, E, X> {
     /// The task facts of the last merge of several accounts, and the accounts'
     /// own maps it was made of: reused while none of them changed.
     merged_tasks: Option<(Vec<TaskMap>, TaskMap)>,
+    /// With several accounts, each one's snapshot of the last pass or refresh:
+    /// a refresh of one account merges it with the others' as they were.
+    parts: Vec<Snapshot>,
     cycle_timeout: Duration,
     hosts_ports: Option<Vec<u16>>,
 }
@@ -68,6 +76,7 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Engine<C, E, X> {
             publisher: Publisher::new(options.targets.clone(), metrics),
             last: None,
             merged_tasks: None,
+            parts: Vec::new(),
             cycle_timeout: options.cycle_timeout,
             hosts_ports: options.hosts.as_ref().map(|h| h.ports.clone()),
         }
@@ -89,6 +98,66 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Engine<C, E, X> {
                 .outcome
                 .expect_err("every account failed"));
         }
+        Ok(self.conclude(accounts, parts))
+    }
+
+    /// Reads again, between cycles, the services events touched (by account
+    /// index, see [`Engine::route`]), enriches what is new in them, and merges
+    /// the result with the other accounts as they were: a pass like a cycle's,
+    /// and what changed in each touched account. None before the first pass.
+    pub async fn refresh(
+        &mut self,
+        touched: &BTreeMap<usize, Vec<Wanted>>,
+        now: Instant,
+    ) -> Option<(Pass, BTreeMap<usize, Refreshed>)> {
+        let several = self.accounts.len() > 1;
+        if self.last.is_none() || (several && self.parts.len() != self.accounts.len()) {
+            return None;
+        }
+        let deadline = now + self.cycle_timeout.min(REFRESH_TIMEOUT);
+        let mut accounts = Vec::with_capacity(self.accounts.len());
+        let mut parts = Vec::with_capacity(self.accounts.len());
+        let mut refreshed = BTreeMap::new();
+        for (i, a) in self.accounts.iter_mut().enumerate() {
+            let held = self.parts.get(i).map_or(0, |p| p.held.len());
+            match touched.get(&i) {
+                Some(wanted) => {
+                    let (report, part, r) = a.refresh(wanted, now, deadline).await;
+                    accounts.push(report);
+                    parts.push(part);
+                    refreshed.insert(i, r);
+                }
+                None => {
+                    accounts.push(a.current(now, held));
+                    parts.push(self.parts.get(i).cloned().unwrap_or_default());
+                }
+            }
+        }
+        Some((self.conclude(accounts, parts), refreshed))
+    }
+
+    /// The account an event of `account` belongs to (an index for
+    /// [`Engine::refresh`]): the only account when targets carry none, the own
+    /// (first) account when the event names none, else the account of that id.
+    pub fn route(&self, account: Option<&str>) -> Option<usize> {
+        match (account, self.accounts.as_slice()) {
+            (_, [only]) if only.id().is_none() => Some(0),
+            (None, _) => (!self.accounts.is_empty()).then_some(0),
+            (Some(id), all) => all.iter().position(|a| a.id() == Some(id)),
+        }
+    }
+
+    /// The account at `index` (see [`Engine::route`]).
+    pub fn account_at(&self, index: usize) -> Option<&Account<C, E, X>> {
+        self.accounts.get(index)
+    }
+
+    /// A pass from each account's report and snapshot: merged, summarised when
+    /// it changed, with the hosts file.
+    fn conclude(&mut self, accounts: Vec<AccountPass>, parts: Vec<Snapshot>) -> Pass {
+        if parts.len() > 1 {
+            self.parts.clone_from(&parts);
+        }
         let snapshot = self.merge(&accounts, parts);
         let (summary, fresh) = match &self.last {
             Some((last, summary)) if *last == snapshot => (summary.clone(), false),
@@ -99,14 +168,14 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Engine<C, E, X> {
             }
         };
         let hosts = self.hosts_file();
-        Ok(Pass {
+        Pass {
             accounts,
             snapshot,
             summary,
             fresh,
             targets: self.publisher.targets.clone(),
             hosts,
-        })
+        }
     }
 
     /// The accounts' snapshots as one. The merged task facts are the same

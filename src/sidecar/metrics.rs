@@ -117,6 +117,9 @@ pub struct RunMetrics {
     /// Services (--shard-key service) or instances (--shard-key task) left to other
     /// shards in the last cycle.
     pub shard_excluded: Gauge,
+    /// Seconds the next cycle waits beyond --interval because most calls of the
+    /// last ones failed with throttling or server errors (0 at the normal pace).
+    pub backoff_seconds: Gauge<f64, AtomicU64>,
     /// With other accounts: each account's cycles by outcome.
     pub account_cycles: Family<AccountOutcomeLabels, Counter>,
     /// With other accounts: each account's targets in the published file.
@@ -142,6 +145,7 @@ impl Default for RunMetrics {
             write_failing: Family::default(),
             cycle_deadline_exceeded: Counter::default(),
             shard_excluded: Gauge::default(),
+            backoff_seconds: Gauge::default(),
             account_cycles: Family::default(),
             account_targets: Family::default(),
         };
@@ -239,6 +243,11 @@ impl RunMetrics {
             "shard_excluded",
             "Services (--shard-key service) or instances (--shard-key task) left to other shards in the last cycle",
             self.shard_excluded.clone(),
+        );
+        registry.register(
+            "backoff_seconds",
+            "Seconds the next cycle waits beyond --interval while most AWS calls fail with throttling or server errors",
+            self.backoff_seconds.clone(),
         );
     }
 

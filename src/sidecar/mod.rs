@@ -5,6 +5,8 @@
 //! - [`account`]: one AWS account's discovery and enrichment, run side by side;
 //! - [`pass`]: what one pass over every account found;
 //! - [`run`](mod@run): the loop; [`once`](mod@once): one pass, written or printed;
+//! - [`follow`]: the services ECS events touch, refreshed between cycles;
+//! - [`backoff`]: the slower pace while AWS is failing;
 //! - [`metrics`]: the loop's own metrics.
 
 use std::path::PathBuf;
@@ -18,7 +20,9 @@ use crate::model::Snapshot;
 use crate::targets::{self, TargetOptions};
 
 pub mod account;
+pub mod backoff;
 pub mod engine;
+pub mod follow;
 pub mod metrics;
 pub mod once;
 pub mod pass;
@@ -26,10 +30,11 @@ pub mod run;
 
 pub use account::{Account, AccountPass};
 pub use engine::Engine;
+pub use follow::Events;
 pub use metrics::RunMetrics;
 pub use once::once;
 pub use pass::Pass;
-pub use run::run;
+pub use run::{run, run_with_events};
 
 #[cfg(test)]
 mod tests;

@@ -96,6 +96,28 @@ impl Pass {
         parts.join("; ")
     }
 
+    /// Whether most reads of the pass failed with a fault that passes by itself
+    /// (throttling, a 5xx, a timeout, a broken connection): AWS is struggling,
+    /// and the loop slows down (`sidecar::backoff`).
+    pub fn mostly_failing(&self) -> bool {
+        let (mut reads, mut failed) = (0, 0);
+        for a in &self.accounts {
+            match &a.outcome {
+                Ok((c, _)) => {
+                    reads += c.stats.services.max(1);
+                    let listing = c.listing_error.iter().map(|e| e.kind);
+                    let services = c.failures.iter().map(|f| f.error.kind);
+                    failed += listing.chain(services).filter(|k| k.is_transient()).count();
+                }
+                Err(e) => {
+                    reads += 1;
+                    failed += usize::from(e.kind.is_transient());
+                }
+            }
+        }
+        failed * 2 > reads
+    }
+
     fn cycles(&self) -> impl Iterator<Item = &(Cycle, Enriched)> {
         self.accounts.iter().filter_map(|a| a.outcome.as_ref().ok())
     }

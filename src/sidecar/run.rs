@@ -1,7 +1,11 @@
 //! The run loop: a discovery pass every interval, published with every writer
 //! invariant, readiness and metrics kept, until shutdown. A write in progress is
 //! finished, never abandoned. Cycles never overlap: each ends by the cycle timeout,
-//! and a late one delays the next tick instead of bunching ticks up.
+//! and a late one delays the next tick instead of bunching ticks up. While most
+//! calls fail with throttling or server errors, the next cycle waits longer
+//! ([`super::backoff`]). With events, the services they touch are refreshed
+//! between cycles, one refresh at a time in the same task, so a refresh and a
+//! cycle never overlap either, and both publish through the same steps.
 
 use std::sync::Arc;
 
@@ -9,8 +13,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use super::backoff::Backoff;
+use super::follow::{Events, Follow};
 use super::{Content, Engine, Pass, RunMetrics, SidecarOptions, write};
 use crate::aws::{Accounts, AwsError, CloudMap, Ec2, Ecs};
+use crate::events::Touch;
 use crate::file_sd::{FileSd, Publish};
 use crate::server::Readiness;
 
@@ -23,6 +30,32 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) {
+    run_with_events(accounts, options, metrics, readiness, None, shutdown).await
+}
+
+/// What woke the loop.
+enum Wake {
+    Stop,
+    /// The scheduled tick, not the time it was seen: the refresh clocks then
+    /// fall on whole multiples of the interval, free of scheduling jitter.
+    Tick(Instant),
+    /// Touches from the events queue.
+    Touches(Vec<Touch>),
+    /// A touched service is due for another look.
+    Retry,
+}
+
+/// [`run`], and between cycles the services that ECS events touch (`events`),
+/// refreshed at once and published as soon as the file changes. A refresh never
+/// runs during a cycle: touches wait for the cycle's end.
+pub async fn run_with_events<C: CloudMap, E: Ecs, X: Ec2>(
+    accounts: impl Into<Accounts<C, E, X>>,
+    options: &SidecarOptions,
+    metrics: Arc<RunMetrics>,
+    readiness: Arc<Readiness>,
+    events: Option<Events>,
+    shutdown: CancellationToken,
+) {
     let mut state = Loop {
         engine: Engine::new(accounts, options, metrics.clone()),
         writer: Some(FileSd::open(&options.output)),
@@ -31,26 +64,73 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
         options,
         metrics,
         readiness,
+        backoff: Backoff::new(options.interval),
+        failing: false,
     };
+    let mut follow = events.map(Follow::new);
     let mut ticker = tokio::time::interval(options.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut n: u64 = 0;
     loop {
-        // The scheduled tick, not the time it was seen: the refresh clocks then
-        // fall on whole multiples of the interval, free of scheduling jitter.
-        let started = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            t = ticker.tick() => t,
-        };
-        n += 1;
-        let span = info_span!("cycle", n);
-        let result = tokio::select! {
-            r = state.engine.pass(started).instrument(span.clone()) => r,
-            _ = shutdown.cancelled() => break,
-        };
-        state.cycle(started, result).instrument(span).await;
+        match wake(&mut ticker, follow.as_mut(), &shutdown).await {
+            Wake::Stop => break,
+            Wake::Tick(started) => {
+                n += 1;
+                let span = info_span!("cycle", n);
+                let result = tokio::select! {
+                    r = state.engine.pass(started).instrument(span.clone()) => r,
+                    _ = shutdown.cancelled() => break,
+                };
+                let written = state.cycle(started, result).instrument(span).await;
+                if let Some(next) = state.slow_down(started, written) {
+                    ticker.reset_at(next);
+                }
+                if let Some(f) = follow.as_mut() {
+                    f.after_cycle(&state.engine, written == Some("written"));
+                }
+            }
+            Wake::Touches(batch) => {
+                let Some(f) = follow.as_mut() else { continue };
+                f.take(batch, &state.engine);
+                state.refresh(f).await;
+            }
+            Wake::Retry => {
+                if let Some(f) = follow.as_mut() {
+                    state.refresh(f).await;
+                }
+            }
+        }
     }
     info!("shutting down");
+}
+
+/// Waits for the next thing to do: a tick, touches (all that arrived, in one
+/// batch), a retry falling due, or shutdown.
+async fn wake(
+    ticker: &mut tokio::time::Interval,
+    follow: Option<&mut Follow>,
+    shutdown: &CancellationToken,
+) -> Wake {
+    let Some(f) = follow else {
+        return tokio::select! {
+            _ = shutdown.cancelled() => Wake::Stop,
+            t = ticker.tick() => Wake::Tick(t),
+        };
+    };
+    let retry = f.next_due();
+    let touches = &mut f.events.feed.touches;
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => Wake::Stop,
+        t = ticker.tick() => Wake::Tick(t),
+        Some(mut batch) = touches.recv() => {
+            while let Ok(more) = touches.try_recv() {
+                batch.extend(more);
+            }
+            Wake::Touches(batch)
+        }
+        _ = tokio::time::sleep_until(retry.unwrap_or_else(Instant::now)), if retry.is_some() => Wake::Retry,
+    }
 }
 
 /// What the loop keeps between cycles.
@@ -66,28 +146,112 @@ struct Loop<'o, C, E, X> {
     options: &'o SidecarOptions,
     metrics: Arc<RunMetrics>,
     readiness: Arc<Readiness>,
+    /// The pace while AWS is failing.
+    backoff: Backoff,
+    /// The last pass mostly failed with faults that pass by themselves.
+    failing: bool,
 }
 
 impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
     /// Everything after one pass: metrics, the publish rules, the writes, the log.
-    async fn cycle(&mut self, started: Instant, result: Result<Pass, AwsError>) {
+    /// Returns how the targets file went (None: not published), and notes for
+    /// the pace whether the pass mostly failed.
+    async fn cycle(
+        &mut self,
+        started: Instant,
+        result: Result<Pass, AwsError>,
+    ) -> Option<&'static str> {
         self.metrics
             .cycle_duration
             .observe(started.elapsed().as_secs_f64());
         let mut pass = match result {
             Ok(p) => p,
-            Err(e) => return self.failed(e),
+            Err(e) => {
+                self.failing = e.kind.is_transient();
+                self.failed(e);
+                return None;
+            }
         };
+        self.failing = pass.mostly_failing();
         self.pending |= pass.fresh;
         self.record(&pass);
         if !self.may_publish(&pass) {
-            return;
+            return None;
         }
+        let file = self.publish(&mut pass).await;
+        self.log_summary(&pass, file, started);
+        Some(file)
+    }
+
+    /// Writes the hosts file when the pass has it, then the targets file.
+    async fn publish(&mut self, pass: &mut Pass) -> &'static str {
         if let Some(json) = pass.hosts.take() {
             self.write_hosts(json).await;
         }
-        let file = self.write_targets(&pass).await;
-        self.log_summary(&pass, file, started);
+        self.write_targets(pass).await
+    }
+
+    /// When the next cycle starts if the one that started at `started` mostly
+    /// failed (AWS throttling or erring): later, doubling while it lasts; None
+    /// when the interval holds. Says so once when it starts and when it ends.
+    fn slow_down(&mut self, started: Instant, _file: Option<&'static str>) -> Option<Instant> {
+        let was = self.backoff.failing();
+        let wait = self.backoff.next(std::mem::take(&mut self.failing));
+        let now = self.backoff.failing();
+        if was == 0 && now > 0 {
+            warn!(next_cycle_in = %humantime::format_duration(wait),
+                "most AWS calls fail with throttling or server errors; slowing down (each failing cycle doubles the wait, at most 8 intervals); last known targets stay published");
+        } else if was > 0 && now == 0 {
+            info!(
+                failing_cycles = was,
+                "AWS calls succeed again; back to every --interval"
+            );
+        }
+        self.metrics
+            .backoff_seconds
+            .set(wait.saturating_sub(self.options.interval).as_secs_f64());
+        (now > 0).then(|| started + wait)
+    }
+
+    /// Refreshes the touched services that are due, between cycles, and
+    /// publishes the result as a cycle's (never before the first publish, which
+    /// waits for a complete cycle).
+    async fn refresh(&mut self, follow: &mut Follow) {
+        if !self.readiness.has_written() {
+            follow.clear();
+            return;
+        }
+        let started = Instant::now();
+        let wanted = follow.due(started);
+        if wanted.is_empty() {
+            return;
+        }
+        let span = info_span!("event refresh");
+        let Some((mut pass, refreshed)) = self
+            .engine
+            .refresh(&wanted, started)
+            .instrument(span.clone())
+            .await
+        else {
+            follow.clear();
+            return;
+        };
+        self.pending |= pass.fresh;
+        let file = self.publish(&mut pass).instrument(span.clone()).await;
+        follow.after_refresh(&self.engine, &refreshed, &wanted, file != "failed");
+        let _enter = span.enter();
+        let services: usize = wanted.values().map(Vec::len).sum();
+        let changed: usize = refreshed.values().map(|r| r.changed.len()).sum();
+        let failed: usize = refreshed.values().map(|r| r.failed.len()).sum();
+        info!(
+            services,
+            changed,
+            failed,
+            targets = pass.summary.targets,
+            file,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "event refresh done"
+        );
     }
 
     fn failed(&self, e: AwsError) {
