@@ -747,6 +747,37 @@ mod tests {
     }
 
     #[test]
+    fn the_clocks_follow_a_long_interval_and_keep_their_defaults_under_a_short_one() {
+        let c = parse(&["--interval", "5m"]).unwrap();
+        let d = &c.sidecar.discovery;
+        let five = Duration::from_secs(300);
+        assert_eq!(
+            (d.tags_refresh, d.full_refresh, d.services_refresh),
+            (five, five, five)
+        );
+        let c = parse(&["--interval", "15m", "--tags-refresh", "1h"]).unwrap();
+        let d = &c.sidecar.discovery;
+        assert_eq!(d.tags_refresh, Duration::from_secs(3600), "given");
+        assert_eq!(d.services_refresh, Duration::from_secs(900), "follows");
+        let c = parse(&[]).unwrap();
+        let d = &c.sidecar.discovery;
+        assert_eq!(d.services_refresh, Duration::from_secs(60));
+        assert_eq!(d.tags_refresh, five);
+        assert_eq!(d.full_refresh, five);
+    }
+
+    #[test]
+    fn the_events_queue() {
+        let url = "https://sqs.us-east-1.amazonaws.com/123456789012/cloudmap-sd-events-0";
+        let c = parse(&["--events-queue-url", url, "--interval", "15m"]).unwrap();
+        let e = c.events.unwrap();
+        assert_eq!(e.queue_url, url);
+        assert_eq!(e.wait, Duration::from_secs(20));
+        assert_eq!(c.check.events_queue_url.as_deref(), Some(url));
+        assert!(parse(&[]).unwrap().events.is_none());
+    }
+
+    #[test]
     fn bad_values_are_one_line_errors() {
         for (args, needle) in [
             (&["--interval", "soon"][..], "--interval"),
@@ -789,6 +820,14 @@ mod tests {
             ),
             (&["--role-external-id", "abc"][..], "needs a --role-arn"),
             (&["--own-account", "false"][..], "leaves no account"),
+            (
+                &["--events-queue-url", "cloudmap-sd-events"][..],
+                "--events-queue-url",
+            ),
+            (
+                &["--interval", "5m", "--services-refresh", "1m"][..],
+                "--services-refresh 1m is shorter than --interval 5m",
+            ),
             (
                 &[
                     "--role-arn",

@@ -220,6 +220,58 @@ impl CloudMap for FakeCloudMap {
     }
 }
 
+impl FakeCloudMap {
+    /// Deregisters instance `id` of service `svc`; the revision moves.
+    pub fn deregister(&self, svc: &str, id: &str) {
+        let mut s = self.state.lock().unwrap();
+        let e = s.instances.get_mut(svc).unwrap();
+        e.0 += 1;
+        e.1.retain(|i| i.id != id);
+    }
+}
+
+/// The fake shared between a test and the loop that owns its clients.
+impl CloudMap for std::sync::Arc<FakeCloudMap> {
+    async fn namespaces(&self) -> Result<Vec<Namespace>, AwsError> {
+        (**self).namespaces().await
+    }
+    async fn services_page(&self, token: Option<String>) -> Result<ServicePage, AwsError> {
+        (**self).services_page(token).await
+    }
+    async fn service_namespace(&self, id: &str) -> Result<String, AwsError> {
+        (**self).service_namespace(id).await
+    }
+    async fn tags(&self, arn: &str) -> Result<BTreeMap<String, String>, AwsError> {
+        (**self).tags(arn).await
+    }
+    async fn instances_revision(
+        &self,
+        ns: &str,
+        svc: &str,
+        owner: Option<&str>,
+    ) -> Result<i64, AwsError> {
+        (**self).instances_revision(ns, svc, owner).await
+    }
+    async fn instances(
+        &self,
+        ns: &str,
+        svc: &str,
+        owner: Option<&str>,
+        h: HealthStatus,
+    ) -> Result<Vec<Instance>, AwsError> {
+        (**self).instances(ns, svc, owner, h).await
+    }
+    async fn instances_and_revision(
+        &self,
+        ns: &str,
+        svc: &str,
+        owner: Option<&str>,
+        h: HealthStatus,
+    ) -> Result<(Vec<Instance>, Option<i64>), AwsError> {
+        (**self).instances_and_revision(ns, svc, owner, h).await
+    }
+}
+
 /// A hand-written SQS queue: messages sent to it, the receipts deleted, a
 /// failure switch and a call log. A receive with nothing to give waits (as a long
 /// poll does) until a message is sent or the wait is over.

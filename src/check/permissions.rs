@@ -102,6 +102,16 @@ const NO_RECEIPT: &str = "cloudmap-sd-check";
 pub async fn queue_rows<Q: Queue>(queue: &Q, principal: &str) -> Vec<Row> {
     let url = queue.url();
     let waiting = queue.waiting().await;
+    if waiting
+        .as_ref()
+        .is_err_and(|e| e.kind == ErrorKind::NotFound)
+    {
+        let detail = format!("no such queue: {url} (--events-queue-url)");
+        return QUEUE_ACTIONS
+            .iter()
+            .map(|a| Row::new(*a, Status::Fail, detail.clone()))
+            .collect();
+    }
     let mut first = permission_row_by(
         QUEUE_ACTIONS[0],
         waiting.as_ref().map(drop).map_err(Clone::clone),
@@ -109,12 +119,6 @@ pub async fn queue_rows<Q: Queue>(queue: &Q, principal: &str) -> Vec<Row> {
     );
     if let Ok(n) = waiting {
         first.detail = format!("allowed ({n} messages waiting in {url})");
-    } else if waiting
-        .as_ref()
-        .is_err_and(|e| e.kind == ErrorKind::NotFound)
-    {
-        first.status = Status::Fail;
-        first.detail = format!("no such queue: {url} (--events-queue-url)");
     }
     let received = queue
         .receive(

@@ -208,3 +208,25 @@ fn table_and_json() {
     assert_eq!(v["ok"], false);
     assert_eq!(v["checks"][1]["status"], "fail");
 }
+
+#[tokio::test]
+async fn the_queue_rows_read_without_taking_a_message() {
+    use crate::aws::fakes::FakeQueue;
+    let queue = FakeQueue::default();
+    queue.send("{}");
+    let rows = permissions::queue_rows(&queue, TASK_ROLE).await;
+    let checks: Vec<&str> = rows.iter().map(|r| r.check.as_str()).collect();
+    assert_eq!(checks, permissions::QUEUE_ACTIONS);
+    assert!(rows.iter().all(|r| r.status == Status::Pass), "{rows:?}");
+    assert!(rows[0].detail.contains("1 messages waiting"), "{rows:?}");
+    queue.state.lock().unwrap().failing = Some(ErrorKind::AccessDenied);
+    let rows = permissions::queue_rows(&queue, TASK_ROLE).await;
+    for r in &rows {
+        assert_eq!(r.status, Status::Fail, "{r:?}");
+        assert!(
+            r.detail
+                .contains(&format!("grant {} to the task role", r.check)),
+            "{r:?}"
+        );
+    }
+}

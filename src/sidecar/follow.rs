@@ -250,3 +250,7 @@ impl Follow {
         self.events.metrics.pending.set(0);
     }
 }
+
+#[cfg(test)]
+#[path = "follow_tests.rs"]
+mod tests;

@@ -82,7 +82,7 @@ pub async fn run_with_events<C: CloudMap, E: Ecs, X: Ec2>(
                     _ = shutdown.cancelled() => break,
                 };
                 let written = state.cycle(started, result).instrument(span).await;
-                if let Some(next) = state.slow_down(started, written) {
+                if let Some(next) = state.slow_down(started) {
                     ticker.reset_at(next);
                 }
                 if let Some(f) = follow.as_mut() {
@@ -194,7 +194,7 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
     /// When the next cycle starts if the one that started at `started` mostly
     /// failed (AWS throttling or erring): later, doubling while it lasts; None
     /// when the interval holds. Says so once when it starts and when it ends.
-    fn slow_down(&mut self, started: Instant, _file: Option<&'static str>) -> Option<Instant> {
+    fn slow_down(&mut self, started: Instant) -> Option<Instant> {
         let was = self.backoff.failing();
         let wait = self.backoff.next(std::mem::take(&mut self.failing));
         let now = self.backoff.failing();
