@@ -6,6 +6,7 @@
 //! It does not depend on the `cloudmap-sd` library (a dev-dependency cycle would build
 //! the library twice); it drives the binary.
 
+pub mod events;
 pub mod http;
 pub mod moto;
 pub mod process;
@@ -17,6 +18,7 @@ pub mod sigv4;
 pub mod topology;
 pub mod wait;
 
+pub use events::{EventQueue, TaskState};
 pub use http::{get_status, http_get, http_post, post_blocking};
 pub use moto::Moto;
 pub use process::{Proc, free_port, venv, which};
