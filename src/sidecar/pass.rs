@@ -105,13 +105,13 @@ impl Pass {
             match &a.outcome {
                 Ok((c, _)) => {
                     reads += c.stats.services.max(1);
-                    let listing = c.listing_error.iter().map(|e| e.kind);
-                    let services = c.failures.iter().map(|f| f.error.kind);
-                    failed += listing.chain(services).filter(|k| k.is_transient()).count();
+                    let listing = c.listing_error.iter();
+                    let services = c.failures.iter().map(|f| &f.error);
+                    failed += listing.chain(services).filter(|e| struggling(e)).count();
                 }
                 Err(e) => {
                     reads += 1;
-                    failed += usize::from(e.kind.is_transient());
+                    failed += usize::from(struggling(e));
                 }
             }
         }
@@ -121,4 +121,11 @@ impl Pass {
     fn cycles(&self) -> impl Iterator<Item = &(Cycle, Enriched)> {
         self.accounts.iter().filter_map(|a| a.outcome.as_ref().ok())
     }
+}
+
+/// An answer that says AWS is struggling (throttling, a 5xx, the SDK's own
+/// timeout, a broken connection). A call the cycle deadline gave up on is not
+/// one: the deadline already bounds what a stalled endpoint costs.
+fn struggling(e: &AwsError) -> bool {
+    e.kind.is_transient() && !e.is_deadline()
 }

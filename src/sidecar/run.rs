@@ -167,7 +167,7 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
         let mut pass = match result {
             Ok(p) => p,
             Err(e) => {
-                self.failing = e.kind.is_transient();
+                self.failing = e.kind.is_transient() && !e.is_deadline();
                 self.failed(e);
                 return None;
             }

@@ -454,3 +454,69 @@ async fn shards_publish_each_target_exactly_once_and_stably() {
         }
     }
 }
+
+/// Calls the proxy saw during `window`.
+async fn calls_during(proxy: &Proxy, window: Duration) -> u64 {
+    let before = proxy.total();
+    tokio::time::sleep(window).await;
+    proxy.total() - before
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sustained_server_errors_slow_the_sweep_and_the_pace_comes_back() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.url).await;
+    let s = Seeder::new(&moto.url).await;
+    let ns = s.http_namespace("apps").await;
+    let mut stable = BTreeSet::new();
+    for i in 0..30 {
+        let svc = s
+            .service(&ns, &format!("svc{i}"), &[("METRICS_PATH", "/m")])
+            .await;
+        s.task(&svc, &format!("t{i}"), &ip(i, 0), Some(80)).await;
+        stable.insert(format!("{}:80", ip(i, 0)));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sc = Sidecar::start(
+        dir.path(),
+        &proxy.url,
+        &["--interval", "1s", "--ecs-enrichment", "false"],
+    );
+    sc.wait_ready(T).await;
+    sc.wait_cycles(2, T).await;
+    let reader = Reader::start(sc.output.clone(), stable.clone());
+    let window = Duration::from_secs(8);
+    let steady = calls_during(&proxy, window).await;
+
+    // Every call answers 500 for a while: the sweep slows down, doubling its wait.
+    proxy.set_fault(Fault::ServerError);
+    wait_for_async(T, "the loop to slow down to 8 intervals", || async {
+        (sc.metric("cloudmap_sd_backoff_seconds").await >= 7.0).then_some(())
+    })
+    .await;
+    let during = calls_during(&proxy, window).await;
+
+    // Calls succeed again: back to every interval after the next cycle.
+    proxy.set_fault(Fault::Pass);
+    wait_for_async(T, "the normal pace", || async {
+        (sc.metric("cloudmap_sd_backoff_seconds").await == 0.0).then_some(())
+    })
+    .await;
+    let after = calls_during(&proxy, window).await;
+    eprintln!(
+        "calls per {window:?} at 30 services, --interval 1s: steady {steady}, during the 500s {during}, after {after}"
+    );
+    assert!(
+        during * 2 <= steady,
+        "during the fault {during} calls in {window:?}, steady {steady}"
+    );
+    assert!(
+        after * 2 >= steady,
+        "after the fault {after} calls, steady {steady}"
+    );
+    assert_eq!(sc.targets().into_iter().collect::<BTreeSet<_>>(), stable);
+    reader.finish().await;
+    let log = sc.proc.log_text();
+    assert_eq!(log.matches("slowing down").count(), 1, "{log}");
+    assert!(log.contains("back to every --interval"), "{log}");
+}
