@@ -35,9 +35,10 @@ use cloudmap_sd::aws::cloudmap::SdkCloudMap;
 use cloudmap_sd::aws::ec2::SdkEc2;
 use cloudmap_sd::aws::ecs::SdkEcs;
 use cloudmap_sd::aws::sdk::{self as aws_sdk, load_sdk_config};
+use cloudmap_sd::aws::sqs::SdkQueue;
 use cloudmap_sd::aws::{
-    AwsError, Clients, CloudMap, Ec2, Ecs, EcsServices, EcsTask, ErrorKind, Namespace,
-    SERVICES_BATCH, ServicePage, ServiceSummary, ServiceTags,
+    AwsError, Clients, CloudMap, Ec2, Ecs, EcsServices, EcsTask, ErrorKind, Namespace, Queue,
+    QueueMessage, SERVICES_BATCH, ServicePage, ServiceSummary, ServiceTags,
 };
 use cloudmap_sd::config::{Cli, Config};
 use cloudmap_sd::metrics::Metrics;
@@ -45,7 +46,7 @@ use cloudmap_sd::model::{HealthStatus, Host, Instance, attr};
 use cloudmap_sd::server::Readiness;
 use cloudmap_sd::sidecar::{self, Engine};
 use cloudmap_sd::targets;
-use cloudmap_sd_test_support::{Moto, Seeder};
+use cloudmap_sd_test_support::{EventQueue, Moto, Seeder, TaskState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Against {
@@ -78,6 +79,13 @@ struct Args {
     /// the fake; against moto, 5s or 3x the measured steady cycle, whichever is longer.
     #[arg(long, value_parser = humantime::parse_duration)]
     ttt_interval: Option<Duration>,
+    /// Events timed by the event-to-file test (a task registered in Cloud Map,
+    /// then announced by its "ECS Task State Change" event).
+    #[arg(long, default_value_t = 50)]
+    events: usize,
+    /// --interval with events on, in the API-calls-per-hour comparison.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15m")]
+    events_interval: Duration,
     /// Calls in flight while seeding moto.
     #[arg(long, default_value_t = 16)]
     seed_concurrency: usize,
@@ -1483,6 +1491,315 @@ fn report_ttt(t: &Ttt) {
 }
 
 // ---------------------------------------------------------------------------------
+// (e) event to file: the loop in-process with events, a task registered in Cloud Map
+// and then announced; the file polled.
+
+/// A queue in this process: what `send` puts in, a long poll takes out.
+#[derive(Clone, Default)]
+struct BenchQueue(
+    Arc<(
+        Mutex<std::collections::VecDeque<QueueMessage>>,
+        tokio::sync::Notify,
+    )>,
+);
+
+impl BenchQueue {
+    fn send(&self, body: String) {
+        let mut q = self.0.0.lock().unwrap();
+        let n = q.len();
+        q.push_back(QueueMessage {
+            id: format!("m{n}"),
+            receipt: format!("r{n}"),
+            body,
+        });
+        drop(q);
+        self.0.1.notify_waiters();
+    }
+}
+
+impl Queue for BenchQueue {
+    fn url(&self) -> &str {
+        "in-process"
+    }
+    async fn receive(
+        &self,
+        wait: Duration,
+        max: usize,
+        _visibility: Option<Duration>,
+    ) -> Result<Vec<QueueMessage>, AwsError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.0.1.notified();
+            {
+                let mut q = self.0.0.lock().unwrap();
+                if !q.is_empty() {
+                    let n = max.min(q.len());
+                    return Ok(q.drain(..n).collect());
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+    async fn delete(&self, _receipts: &[String]) -> Result<usize, AwsError> {
+        Ok(0)
+    }
+    async fn waiting(&self) -> Result<u64, AwsError> {
+        Ok(self.0.0.lock().unwrap().len() as u64)
+    }
+}
+
+/// The "ECS Task State Change" event of a RUNNING task, as EventBridge delivers it.
+fn running_event(n: usize, state: &TaskState<'_>) -> String {
+    serde_json::json!({
+        "version": "0",
+        "id": format!("bench-{n}"),
+        "detail-type": "ECS Task State Change",
+        "source": "aws.ecs",
+        "account": "123456789012",
+        "region": "us-east-1",
+        "detail": state.detail(),
+    })
+    .to_string()
+}
+
+struct Eft {
+    latencies: Vec<Duration>,
+    missed: usize,
+    /// Calls the refreshes made, per event, by operation (queue calls apart).
+    calls_per_event: BTreeMap<String, f64>,
+    how: &'static str,
+}
+
+/// `n` events, each after registering a new task: from sending the event to the
+/// file holding the task.
+async fn event_to_file<W: World, Q: Queue>(
+    w: &W,
+    topo: &Topo,
+    queue: Q,
+    announce: impl AsyncFn(usize, &TaskState<'_>),
+    n: usize,
+    rng: &mut Rng,
+    how: &'static str,
+) -> anyhow::Result<Eft> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("targets.json");
+    let opts = options(&[
+        "--interval".into(),
+        "1h".into(),
+        "--output".into(),
+        out.display().to_string(),
+        "--ecs-enrichment".into(),
+        "false".into(),
+        "--events-queue-url".into(),
+        "http://127.0.0.1/123456789012/bench".into(),
+    ])?;
+    let eo = opts.events.clone().expect("events on");
+    let metrics = Arc::new(Metrics::with_parts(false, true));
+    let clients = w.clients(&metrics).await;
+    let shutdown = CancellationToken::new();
+    let started = std::time::Instant::now();
+    let readiness = Arc::new(Readiness::new(metrics.run.ready.clone()));
+    let feed = cloudmap_sd::events::spawn(queue, &eo, metrics.events.clone(), shutdown.clone());
+    let events = sidecar::Events {
+        feed,
+        metrics: metrics.events.clone(),
+        settle: eo.settle,
+    };
+    let mut run = pin!(sidecar::run_with_events(
+        clients,
+        &opts.sidecar,
+        metrics.run.clone(),
+        readiness,
+        Some(events),
+        shutdown.clone()
+    ));
+    let measure = async {
+        if wait_for_text(&out, "\"targets\"", started, Duration::from_secs(300))
+            .await
+            .is_none()
+        {
+            bail!("the sidecar wrote no complete file within 300s");
+        }
+        let before = w.calls(&metrics);
+        let (mut latencies, mut missed) = (Vec::new(), 0);
+        for k in 0..n {
+            tokio::time::sleep(Duration::from_millis(rng.below(100))).await;
+            let svc = rng.below(topo.services as u64) as usize;
+            let id = w.add(svc).await?;
+            let (cluster, service) = (cluster_name(topo.namespace_of(svc)), svc_name(svc));
+            let state = TaskState {
+                cluster: &cluster,
+                task_id: &id,
+                service: Some(&service),
+                last: "RUNNING",
+                desired: "RUNNING",
+                version: 2,
+            };
+            let at = std::time::Instant::now();
+            announce(k, &state).await;
+            match wait_for_text(&out, &format!("\"{id}\""), at, Duration::from_secs(30)).await {
+                Some(d) => latencies.push(d),
+                None => missed += 1,
+            }
+        }
+        let calls = diff(&before, &w.calls(&metrics));
+        let per: BTreeMap<String, f64> = calls
+            .into_iter()
+            .filter(|(op, _)| !op.starts_with("ReceiveMessage") && !op.starts_with("DeleteMessage"))
+            .map(|(op, c)| (op, c as f64 / n as f64))
+            .collect();
+        anyhow::Ok((latencies, missed, per))
+    };
+    let result = tokio::select! {
+        () = &mut run => bail!("the sidecar stopped early"),
+        r = measure => r,
+    };
+    shutdown.cancel();
+    (&mut run).await;
+    let (latencies, missed, calls_per_event) = result?;
+    Ok(Eft {
+        latencies,
+        missed,
+        calls_per_event,
+        how,
+    })
+}
+
+fn report_eft(e: &Eft) {
+    let mut l = e.latencies.clone();
+    l.sort();
+    println!(
+        "(e) event to file: sidecar::run_with_events in-process, --interval 1h (only events act), \
+         a task registered in Cloud Map, then its RUNNING event {}; timed from sending the event \
+         to the file holding the task (polled every 20 ms)",
+        e.how
+    );
+    if let (Some(min), Some(max)) = (l.first(), l.last()) {
+        println!(
+            "  events: {}, missed: {}; min / median / p90 / max: {} / {} / {} / {} ms; goal: median and max <= 1000 ms: {}",
+            l.len() + e.missed,
+            e.missed,
+            ms(*min),
+            ms(median(&l)),
+            ms(l[(l.len() * 9 / 10).min(l.len() - 1)]),
+            ms(*max),
+            if e.missed == 0 && *max <= Duration::from_secs(1) {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+    }
+    let per: Vec<String> = e
+        .calls_per_event
+        .iter()
+        .map(|(op, c)| format!("{op} {c:.2}"))
+        .collect();
+    println!(
+        "  AWS calls per event (queue calls apart): {}",
+        per.join(", ")
+    );
+    println!();
+}
+
+// ---------------------------------------------------------------------------------
+// (f) API calls per hour: an hour of cycles on a virtual clock (the fake counts the
+// calls), with events on at --events-interval vs polling at 30s, and the reloader.
+
+/// Calls of the cycles of one hour at `interval` (after a cold cycle, not counted).
+async fn hour_of_cycles(w: &Fake, interval: Duration) -> anyhow::Result<BTreeMap<String, u64>> {
+    let opts = options(&[
+        "--interval".into(),
+        humantime::format_duration(interval).to_string(),
+        "--output".into(),
+        "/dev/null".into(),
+        "--ecs-enrichment".into(),
+        "false".into(),
+    ])?;
+    let metrics = Arc::new(Metrics::new());
+    let mut engine = Engine::new(
+        w.clients(&metrics).await,
+        &opts.sidecar,
+        metrics.run.clone(),
+    );
+    let t0 = Instant::now();
+    engine
+        .pass(t0)
+        .await
+        .map_err(|e| anyhow!("cold pass: {e}"))?;
+    let before = w.calls(&metrics);
+    let cycles = (3600 / interval.as_secs().max(1)) as u32;
+    for k in 1..=cycles {
+        engine
+            .pass(t0 + interval * k)
+            .await
+            .map_err(|e| anyhow!("pass: {e}"))?;
+    }
+    Ok(diff(&before, &w.calls(&metrics)))
+}
+
+async fn calls_per_hour(
+    topo: &Topo,
+    events_interval: Duration,
+    per_event: f64,
+) -> anyhow::Result<()> {
+    let polling = total(&hour_of_cycles(&Fake::new(*topo), Duration::from_secs(30)).await?);
+    let cycles = hour_of_cycles(&Fake::new(*topo), events_interval).await?;
+    let safety = total(&cycles);
+    let reloader = (2 + topo.namespaces + 2 * topo.services) as u64 * 120;
+    println!(
+        "(f) API calls per hour at {} services ({} namespaces, no task churn in the cycles): \
+         cycles on a virtual clock against the fake; with events, the cycles at --interval {} \
+         plus the queue (one 20 s long poll at a time: 180 ReceiveMessage an hour when idle; \
+         at most one ReceiveMessage and one DeleteMessageBatch per event) plus each event's \
+         refresh ({per_event:.2} calls, measured in (e))",
+        topo.services,
+        topo.namespaces,
+        humantime::format_duration(events_interval)
+    );
+    let ops: Vec<String> = cycles.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!(
+        "  cycles at {} per hour: {}",
+        humantime::format_duration(events_interval),
+        ops.join(", ")
+    );
+    let mut rows = Vec::new();
+    for events in [0u64, 200, 1000, 2000] {
+        let queue = 180 + 2 * events;
+        let with = safety + queue + (per_event * events as f64).round() as u64;
+        rows.push(vec![
+            events.to_string(),
+            with.to_string(),
+            polling.to_string(),
+            format!("{:.3}", with as f64 / polling as f64),
+            reloader.to_string(),
+            format!("{:.3}", with as f64 / reloader as f64),
+        ]);
+    }
+    print_table(
+        &[
+            "events/h",
+            "events on, calls/h",
+            "polling 30s, calls/h",
+            "ratio (goal <= 0.100)",
+            "reloader 2+N_ns+2N_svc per 30s, calls/h",
+            "ratio (goal <= 0.050)",
+        ]
+        .map(String::from),
+        &rows,
+    );
+    println!(
+        "  (200 events an hour: 1% of the {} tasks replaced each hour, a RUNNING and a STOPPED \
+         event each; starting states cost only the queue calls)",
+        topo.targets()
+    );
+    println!();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -1556,6 +1873,23 @@ async fn bench(args: &Args, moto: Option<&Moto>) -> anyhow::Result<()> {
                 let t =
                     time_to_target(&fake, &topo, interval, true, args.ttt_runs, &mut rng).await?;
                 report_ttt(&t);
+                let queue = BenchQueue::default();
+                let q = queue.clone();
+                let announce =
+                    async |k: usize, state: &TaskState<'_>| q.send(running_event(k, state));
+                let e = event_to_file(
+                    &fake,
+                    &topo,
+                    queue,
+                    announce,
+                    args.events,
+                    &mut rng,
+                    "sent to an in-process queue",
+                )
+                .await?;
+                report_eft(&e);
+                let per_event: f64 = e.calls_per_event.values().sum();
+                calls_per_hour(&topo, args.events_interval, per_event).await?;
             }
             (Against::Moto, Some(moto)) => {
                 eprintln!(
@@ -1600,6 +1934,15 @@ async fn bench(args: &Args, moto: Option<&Moto>) -> anyhow::Result<()> {
                     );
                     println!();
                 }
+                let name = format!("bench-events-{services}");
+                let eq = EventQueue::create(&moto.url, &name).await;
+                let metrics = Arc::new(Metrics::new());
+                let queue =
+                    SdkQueue::new(&world.sdk, &eq.url, opts.api_timeout, metrics.aws.clone());
+                let announce = async |_k: usize, state: &TaskState<'_>| eq.task_state(state).await;
+                let e = event_to_file(&world, &topo, queue, announce, args.events, &mut rng,
+                    "put on moto's EventBridge (PutEvents), delivered by a rule to an SQS queue, long-polled through the SDK").await?;
+                report_eft(&e);
             }
             (Against::Moto, None) => bail!("moto was not started"),
         }

@@ -159,8 +159,28 @@ locals {
   }
 }
 
+# Without events, one task definition and one service of desired_count tasks. With
+# events, one of each per replica (events.tf): replica i reads queue i.
+moved {
+  from = aws_ecs_task_definition.this
+  to   = aws_ecs_task_definition.this[0]
+}
+
+locals {
+  replica_names = [for i in range(local.replicas) : i == 0 ? var.name : "${var.name}-${i}"]
+  # The sidecar of each replica: with events, told its own queue.
+  sidecar_containers = [for i in range(local.replicas) : merge(local.sidecar_container, {
+    environment = [for k, v in merge(
+      local.sidecar_environment,
+      var.enable_events ? { CLOUDMAP_SD_EVENTS_QUEUE_URL = aws_sqs_queue.events[i].url } : {},
+    ) : { name = k, value = v }]
+  })]
+}
+
 resource "aws_ecs_task_definition" "this" {
-  family                   = var.name
+  count = local.replicas
+
+  family                   = local.replica_names[count.index]
   requires_compatibilities = [var.launch_type]
   network_mode             = "awsvpc"
   cpu                      = tostring(var.cpu)
@@ -170,7 +190,7 @@ resource "aws_ecs_task_definition" "this" {
 
   container_definitions = jsonencode([
     local.init_container,
-    local.sidecar_container,
+    local.sidecar_containers[count.index],
     local.prometheus_container,
   ])
 
@@ -224,12 +244,12 @@ resource "aws_ecs_task_definition" "this" {
 
 resource "aws_ecs_service" "this" {
   #checkov:skip=CKV_AWS_332:platform_version is var.platform_version (default LATEST) on Fargate; it is null only for EC2, which has no platform versions
-  count = var.create_service ? 1 : 0
+  count = var.create_service ? local.replicas : 0
 
-  name                               = var.name
+  name                               = local.replica_names[count.index]
   cluster                            = var.cluster_arn
-  task_definition                    = aws_ecs_task_definition.this.arn
-  desired_count                      = var.desired_count
+  task_definition                    = aws_ecs_task_definition.this[count.index].arn
+  desired_count                      = var.enable_events ? 1 : var.desired_count
   launch_type                        = length(var.capacity_provider_strategy) == 0 ? var.launch_type : null
   platform_version                   = local.is_fargate ? var.platform_version : null
   deployment_minimum_healthy_percent = 100

@@ -133,6 +133,23 @@ data "aws_iam_policy_document" "task" {
   }
 
   # Prometheus: remote_write to this one workspace, nothing else.
+  # The event queues (enable_events): read and delete, on those queues only.
+  dynamic "statement" {
+    for_each = var.enable_events ? [1] : []
+    content {
+      sid       = "ReadEventQueues"
+      actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
+      resources = aws_sqs_queue.events[*].arn
+    }
+  }
+  dynamic "statement" {
+    for_each = var.enable_events && var.events_kms_key_arn != null ? [1] : []
+    content {
+      sid       = "DecryptEventQueues"
+      actions   = ["kms:Decrypt"]
+      resources = [var.events_kms_key_arn]
+    }
+  }
   statement {
     sid       = "AmpRemoteWrite"
     effect    = "Allow"

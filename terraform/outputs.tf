@@ -1,16 +1,16 @@
 output "task_definition_arn" {
   description = "ARN (with revision) of the Prometheus + cloudmap-sd task definition."
-  value       = aws_ecs_task_definition.this.arn
+  value       = aws_ecs_task_definition.this[0].arn
 }
 
 output "task_definition_family" {
   description = "Family of the task definition."
-  value       = aws_ecs_task_definition.this.family
+  value       = aws_ecs_task_definition.this[0].family
 }
 
 output "task_definition_revision" {
   description = "Revision of the task definition."
-  value       = aws_ecs_task_definition.this.revision
+  value       = aws_ecs_task_definition.this[0].revision
 }
 
 output "container_names" {
@@ -94,4 +94,24 @@ output "file_sd_path" {
 output "ec2_hosts_file_sd_path" {
   description = "Path of the EC2 hosts file_sd file inside the task (null without ec2_hosts_ports)."
   value       = local.ec2_hosts_enabled ? local.ec2_hosts_file : null
+}
+
+output "events_queue_urls" {
+  description = "With enable_events: the URL of each replica's event queue, in replica order (empty otherwise)."
+  value       = aws_sqs_queue.events[*].url
+}
+
+output "events_rule_arn" {
+  description = "With enable_events: the ARN of the EventBridge rule that fills the queues (null otherwise)."
+  value       = try(aws_cloudwatch_event_rule.events[0].arn, null)
+}
+
+output "service_names" {
+  description = "Names of the ECS services: one, or with enable_events one per replica."
+  value       = aws_ecs_service.this[*].name
+}
+
+output "task_definition_arns" {
+  description = "ARNs of the task definitions: one, or with enable_events one per replica (replica i reads queue i)."
+  value       = aws_ecs_task_definition.this[*].arn
 }

@@ -220,6 +220,24 @@ variable "discovery_interval" {
   }
 }
 
+variable "enable_events" {
+  description = "Follow the ECS event stream: an EventBridge rule for the clusters' task state changes and one SQS queue per replica (each replica then runs as an ECS service of its own, told its queue's URL), so a new or stopped task is in the targets within seconds. With it, a discovery_interval of minutes (15m) is the safety net."
+  type        = bool
+  default     = false
+}
+
+variable "events_cluster_arns" {
+  description = "With enable_events: the ECS clusters whose task events refresh the targets (those whose services Prometheus scrapes). Empty: cluster_arn."
+  type        = list(string)
+  default     = []
+}
+
+variable "events_kms_key_arn" {
+  description = "With enable_events: a customer managed KMS key for the queues (its key policy must let events.amazonaws.com use it). null: SQS-managed encryption (SSE-SQS)."
+  type        = string
+  default     = null
+}
+
 variable "label_style" {
   description = "Target labels: default (cloudmap_*/ecs_* labels) or reloader (the labels of prometheus-sdconfig-reloader, whose cluster label overrides the cluster external label)."
   type        = string

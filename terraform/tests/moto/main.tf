@@ -127,6 +127,26 @@ module "prometheus_ec2" {
   ]
 }
 
+# The ECS event stream: a rule for the cluster's task events, a queue per replica,
+# and one ECS service per replica, each told its own queue; a long interval.
+module "prometheus_events" {
+  source = "../.."
+
+  name                  = "prom-events"
+  cluster_arn           = aws_ecs_cluster.test.arn
+  launch_type           = "FARGATE"
+  desired_count         = 2
+  subnet_ids            = [aws_subnet.test.id]
+  security_group_ids    = [aws_security_group.prometheus.id]
+  create_workspace      = false
+  workspace_id          = module.prometheus_fargate.workspace_id
+  sidecar_image         = "registry.example.test/cloudmap-sd:test"
+  cluster_label         = "moto-events"
+  enable_ec2_enrichment = false
+  enable_events         = true
+  discovery_interval    = "15m"
+}
+
 # A migration from the reloader: its labels, minus the two that the old build did
 # not write (docs/migration.md), and the EC2 hosts by tag (no
 # ecs:ListContainerInstances). Task definition and roles only (create_service =
@@ -330,5 +350,16 @@ output "migration" {
     file_sd_path           = module.prometheus_migration.file_sd_path
     ec2_hosts_file_sd_path = module.prometheus_migration.ec2_hosts_file_sd_path
     replica_placeholder    = module.prometheus_migration.replica_placeholder
+  }
+}
+
+output "events" {
+  value = {
+    task_definition_arns = module.prometheus_events.task_definition_arns
+    task_role_name       = module.prometheus_events.task_role_name
+    service_names        = module.prometheus_events.service_names
+    queue_urls           = module.prometheus_events.events_queue_urls
+    rule_arn             = module.prometheus_events.events_rule_arn
+    cluster_arn          = aws_ecs_cluster.test.arn
   }
 }

@@ -417,6 +417,7 @@ def cmd_resources(path):
     check("aws:SourceAccount" in json.dumps(trust), "task role trust limited to this account")
 
     check_accounts(out)
+    check_events(out)
 
     print("AMP workspace and log groups")
     ws = client("amp").describe_workspace(workspaceId=fg["workspace_id"])["workspace"]
@@ -424,6 +425,65 @@ def cmd_resources(path):
     groups = {g["logGroupName"]: g for g in client("logs").describe_log_groups(logGroupNamePrefix="/ecs/prom-fargate/")["logGroups"]}
     check(set(groups) == set(fg["log_group_names"].values()), "two log groups")
     check(all(g.get("retentionInDays") == 30 for g in groups.values()), "log retention 30 days")
+
+
+def check_events(out):
+    """enable_events: the rule for the cluster's task events, a queue per replica
+    that admits only that rule, encrypted and short-lived, each replica's own
+    service and task definition told its queue, the task role allowed exactly those
+    queues; and an event put on the bus reaches both replicas' queues."""
+    ev = out["events"]
+    print("ECS event stream (enable_events)")
+    events, sqs = client("events"), client("sqs")
+    rule_name = ev["rule_arn"].split("/")[-1]
+    rule = events.describe_rule(Name=rule_name)
+    pattern = json.loads(rule["EventPattern"])
+    check(pattern == {"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"],
+                      "detail": {"clusterArn": [ev["cluster_arn"]]}},
+          "the rule takes the cluster's ECS task state changes")
+    queues = ev["queue_urls"]
+    check(len(queues) == 2, "a queue per replica (desired_count 2)")
+    arns = []
+    for url in queues:
+        a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        arns.append(a["QueueArn"])
+        name = url.rsplit("/", 1)[-1]
+        check(a.get("SqsManagedSseEnabled") == "true", f"{name}: encrypted (SSE-SQS)")
+        check(a.get("MessageRetentionPeriod") == "3600", f"{name}: a message kept an hour at most")
+        policy = json.loads(a["Policy"])
+        stmts = policy["Statement"]
+        check(len(stmts) == 1 and stmts[0]["Effect"] == "Allow"
+              and stmts[0]["Action"] in ("sqs:SendMessage", ["sqs:SendMessage"])
+              and stmts[0]["Principal"] == {"Service": "events.amazonaws.com"}
+              and stmts[0]["Condition"] == {"ArnEquals": {"aws:SourceArn": ev["rule_arn"]}},
+              f"{name}: only the rule may send (aws:SourceArn)")
+    targets = events.list_targets_by_rule(Rule=rule_name)["Targets"]
+    check(sorted(t["Arn"] for t in targets) == sorted(arns), "each queue is a target of the rule")
+    check(len(ev["service_names"]) == 2, "an ECS service per replica")
+    services = client("ecs").describe_services(cluster=ev["cluster_arn"], services=ev["service_names"])["services"]
+    check(all(s["desiredCount"] == 1 for s in services), "each replica's service runs one task")
+    for i, arn in enumerate(ev["task_definition_arns"]):
+        _, c = task_def(arn)
+        env = env_of(c["cloudmap-sd"])
+        check(env.get("CLOUDMAP_SD_EVENTS_QUEUE_URL") == queues[i], f"replica {i} reads queue {i}")
+        check(env.get("CLOUDMAP_SD_INTERVAL") == "15m", f"replica {i}: a 15m interval, the safety net")
+    stmts = policy_statements(ev["task_role_name"], ev["task_role_name"])
+    read = [s for s in stmts if s["sid"] == "ReadEventQueues"]
+    check(len(read) == 1, "the task role reads the event queues")
+    check(read[0]["actions"] == {"sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"},
+          "sqs:ReceiveMessage, DeleteMessage, GetQueueAttributes")
+    check(sorted(read[0]["resources"]) == sorted(arns), "on those queues only")
+    check(not any(a.startswith("sqs:") for s in stmts if s["sid"] != "ReadEventQueues" for a in s["actions"]),
+          "no other SQS statement")
+    detail = {"clusterArn": ev["cluster_arn"], "taskArn": ev["cluster_arn"].replace(":cluster/", ":task/") + "/0123",
+              "lastStatus": "RUNNING", "desiredStatus": "RUNNING", "group": "service:web", "version": 2}
+    events.put_events(Entries=[{"Source": "aws.ecs", "DetailType": "ECS Task State Change",
+                                "Detail": json.dumps(detail)}])
+    for url in queues:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        check(len(got) == 1 and json.loads(got[0]["Body"])["detail"]["version"] == 2,
+              f"{url.rsplit('/', 1)[-1]}: the event reached this replica's queue")
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=got[0]["ReceiptHandle"])
 
 
 def check_accounts(out):
