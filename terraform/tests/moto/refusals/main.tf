@@ -92,9 +92,11 @@ provider "aws" {
     amp              = var.moto_endpoint
     ec2              = var.moto_endpoint
     ecs              = var.moto_endpoint
+    events           = var.moto_endpoint
     iam              = var.moto_endpoint
     logs             = var.moto_endpoint
     servicediscovery = var.moto_endpoint
+    sqs              = var.moto_endpoint
     sts              = var.moto_endpoint
   }
 }
