@@ -360,8 +360,9 @@ def cmd_resources(path):
 
     print("ECS services, as apply sent them (moto's request recording)")
     created = {r["serviceName"]: r for r in sent_requests(ECS_TARGET + "CreateService")}
-    check(set(created) == {"prom-fargate", "prom-ec2", "api"},
-          "apply sent CreateService for prom-fargate, prom-ec2 (and the application api)")
+    check(set(created) == {"prom-fargate", "prom-ec2", "prom-events", "prom-events-1", "api"},
+          "apply sent CreateService for prom-fargate, prom-ec2, a service per replica of prom-events "
+          "(and the application api)")
     fsent, esent = created["prom-fargate"], created["prom-ec2"]
     check(fsent.get("launchType") == "FARGATE" and fsent.get("platformVersion") == "LATEST"
           and "placementStrategy" not in fsent, "Fargate: launchType FARGATE, platformVersion LATEST, no placement")
