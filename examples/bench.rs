@@ -352,6 +352,20 @@ impl CloudMap for Fake {
             })
             .collect())
     }
+
+    /// As the SDK adapter: DiscoverInstances answers the revision too.
+    async fn instances_and_revision(
+        &self,
+        ns: &str,
+        service: &str,
+        owner: Option<&str>,
+        health: HealthStatus,
+    ) -> Result<(Vec<Instance>, Option<i64>), AwsError> {
+        let list = self.instances(ns, service, owner, health).await?;
+        let i = self.service("DiscoverInstances", service)?;
+        let revision = self.state.lock().unwrap().services[i].revision;
+        Ok((list, Some(revision)))
+    }
 }
 
 impl EcsServices for Fake {
