@@ -1,6 +1,8 @@
 //! Benchmark of cloudmap-sd at 100 and 1000 Cloud Map services: API calls per cycle,
-//! cycle wall and CPU time, peak RSS, output size, and time from a task's
-//! registration to its target in the file.
+//! cycle wall and CPU time, peak RSS, output size, time from a task's
+//! registration to its target in the file, time from an ECS event to the file
+//! (with `--events-queue-url`), and (against the fake) API calls per hour with
+//! events on against polling.
 //!
 //!   cargo run --release --example bench -- [--against fake|moto] [--services 100,1000]
 //!       [--tasks 10] [--namespaces 10] [--hosts 20] [--ttt-runs 5] [--ttt-interval 5s]

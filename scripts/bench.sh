@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The cloudmap-sd benchmark (examples/bench.rs): API calls per cycle, cycle wall and
-# CPU time, peak RSS, output size and time to target, for 100 and 1000 Cloud Map
-# services. Plain tables on stdout, progress on stderr.
+# CPU time, peak RSS, output size, time to target, event-to-file latency and (against
+# the fake) API calls per hour with events, for 100 and 1000 Cloud Map services. Plain tables on stdout, progress on stderr.
 #
 #   scripts/bench.sh [--against fake|moto] [--services 100,1000] [--tasks 10]
 #                    [--namespaces 10] [--hosts 20] [--ttt-runs 5] [--ttt-interval 5s]
+#                    [--events 50] [--events-interval 15m]
 #
 #   scripts/bench.sh --against fake --services 100,1000   in-process fake (instant answers)
 #   scripts/bench.sh --against moto --services 100,1000   moto server via the SDK adapters
