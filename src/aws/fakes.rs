@@ -510,3 +510,24 @@ impl Ec2 for &FakeEcs {
         Ok(self.hosts.lock().unwrap().clone())
     }
 }
+
+/// The fake queue shared between a test and the consumer that owns its queue.
+impl Queue for std::sync::Arc<FakeQueue> {
+    fn url(&self) -> &str {
+        (**self).url()
+    }
+    async fn receive(
+        &self,
+        wait: std::time::Duration,
+        max: usize,
+        visibility: Option<std::time::Duration>,
+    ) -> Result<Vec<QueueMessage>, AwsError> {
+        (**self).receive(wait, max, visibility).await
+    }
+    async fn delete(&self, receipts: &[String]) -> Result<usize, AwsError> {
+        (**self).delete(receipts).await
+    }
+    async fn waiting(&self) -> Result<u64, AwsError> {
+        (**self).waiting().await
+    }
+}

@@ -273,12 +273,7 @@ async fn the_consumer_feeds_the_loop_and_deletes_what_it_handled() {
     let shutdown = CancellationToken::new();
     let mut options = EventsOptions::new("https://sqs.fake/1/q");
     options.wait = Duration::from_millis(200);
-    let mut feed = spawn(
-        SharedQueue(queue.clone()),
-        &options,
-        metrics.clone(),
-        shutdown.clone(),
-    );
+    let mut feed = spawn(queue.clone(), &options, metrics.clone(), shutdown.clone());
     queue.send("garbage");
     let receipt = queue.send(&task_event("a", "RUNNING", "RUNNING", 1));
     let batch = tokio::time::timeout(Duration::from_secs(5), feed.touches.recv())
@@ -310,12 +305,7 @@ async fn a_failing_queue_is_reported_and_read_again_after_a_backoff() {
     let shutdown = CancellationToken::new();
     let mut options = EventsOptions::new("https://sqs.fake/1/q");
     options.wait = Duration::from_millis(100);
-    let mut feed = spawn(
-        SharedQueue(queue.clone()),
-        &options,
-        metrics.clone(),
-        shutdown.clone(),
-    );
+    let mut feed = spawn(queue.clone(), &options, metrics.clone(), shutdown.clone());
     let deadline = Instant::now() + Duration::from_secs(5);
     while metrics.queue_failing.get() != 1 {
         assert!(Instant::now() < deadline, "failure not reported");
@@ -335,27 +325,4 @@ async fn a_failing_queue_is_reported_and_read_again_after_a_backoff() {
     let calls = queue.state.lock().unwrap().calls.len();
     assert!(calls <= 4, "a backoff, not a busy loop: {calls} calls");
     shutdown.cancel();
-}
-
-/// The fake queue shared between the test and the consumer.
-struct SharedQueue(Arc<FakeQueue>);
-
-impl crate::aws::Queue for SharedQueue {
-    fn url(&self) -> &str {
-        self.0.url()
-    }
-    async fn receive(
-        &self,
-        wait: Duration,
-        max: usize,
-        visibility: Option<Duration>,
-    ) -> Result<Vec<QueueMessage>, crate::aws::AwsError> {
-        self.0.receive(wait, max, visibility).await
-    }
-    async fn delete(&self, receipts: &[String]) -> Result<usize, crate::aws::AwsError> {
-        self.0.delete(receipts).await
-    }
-    async fn waiting(&self) -> Result<u64, crate::aws::AwsError> {
-        self.0.waiting().await
-    }
 }

@@ -74,28 +74,6 @@ struct World {
     _dir: tempfile::TempDir,
 }
 
-struct Shared(Arc<FakeQueue>);
-
-impl crate::aws::Queue for Shared {
-    fn url(&self) -> &str {
-        self.0.url()
-    }
-    async fn receive(
-        &self,
-        wait: Duration,
-        max: usize,
-        visibility: Option<Duration>,
-    ) -> Result<Vec<crate::aws::QueueMessage>, crate::aws::AwsError> {
-        self.0.receive(wait, max, visibility).await
-    }
-    async fn delete(&self, receipts: &[String]) -> Result<usize, crate::aws::AwsError> {
-        self.0.delete(receipts).await
-    }
-    async fn waiting(&self) -> Result<u64, crate::aws::AwsError> {
-        self.0.waiting().await
-    }
-}
-
 /// Service `web` (ECS service `web` of cluster `prod`) with task `t1`, service
 /// `api` with `a1`; the loop running with events (on this task, beside `test`)
 /// until `test` is done, which starts once the file shows both.
@@ -113,7 +91,7 @@ async fn with_world(test: impl AsyncFnOnce(&World)) {
     let mut eo = EventsOptions::new("https://sqs.fake/1/q");
     eo.wait = Duration::from_millis(200);
     eo.settle = Duration::from_secs(5);
-    let feed = spawn(Shared(queue.clone()), &eo, events.clone(), shutdown.clone());
+    let feed = spawn(queue.clone(), &eo, events.clone(), shutdown.clone());
     let ecs = FakeEcs::default();
     let clients = Clients {
         cloudmap: cloudmap.clone(),
