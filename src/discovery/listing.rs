@@ -11,8 +11,8 @@ use tracing::{debug, warn};
 use super::service::ServiceState;
 use super::{Discovery, ServiceFailure};
 use crate::aws::{AwsError, CloudMap, ErrorKind, Namespace, ServiceSummary, by_deadline};
+use crate::model::ShardKey;
 use crate::model::clock::due;
-use crate::model::{Shard, ShardKey};
 
 /// A service listing spread over cycles.
 pub(super) struct Listing {
@@ -266,7 +266,9 @@ impl<C: CloudMap> Discovery<C> {
             if !self.selected(&ns_name) {
                 continue;
             }
-            if service_shard.is_some_and(|sh| !sh.keeps(&Shard::service_key(&ns_name, &s.name))) {
+            // A service's key needs no instance.
+            let key = || ShardKey::Service.key(&ns_name, &s.name, "");
+            if service_shard.is_some_and(|sh| !sh.keeps(&key())) {
                 self.excluded_services += 1;
                 continue;
             }

@@ -170,7 +170,7 @@ impl ServiceState {
         self.excluded = 0;
         if let Some((shard, ShardKey::Task)) = opts.shard {
             let all = list.len();
-            list.retain(|i| shard.keeps(&i.id));
+            list.retain(|i| shard.keeps(&ShardKey::Task.key(ns, name, &i.id)));
             self.excluded = all - list.len();
         }
         if self.instances.as_deref() != Some(&list) {

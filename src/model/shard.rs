@@ -1,8 +1,12 @@
 //! Sharding: which share of the targets one sidecar (or one http_sd request)
 //! publishes.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+
+use super::{ServiceData, Snapshot};
 
 /// `INDEX/COUNT`: this shard keeps the keys whose hash modulo COUNT is INDEX.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +45,56 @@ impl Shard {
     /// The key of a service for `--shard-key service`.
     pub fn service_key(namespace: &str, service: &str) -> String {
         format!("{namespace}/{service}")
+    }
+}
+
+impl ShardKey {
+    /// The string a target is sharded by: the one rule `--shard` (in discovery) and
+    /// a per-request `?shard=` (on the http_sd endpoint) both apply, so a share
+    /// asked over HTTP equals the share a sidecar started with `--shard` publishes.
+    pub fn key<'a>(self, namespace: &str, service: &str, instance_id: &'a str) -> Cow<'a, str> {
+        match self {
+            ShardKey::Service => Cow::Owned(Shard::service_key(namespace, service)),
+            ShardKey::Task => Cow::Borrowed(instance_id),
+        }
+    }
+}
+
+impl Snapshot {
+    /// The share of this snapshot that `shard` keeps by `key`: whole services by
+    /// service key, the instances of each service by task key. Tags, task facts and
+    /// unchanged instance lists stay shared with this snapshot.
+    pub fn share(&self, shard: Shard, key: ShardKey) -> Snapshot {
+        let services = self
+            .services
+            .iter()
+            .filter_map(|svc| share_of_service(svc, shard, key))
+            .collect();
+        Snapshot {
+            services,
+            tasks: self.tasks.clone(),
+            held: self.held.clone(),
+        }
+    }
+}
+
+/// What `shard` keeps of one service; None when nothing.
+fn share_of_service(svc: &ServiceData, shard: Shard, key: ShardKey) -> Option<ServiceData> {
+    let keeps = |id: &str| shard.keeps(&key.key(&svc.namespace, &svc.service, id));
+    match key {
+        ShardKey::Service => keeps("").then(|| svc.clone()),
+        ShardKey::Task => {
+            let kept: Vec<_> = svc
+                .instances
+                .iter()
+                .filter(|i| keeps(&i.id))
+                .cloned()
+                .collect();
+            (!kept.is_empty()).then(|| ServiceData {
+                instances: Arc::new(kept),
+                ..svc.clone()
+            })
+        }
     }
 }
 
@@ -105,6 +159,12 @@ mod tests {
                 "uneven split: {n} of 4000 in one of 4 shards"
             );
         }
+    }
+
+    #[test]
+    fn the_key_of_a_target() {
+        assert_eq!(ShardKey::Service.key("ns", "api", "t-1"), "ns/api");
+        assert_eq!(ShardKey::Task.key("ns", "api", "t-1"), "t-1");
     }
 
     #[test]
