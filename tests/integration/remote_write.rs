@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use cloudmap_sd::metrics::Metrics;
+use cloudmap_sd::prom_config::PrometheusMode;
 use cloudmap_sd::remote_write::{AmpProbe, ProbeResult, WatchConfig, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -298,6 +299,7 @@ async fn watch_follows_a_receiver_that_stops_and_comes_back() {
             interval: period,
             max_lag: Duration::from_secs(60),
             timeout: period,
+            mode: PrometheusMode::Server,
         },
         metrics.remote_write.clone(),
         stop.clone(),
