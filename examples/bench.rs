@@ -1,6 +1,7 @@
 //! Benchmark of cloudmap-sd at 100 and 1000 Cloud Map services: API calls per cycle,
-//! cycle wall and CPU time, peak RSS, output size, and time from a task's
-//! registration to its target in the file.
+//! cycle wall and CPU time, peak RSS, output size, time from a task's registration
+//! to its target in the file, and the http_sd endpoint under load from a second
+//! process (requests per second, latency, memory).
 //!
 //!   cargo run --release --example bench -- [--against fake|moto] [--services 100,1000]
 //!       [--tasks 10] [--namespaces 10] [--hosts 20] [--ttt-runs 5] [--ttt-interval 5s]
@@ -40,12 +41,13 @@ use cloudmap_sd::aws::{
     ServiceSummary,
 };
 use cloudmap_sd::config::{Cli, Config};
+use cloudmap_sd::http_sd::{HttpSd, Published};
 use cloudmap_sd::metrics::Metrics;
 use cloudmap_sd::model::{HealthStatus, Host, Instance, attr};
-use cloudmap_sd::server::Readiness;
+use cloudmap_sd::server::{self, Readiness};
 use cloudmap_sd::sidecar::{self, Engine};
 use cloudmap_sd::targets;
-use cloudmap_sd_test_support::{Moto, Seeder};
+use cloudmap_sd_test_support::{LoadReport, Moto, Seeder, load};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Against {
@@ -84,6 +86,16 @@ struct Args {
     /// Seed of the random registration offsets (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
+    /// Requests of each whole-list round of the http_sd load (0: no http_sd load).
+    #[arg(long, default_value_t = 2000)]
+    sd_requests: usize,
+    /// Requests in flight during the http_sd load.
+    #[arg(long, default_value_t = 8)]
+    sd_concurrency: usize,
+    /// Internal: be the load client of the http_sd load (a second process), GET these
+    /// URLs and print the report as JSON.
+    #[arg(long, hide = true)]
+    load_client: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------
@@ -1360,6 +1372,7 @@ async fn time_to_target<W: World>(
         &opts.sidecar,
         metrics.run.clone(),
         readiness,
+        Arc::new(Published::new(false)),
         shutdown.clone()
     ));
     let measure = async {
@@ -1461,6 +1474,239 @@ fn report_ttt(t: &Ttt) {
 }
 
 // ---------------------------------------------------------------------------------
+// (e) http_sd under load: sidecar::run in-process without a file (--output none), the
+// HTTP server on a multi-threaded runtime of its own as in `main`, and the requests
+// from a second process (this benchmark run with --load-client).
+
+/// One round of requests and the RSS after it.
+struct Round {
+    name: String,
+    report: LoadReport,
+    rss_kib: Option<u64>,
+}
+
+struct SdLoad {
+    /// RSS once the first discovery was published, before any request.
+    published_rss_kib: Option<u64>,
+    rounds: Vec<Round>,
+    peak_rss_kib: Option<u64>,
+    whole_bytes: u64,
+}
+
+/// Runs the load client in a child process; its JSON report.
+fn load_in_child(
+    urls: &[String],
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<LoadReport> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    for u in urls {
+        cmd.arg("--load-client").arg(u);
+    }
+    cmd.args(["--sd-requests", &requests.to_string()])
+        .args(["--sd-concurrency", &concurrency.to_string()]);
+    let out = cmd.output().context("cannot start the load client")?;
+    if !out.status.success() {
+        bail!(
+            "the load client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The load client (`--load-client URL...`): the report on stdout, as JSON.
+fn load_client(args: &Args) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(load(
+        &args.load_client,
+        &[],
+        args.sd_requests,
+        args.sd_concurrency,
+        Duration::from_secs(60),
+    ));
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+async fn http_sd_load<W: World>(w: &W, enrichment: bool, args: &Args) -> anyhow::Result<SdLoad> {
+    let opts = options(&[
+        "--interval".into(),
+        "5s".into(),
+        "--output".into(),
+        "none".into(),
+        "--ecs-enrichment".into(),
+        enrichment.to_string(),
+    ])?;
+    trim_heap();
+    let reset = reset_peak_rss();
+    let metrics = Arc::new(Metrics::new());
+    let clients = w.clients(&metrics).await;
+    let shutdown = CancellationToken::new();
+    let readiness = Arc::new(Readiness::without_file(metrics.run.ready.clone()));
+    let published = Arc::new(Published::new(false));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = {
+        let (readiness, shutdown) = (readiness.clone(), shutdown.clone());
+        let sd = HttpSd::new(published.clone(), None, metrics.http_sd.clone());
+        let m = metrics.clone();
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let exposition: server::Exposition = Arc::new(move || m.encode());
+                server::serve(listener, readiness, exposition, sd, shutdown).await
+            })?;
+            Ok(())
+        })
+    };
+    let mut run = pin!(sidecar::run(
+        clients,
+        &opts.sidecar,
+        metrics.run.clone(),
+        readiness.clone(),
+        published,
+        shutdown.clone()
+    ));
+    let measure = async {
+        let started = std::time::Instant::now();
+        while readiness.readiness().is_err() {
+            if started.elapsed() > Duration::from_secs(300) {
+                bail!("no complete discovery within 300s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let published_rss_kib = vm_kib("VmRSS");
+        let whole = vec![format!("{base}/sd/targets")];
+        let shards: Vec<String> = (0..4)
+            .map(|i| format!("{base}/sd/targets?shard={i}/4"))
+            .collect();
+        let (n, c) = (args.sd_requests, args.sd_concurrency);
+        let plan = [
+            (
+                "whole list, first request (renders it)".to_string(),
+                &whole,
+                1,
+                1,
+            ),
+            (format!("whole list x{n}"), &whole, n, c),
+            (format!("shards 0-3 of 4 x{}", n / 4), &shards, n / 4, c),
+            (format!("whole list x{n}, again"), &whole, n, c),
+        ];
+        let mut rounds = Vec::new();
+        for (name, urls, requests, concurrency) in plan {
+            let urls = urls.clone();
+            eprintln!("bench: http_sd load: {name}");
+            let report =
+                tokio::task::spawn_blocking(move || load_in_child(&urls, requests, concurrency))
+                    .await??;
+            rounds.push(Round {
+                name,
+                report,
+                rss_kib: vm_kib("VmRSS"),
+            });
+        }
+        let whole_bytes = rounds[0].report.bytes;
+        anyhow::Ok(SdLoad {
+            published_rss_kib,
+            rounds,
+            peak_rss_kib: None,
+            whole_bytes,
+        })
+    };
+    let result = tokio::select! {
+        () = &mut run => bail!("the sidecar stopped early"),
+        r = measure => r,
+    };
+    shutdown.cancel();
+    (&mut run).await;
+    server
+        .join()
+        .map_err(|_| anyhow!("the server thread panicked"))??;
+    let mut result = result?;
+    result.peak_rss_kib = if reset { vm_kib("VmHWM") } else { None };
+    Ok(result)
+}
+
+fn report_sd_load(l: &SdLoad, args: &Args) {
+    println!(
+        "(e) http_sd under load: sidecar::run in-process with --output none, the HTTP server \
+         on its own 2-worker runtime, GET /sd/targets from a second process on loopback \
+         ({} in flight); the whole list is {:.1} MB",
+        args.sd_concurrency,
+        l.whole_bytes as f64 / 1e6
+    );
+    let rows: Vec<Vec<String>> = l
+        .rounds
+        .iter()
+        .map(|r| {
+            let bad: usize = r
+                .report
+                .statuses
+                .iter()
+                .filter(|(k, _)| k.as_str() != "200")
+                .map(|(_, v)| v)
+                .sum();
+            vec![
+                r.name.clone(),
+                format!("{:.1}", r.report.rps),
+                format!("{:.1}", r.report.p50_ms),
+                format!("{:.1}", r.report.p99_ms),
+                format!("{:.1}", r.report.max_ms),
+                bad.to_string(),
+                r.rss_kib.map(mib).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "round",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "not 200",
+            "RSS after MiB",
+        ]
+        .map(String::from),
+        &rows,
+    );
+    if let Some(r) = l.published_rss_kib {
+        println!(
+            "  RSS once the first discovery was published, before any request: {} MiB",
+            mib(r)
+        );
+    }
+    if let Some(p) = l.peak_rss_kib {
+        println!(
+            "  peak RSS over the loop and every round (VmHWM; the load client is another process): {} MiB",
+            mib(p)
+        );
+    }
+    if let (Some(a), Some(b)) = (
+        l.rounds.get(1).and_then(|r| r.rss_kib),
+        l.rounds.get(3).and_then(|r| r.rss_kib),
+    ) {
+        println!(
+            "  RSS after the first and the second {}-request round of the whole list: {} and {} MiB",
+            args.sd_requests,
+            mib(a),
+            mib(b)
+        );
+    }
+    println!();
+}
+
+// ---------------------------------------------------------------------------------
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -1534,6 +1780,10 @@ async fn bench(args: &Args, moto: Option<&Moto>) -> anyhow::Result<()> {
                 let t =
                     time_to_target(&fake, &topo, interval, true, args.ttt_runs, &mut rng).await?;
                 report_ttt(&t);
+                if args.sd_requests > 0 {
+                    let l = http_sd_load(&fake, true, args).await?;
+                    report_sd_load(&l, args);
+                }
             }
             (Against::Moto, Some(moto)) => {
                 eprintln!(
@@ -1578,6 +1828,10 @@ async fn bench(args: &Args, moto: Option<&Moto>) -> anyhow::Result<()> {
                     );
                     println!();
                 }
+                if args.sd_requests > 0 {
+                    let l = http_sd_load(&world, false, args).await?;
+                    report_sd_load(&l, args);
+                }
             }
             (Against::Moto, None) => bail!("moto was not started"),
         }
@@ -1587,6 +1841,9 @@ async fn bench(args: &Args, moto: Option<&Moto>) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if !args.load_client.is_empty() {
+        return load_client(&args);
+    }
     if args.services.is_empty() || args.tasks == 0 || args.ttt_runs == 0 {
         bail!("--services, --tasks and --ttt-runs must be positive");
     }

@@ -7,6 +7,7 @@
 //! the library twice); it drives the binary.
 
 pub mod http;
+pub mod load;
 pub mod moto;
 pub mod process;
 pub mod prometheus;
@@ -18,9 +19,12 @@ pub mod topology;
 pub mod wait;
 
 pub use http::{get_status, http_get, http_post, post_blocking};
+pub use load::{LoadReport, load};
 pub use moto::Moto;
 pub use process::{Proc, free_port, venv, which};
-pub use prometheus::{prometheus, prometheus_bin, prometheus_on};
+pub use prometheus::{
+    Mode, active_targets, http_sd_job, prometheus, prometheus_bin, prometheus_in, prometheus_on,
+};
 pub use proxy::{AWS_DISCOVER_INSTANCES_DEFAULT_MAX, Fault, Proxy, diff, operation_of};
 pub use seeder::{REGION, Seeder, aws_env, sdk_config, task_id};
 pub use sidecar::{Sidecar, parse_file, read_targets, run_cli, sidecar_bin, sum_metric};
