@@ -18,7 +18,7 @@ pub mod sigv4;
 pub mod topology;
 pub mod wait;
 
-pub use http::{get_status, http_get, http_post, post_blocking};
+pub use http::{Answer, get_status, http_get, http_get_with, http_post, post_blocking};
 pub use load::{LoadReport, load};
 pub use moto::Moto;
 pub use process::{Proc, free_port, venv, which};

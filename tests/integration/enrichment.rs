@@ -352,6 +352,8 @@ async fn prometheus_reads_the_hosts_file_with_instance_set_to_the_name() {
         ],
     );
     sc.wait_ready(T).await;
+    // The same list over http_sd.
+    crate::http_sd::assert_sd_hosts_equals_the_file(&sc, &hosts).await;
     let config = format!(
         "global:\n  scrape_interval: 1m\nscrape_configs:\n  - job_name: hosts\n    file_sd_configs:\n      - files: ['{}']\n        refresh_interval: 5s\n",
         hosts.display()

@@ -11,5 +11,6 @@ mod check;
 mod cloudmap;
 mod enrichment;
 mod faults;
+mod http_sd;
 mod prometheus;
 mod remote_write;
