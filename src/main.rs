@@ -140,9 +140,7 @@ async fn run_main(config: Config) -> ExitCode {
     log_start(&config, token.is_some());
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    if let Some(token) = &token {
-        tokio::spawn(reload_on_sighup(token.clone(), metrics.http_sd.clone()));
-    }
+    tokio::spawn(reload_on_sighup(token.clone(), metrics.http_sd.clone()));
     let readiness = Arc::new(match config.sidecar.output {
         Some(_) => Readiness::new(metrics.run.ready.clone()),
         None => Readiness::without_file(metrics.run.ready.clone()),
@@ -226,14 +224,19 @@ fn log_start(config: &Config, token: bool) {
 }
 
 /// Reads the http_sd bearer token file again on every SIGHUP; a file that cannot
-/// be read keeps the token in use.
-async fn reload_on_sighup(token: Arc<BearerToken>, metrics: Arc<HttpSdMetrics>) {
+/// be read keeps the token in use. Without a token SIGHUP is only logged (it no
+/// longer ends the process).
+async fn reload_on_sighup(token: Option<Arc<BearerToken>>, metrics: Arc<HttpSdMetrics>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot install the SIGHUP handler; the bearer token is not reloaded");
         return;
     };
     while hup.recv().await.is_some() {
+        let Some(token) = &token else {
+            tracing::info!("SIGHUP: nothing to reload (no --http-sd-bearer-token-file)");
+            continue;
+        };
         match token.reload() {
             Ok(()) => {
                 metrics.token_reload(true);

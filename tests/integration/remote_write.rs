@@ -266,20 +266,33 @@ async fn wait_ready(url: &str, what: &str) {
     .await;
 }
 
+/// A Prometheus that only receives remote writes (the AMP stand-in), on `port`, its
+/// data in `dir`.
+fn start_receiver(dir: &std::path::Path, port: u16) -> cloudmap_sd_test_support::Proc {
+    prometheus_on(
+        dir,
+        port,
+        "global:\n  scrape_interval: 1m\n",
+        &["--web.enable-remote-write-receiver"],
+    )
+}
+
+/// Whether the sidecar's metrics `text` set one of `causes`.
+fn has_cause(text: &str, causes: &[&str]) -> bool {
+    causes.iter().any(|c| {
+        text.contains(&format!(
+            "cloudmap_sd_remote_write_cause{{cause=\"{c}\"}} 1"
+        ))
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_follows_a_receiver_that_stops_and_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     let (recv_port, send_port) = (free_port(), free_port());
     let recv_url = format!("http://127.0.0.1:{recv_port}");
     let send_url = format!("http://127.0.0.1:{send_port}");
-    let receiver_config = "global:\n  scrape_interval: 1m\n";
-    let receiver_flags = ["--web.enable-remote-write-receiver"];
-    let receiver = prometheus_on(
-        &dir.path().join("recv1"),
-        recv_port,
-        receiver_config,
-        &receiver_flags,
-    );
+    let receiver = start_receiver(&dir.path().join("recv1"), recv_port);
     wait_ready(&recv_url, "the receiving Prometheus").await;
 
     let sender_config = format!(
@@ -361,20 +374,11 @@ async fn watch_follows_a_receiver_that_stops_and_comes_back() {
         "{text}"
     );
     assert!(
-        ["samples_retried", "samples_failed"]
-            .iter()
-            .any(|c| text.contains(&format!(
-                "cloudmap_sd_remote_write_cause{{cause=\"{c}\"}} 1"
-            ))),
+        has_cause(&text, &["samples_retried", "samples_failed"]),
         "the cause is exported: {text}"
     );
 
-    let _receiver = prometheus_on(
-        &dir.path().join("recv2"),
-        recv_port,
-        receiver_config,
-        &receiver_flags,
-    );
+    let _receiver = start_receiver(&dir.path().join("recv2"), recv_port);
     wait_state(
         &metrics,
         Duration::from_secs(90),
@@ -439,14 +443,7 @@ async fn an_agent_reading_http_sd_is_watched_through_a_receiver_outage() {
         .await;
     s.task(&svc, "a1a1", "127.0.0.1", None).await;
 
-    let receiver_config = "global:\n  scrape_interval: 1m\n";
-    let receiver_flags = ["--web.enable-remote-write-receiver"];
-    let receiver = prometheus_on(
-        &dir.path().join("recv1"),
-        recv_port,
-        receiver_config,
-        &receiver_flags,
-    );
+    let receiver = start_receiver(&dir.path().join("recv1"), recv_port);
     wait_ready(&recv_url, "the receiving Prometheus").await;
 
     let sc = Sidecar::start_serving(
@@ -526,21 +523,9 @@ async fn an_agent_reading_http_sd_is_watched_through_a_receiver_outage() {
     drop(receiver);
     wait_sidecar_state(&sc, Duration::from_secs(60), "failing").await;
     let (_, text) = http_get(&sc.url("/metrics")).await.unwrap();
-    assert!(
-        ["lag", "samples_failed"]
-            .iter()
-            .any(|c| text.contains(&format!(
-                "cloudmap_sd_remote_write_cause{{cause=\"{c}\"}} 1"
-            ))),
-        "{text}"
-    );
+    assert!(has_cause(&text, &["lag", "samples_failed"]), "{text}");
 
-    let _receiver = prometheus_on(
-        &dir.path().join("recv2"),
-        recv_port,
-        receiver_config,
-        &receiver_flags,
-    );
+    let _receiver = start_receiver(&dir.path().join("recv2"), recv_port);
     wait_sidecar_state(&sc, Duration::from_secs(120), "ok").await;
     assert!(
         !sc.proc.log_text().contains("--prometheus-mode says"),
