@@ -1554,7 +1554,7 @@ async fn http_sd_load<W: World>(w: &W, enrichment: bool, args: &Args) -> anyhow:
     let base = format!("http://{}", listener.local_addr()?);
     let server = {
         let (readiness, shutdown) = (readiness.clone(), shutdown.clone());
-        let sd = HttpSd::new(published.clone(), None, metrics.http_sd.clone());
+        let sd = HttpSd::new(published.clone(), None, metrics.http_sd.clone())?;
         let m = metrics.clone();
         std::thread::spawn(move || -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()

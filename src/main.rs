@@ -150,7 +150,13 @@ async fn run_main(config: Config) -> ExitCode {
         let metrics = metrics.clone();
         Arc::new(move || metrics.encode())
     };
-    let http_sd = HttpSd::new(published.clone(), token, metrics.http_sd.clone());
+    let http_sd = match HttpSd::new(published.clone(), token, metrics.http_sd.clone()) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %format!("cannot start the http_sd render thread: {e}"), "cloudmap-sd failed");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = tokio::spawn(server::serve(
         listener,
         readiness.clone(),

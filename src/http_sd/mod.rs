@@ -10,18 +10,20 @@
 //!   bytes are the file's bytes. The whole list is rendered once per publish, on the
 //!   first request, and every later request shares that body; a share
 //!   (`?shard=I/N&shard_key=service|task`, the rule of `--shard`) is rendered for its
-//!   own request, [`RENDERS`] at a time, and freed once sent.
+//!   own request and freed once sent, [`RENDERS`] of them alive at a time. Every
+//!   render runs on one thread, into chunks ([`body`]).
 //! - `ETag` is the md5 of the body; a matching `If-None-Match` gets 304.
 //! - Before the first complete discovery: 503 with the reason in one line. Bad query
 //!   parameters: 400 with the reason.
 //! - With a [`BearerToken`] (`--http-sd-bearer-token-file`), `/sd/*` answers 401
 //!   unless the request carries `Authorization: Bearer <token>`.
 //!
-//! - [`auth`]: the token; [`query`]: the parameters; [`metrics`]: this part's metrics.
+//! - [`auth`]: the token; [`query`]: the parameters; [`body`]: rendered bodies and the
+//!   render thread; `published`: what the loop published; [`metrics`]: this part's
+//!   metrics.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -29,18 +31,21 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper::body::Bytes;
-use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
-use crate::model::{Shard, ShardKey, Snapshot};
-use crate::targets::{self, TargetOptions};
+use crate::model::{Shard, ShardKey};
+use crate::targets;
 
 pub mod auth;
+pub mod body;
 pub mod metrics;
+mod published;
 pub mod query;
 
 pub use auth::{BearerToken, TokenError};
+pub use body::{Body, etag_of};
 pub use metrics::HttpSdMetrics;
+pub use published::{Publication, Published};
 
 /// What `run` serves at `/sd/*`, from the flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,99 +56,13 @@ pub struct HttpSdOptions {
     pub hosts: bool,
 }
 
-/// Shares rendered at once; a request for a share waits for one of them (at most
-/// [`RENDER_WAIT`]). It bounds the memory shares take whatever the number of
-/// requests: each holds its body until it is sent.
+/// Share bodies alive at once: a request for a share waits for one of these slots
+/// (at most [`RENDER_WAIT`]), and holds it until its body is sent. It bounds the
+/// memory shares take whatever the number of requests.
 pub const RENDERS: usize = 2;
 
 /// Longest a request waits for a render slot before it is answered 503.
 const RENDER_WAIT: Duration = Duration::from_secs(30);
-
-/// A rendered body and its entity tag.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Body {
-    pub bytes: Bytes,
-    /// `"<md5 hex>"`, quoted as the header carries it.
-    pub etag: String,
-}
-
-impl Body {
-    fn of(bytes: Bytes) -> Self {
-        use md5::{Digest, Md5};
-        let digest = Md5::digest(&bytes);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        Body {
-            bytes,
-            etag: format!("\"{hex}\""),
-        }
-    }
-}
-
-/// One publish of the run loop: what `/sd/*` serves until the next one.
-pub struct Publication {
-    snapshot: Snapshot,
-    targets: TargetOptions,
-    /// The EC2 hosts list, when it is on and known.
-    hosts: Option<Body>,
-    /// The whole targets list, rendered on the first request.
-    whole: OnceCell<Body>,
-}
-
-/// What the run loop last published, read by the http_sd handlers. The loop sets it
-/// after every publish; until the first, `/sd/*` answers 503.
-pub struct Published {
-    /// Whether the EC2 hosts list is on (`/sd/hosts` answers 404 when it is not).
-    hosts_on: bool,
-    current: RwLock<Option<Arc<Publication>>>,
-    /// Size of the last whole body: the next render reserves about that much.
-    last_len: AtomicUsize,
-}
-
-impl Published {
-    /// Nothing published yet; `hosts_on`: the EC2 hosts list is made.
-    pub fn new(hosts_on: bool) -> Self {
-        Published {
-            hosts_on,
-            current: RwLock::new(None),
-            last_len: AtomicUsize::new(0),
-        }
-    }
-
-    /// Records a publish: the snapshot and the options of the file, and the hosts
-    /// list when this cycle made one (None keeps the last known list). A publish
-    /// equal to the current one changes nothing, so its rendered body is kept.
-    pub fn publish(&self, snapshot: &Snapshot, targets: &TargetOptions, hosts: Option<&[u8]>) {
-        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        let last = current.as_ref();
-        let hosts = match (hosts, last.and_then(|p| p.hosts.as_ref())) {
-            (Some(new), Some(old)) if *new == *old.bytes => Some(old.clone()),
-            (Some(new), _) => Some(Body::of(Bytes::copy_from_slice(new))),
-            (None, old) => old.cloned(),
-        };
-        let same_targets = last.is_some_and(|p| p.snapshot == *snapshot && p.targets == *targets);
-        if same_targets && last.is_some_and(|p| p.hosts == hosts) {
-            return;
-        }
-        let whole = match last {
-            Some(p) if same_targets => OnceCell::new_with(p.whole.get().cloned()),
-            _ => OnceCell::new(),
-        };
-        *current = Some(Arc::new(Publication {
-            snapshot: snapshot.clone(),
-            targets: targets.clone(),
-            hosts,
-            whole,
-        }));
-    }
-
-    /// The current publication; None before the first.
-    pub fn current(&self) -> Option<Arc<Publication>> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
 
 /// Why a body could not be made (each is a 5xx answer).
 #[derive(Debug, thiserror::Error)]
@@ -152,43 +71,6 @@ enum RenderError {
     Render(#[from] std::io::Error),
     #[error("busy: {RENDERS} shares are being rendered or sent; try again")]
     Busy,
-}
-
-/// Renders off the runtime what `fill` writes, with about `reserve` bytes
-/// reserved; the permit, if any, is held until the body is dropped.
-async fn render(
-    fill: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()> + Send + 'static,
-    reserve: usize,
-    permit: Option<OwnedSemaphorePermit>,
-) -> Result<Body, RenderError> {
-    let rendered = tokio::task::spawn_blocking(move || {
-        let mut v = Vec::with_capacity(reserve);
-        fill(&mut v)?;
-        v.shrink_to_fit();
-        Ok::<_, std::io::Error>(v)
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))??;
-    let bytes = match permit {
-        Some(slot) => Bytes::from_owner(Held {
-            body: rendered,
-            _slot: slot,
-        }),
-        None => Bytes::from(rendered),
-    };
-    Ok(Body::of(bytes))
-}
-
-/// A body that holds a render slot until the last reference to it is gone.
-struct Held {
-    body: Vec<u8>,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl AsRef<[u8]> for Held {
-    fn as_ref(&self) -> &[u8] {
-        &self.body
-    }
 }
 
 /// The two endpoints.
@@ -208,26 +90,29 @@ impl Endpoint {
 }
 
 /// The http_sd service: what the loop published, the optional token, the render
-/// slots and the metrics.
+/// thread and slots, and the metrics.
 pub struct HttpSd {
     published: Arc<Published>,
     token: Option<Arc<BearerToken>>,
     metrics: Arc<HttpSdMetrics>,
-    renders: Arc<Semaphore>,
+    renderer: body::Renderer,
+    slots: Arc<Semaphore>,
 }
 
 impl HttpSd {
+    /// Starts the render thread (an error only when no thread can be started).
     pub fn new(
         published: Arc<Published>,
         token: Option<Arc<BearerToken>>,
         metrics: Arc<HttpSdMetrics>,
-    ) -> Self {
-        HttpSd {
+    ) -> std::io::Result<Self> {
+        Ok(HttpSd {
             published,
             token,
             metrics,
-            renders: Arc::new(Semaphore::new(RENDERS)),
-        }
+            renderer: body::Renderer::start()?,
+            slots: Arc::new(Semaphore::new(RENDERS)),
+        })
     }
 
     /// The routes `/sd/targets` and `/sd/hosts`.
@@ -308,41 +193,32 @@ impl HttpSd {
             .whole
             .get_or_try_init(|| {
                 self.metrics.render("whole");
-                let reserve = self.published.last_len.load(Ordering::Relaxed);
                 let p = p.clone();
-                render(
-                    move |out| targets::render_to(&p.snapshot, &p.targets, out),
-                    reserve + reserve / 8,
-                    None,
-                )
+                self.renderer
+                    .render(move |out| targets::render_to(&p.snapshot, &p.targets, out))
             })
             .await?;
-        self.published
-            .last_len
-            .store(body.bytes.len(), Ordering::Relaxed);
         Ok(body.clone())
     }
 
-    /// One share of `p`, rendered for this request in a render slot.
+    /// One share of `p`, rendered for this request; its body holds a slot.
     async fn share(
         &self,
         p: &Arc<Publication>,
         shard: Shard,
         key: ShardKey,
     ) -> Result<Body, RenderError> {
-        let permit = tokio::time::timeout(RENDER_WAIT, self.renders.clone().acquire_owned())
+        let slot = tokio::time::timeout(RENDER_WAIT, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| RenderError::Busy)?
             .map_err(|_| RenderError::Busy)?;
         self.metrics.render("share");
-        let reserve = self.published.last_len.load(Ordering::Relaxed) / shard.count as usize;
         let p = p.clone();
-        render(
-            move |out| targets::render_to(&p.snapshot.share(shard, key), &p.targets, out),
-            reserve + reserve / 8,
-            Some(permit),
-        )
-        .await
+        let body = self
+            .renderer
+            .render(move |out| targets::render_to(&p.snapshot.share(shard, key), &p.targets, out))
+            .await?;
+        Ok(body.holding(slot))
     }
 }
 
@@ -377,7 +253,7 @@ fn json(body: Body, headers: &HeaderMap) -> Response {
             ),
             (header::ETAG, etag),
         ],
-        body.bytes,
+        body.into_http(),
     )
         .into_response()
 }

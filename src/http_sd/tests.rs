@@ -8,8 +8,8 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use super::*;
-use crate::model::{Instance, ServiceData, attr};
-use crate::targets::LabelStyle;
+use crate::model::{Instance, ServiceData, Snapshot, attr};
+use crate::targets::{LabelStyle, TargetOptions};
 
 fn instance(id: &str, ip: &str) -> Instance {
     let attrs = [
@@ -75,7 +75,9 @@ struct Fixture {
 fn fixture(hosts_on: bool, token: Option<Arc<BearerToken>>) -> Fixture {
     let published = Arc::new(Published::new(hosts_on));
     let metrics = Arc::new(HttpSdMetrics::default());
-    let router = HttpSd::new(published.clone(), token, metrics.clone()).routes();
+    let router = HttpSd::new(published.clone(), token, metrics.clone())
+        .unwrap()
+        .routes();
     Fixture {
         published,
         metrics,
@@ -129,7 +131,7 @@ async fn serves_the_bytes_of_the_file_with_an_etag_and_304() {
     assert_eq!(body, file_bytes(&snap), "the bytes of the file");
     assert_eq!(headers[header::CONTENT_TYPE], "application/json");
     let etag = headers[header::ETAG].to_str().unwrap().to_string();
-    assert_eq!(etag, Body::of(Bytes::from(file_bytes(&snap))).etag);
+    assert_eq!(etag, etag_of(&file_bytes(&snap)));
     assert!(etag.starts_with('"') && etag.len() == 34, "{etag}");
 
     let (status, headers, body) = get(&f.router, "/sd/targets", &[("if-none-match", &etag)]).await;
@@ -204,10 +206,7 @@ async fn shares_hold_every_target_once_by_the_rule_of_shard() {
             let (status, headers, body) = get(&f.router, &uri, &[]).await;
             assert_eq!(status, StatusCode::OK);
             assert_eq!(body, file_bytes(&snap.share(shard, key)), "{uri}");
-            assert_eq!(
-                headers[header::ETAG],
-                Body::of(Bytes::from(body.clone())).etag.as_str()
-            );
+            assert_eq!(headers[header::ETAG], etag_of(&body).as_str());
             let groups: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
             for g in &groups {
                 let l = &g["labels"];
