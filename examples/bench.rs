@@ -45,12 +45,25 @@ use cloudmap_sd::model::{HealthStatus, Host, Instance, attr};
 use cloudmap_sd::server::Readiness;
 use cloudmap_sd::sidecar::{self, Engine};
 use cloudmap_sd::targets;
-use cloudmap_sd_test_support::{Moto, Seeder};
+use cloudmap_sd_test_support::{
+    FileSdStats, Moto, Seeder, file_sd_config, free_port, prometheus_bin, prometheus_on,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Against {
     Fake,
     Moto,
+}
+
+/// The parts of the benchmark, each run for every topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// (a)-(c): API calls, cycle time, memory and output size.
+    Cycles,
+    /// (d): time from a registration to the target in the file.
+    Ttt,
+    /// (e): what reading the file costs a real Prometheus.
+    Prometheus,
 }
 
 /// cloudmap-sd benchmark: API calls, CPU, memory and time to target.
@@ -84,6 +97,18 @@ struct Args {
     /// Seed of the random registration offsets (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
+    /// Which parts to run.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "cycles,ttt,prometheus"
+    )]
+    parts: Vec<Part>,
+    /// Cloud Map changes (one new task each) timed with a real Prometheus reading the
+    /// file, in part `prometheus`.
+    #[arg(long, default_value_t = 5)]
+    prometheus_changes: usize,
 }
 
 // ---------------------------------------------------------------------------------
@@ -1461,6 +1486,198 @@ fn report_ttt(t: &Ttt) {
 }
 
 // ---------------------------------------------------------------------------------
+// (e) what reading the file costs Prometheus: the sidecar loop in-process, writing
+// into a directory that a real Prometheus watches through file_sd.
+
+/// The label choices measured: a name and the flags that make it.
+fn label_variants() -> Vec<(&'static str, Vec<String>)> {
+    vec![("as built", vec![])]
+}
+
+/// Changes settle when Prometheus's scan count has not moved for this long (and for
+/// four times its mean scan).
+const QUIET: Duration = Duration::from_secs(3);
+
+/// What one label choice costs a real Prometheus.
+struct PromCost {
+    variant: &'static str,
+    targets: usize,
+    bytes: u64,
+    /// Prometheus watching the still empty directory, then with our file loaded
+    /// (settled: every scan the first writes caused is over).
+    idle: FileSdStats,
+    loaded: FileSdStats,
+    /// After the last change.
+    end: FileSdStats,
+    /// Per change: file_sd scans and the seconds they took.
+    changes: Vec<(f64, f64)>,
+}
+
+/// Starts Prometheus on an empty directory, then the sidecar loop writing into it;
+/// once the file is loaded, makes `changes` changes (a new task each) and counts
+/// Prometheus's scans for each.
+async fn prometheus_cost<W: World>(
+    w: &W,
+    topo: &Topo,
+    (variant, flags): (&'static str, Vec<String>),
+    enrichment: bool,
+    changes: usize,
+) -> anyhow::Result<PromCost> {
+    let dir = tempfile::tempdir()?;
+    let sd = dir.path().join("sd");
+    std::fs::create_dir(&sd)?;
+    let out = sd.join("targets.json");
+    let port = free_port();
+    let config = file_sd_config("cloudmap", &sd.join("*.json"), "1h");
+    let _prometheus = prometheus_on(&dir.path().join("prometheus"), port, &config, &[]);
+    let url = format!("http://127.0.0.1:{port}");
+    let long = Duration::from_secs(300);
+    let idle = FileSdStats::settled(&url, 0, QUIET, long).await;
+
+    let mut args = vec![
+        "--interval".into(),
+        "1s".into(),
+        "--output".into(),
+        out.display().to_string(),
+        "--ecs-enrichment".into(),
+        enrichment.to_string(),
+    ];
+    args.extend(flags);
+    let opts = options(&args)?;
+    let metrics = Arc::new(Metrics::new());
+    let clients = w.clients(&metrics).await;
+    let shutdown = CancellationToken::new();
+    let readiness = Arc::new(Readiness::new(metrics.run.ready.clone()));
+    let mut run = pin!(sidecar::run(
+        clients,
+        &opts.sidecar,
+        metrics.run.clone(),
+        readiness,
+        shutdown.clone()
+    ));
+    let measure = async {
+        let started = std::time::Instant::now();
+        if wait_for_text(&out, "\"targets\"", started, long)
+            .await
+            .is_none()
+        {
+            bail!("the sidecar wrote no file within {long:?}");
+        }
+        let text = std::fs::read_to_string(&out)?;
+        // Earlier parts may have added tasks: the file says how many there are.
+        let mut targets = text.matches("\"targets\"").count();
+        let bytes = text.len() as u64;
+        drop(text);
+        let loaded = FileSdStats::settled(&url, targets, QUIET, long).await;
+        let mut last = loaded;
+        let mut done = Vec::new();
+        for k in 0..changes {
+            let id = w.add(k * 7919 % topo.services).await?;
+            let at = std::time::Instant::now();
+            if wait_for_text(&out, &format!("\"{id}\""), at, Duration::from_secs(60))
+                .await
+                .is_none()
+            {
+                bail!("task {id} not in the file within 60 s");
+            }
+            targets += 1;
+            let now = FileSdStats::settled(&url, targets, QUIET, long).await;
+            done.push((now.scans - last.scans, now.scan_seconds - last.scan_seconds));
+            eprintln!(
+                "bench: prometheus ({variant}): change {} of {changes}: {} scans, {:.2} s",
+                k + 1,
+                now.scans - last.scans,
+                now.scan_seconds - last.scan_seconds
+            );
+            last = now;
+        }
+        anyhow::Ok((targets, bytes, loaded, last, done))
+    };
+    let measured = tokio::select! {
+        () = &mut run => bail!("the sidecar stopped early"),
+        r = measure => r,
+    };
+    shutdown.cancel();
+    (&mut run).await;
+    let (targets, bytes, loaded, end, changes) = measured?;
+    Ok(PromCost {
+        variant,
+        targets,
+        bytes,
+        idle,
+        loaded,
+        end,
+        changes,
+    })
+}
+
+fn prometheus_version() -> String {
+    std::process::Command::new(prometheus_bin())
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown version".into())
+}
+
+fn report_prometheus(costs: &[PromCost], changes: usize) {
+    println!(
+        "(e) what reading the file costs Prometheus ({}): file_sd on `DIR/*.json`, \
+         refresh_interval 1h; sidecar::run in-process, --interval 1s; {changes} changes, one \
+         new task each; a change is over when Prometheus discovered it and its scan count \
+         stood still for {} s (and 4x its mean scan)",
+        prometheus_version(),
+        QUIET.as_secs()
+    );
+    let mib = |b: f64| format!("{:.1}", b / 1024.0 / 1024.0);
+    let rows: Vec<Vec<String>> = costs
+        .iter()
+        .map(|c| {
+            let n = c.changes.len().max(1) as f64;
+            let scans: f64 = c.changes.iter().map(|x| x.0).sum();
+            let secs: f64 = c.changes.iter().map(|x| x.1).sum();
+            let each: Vec<String> = c.changes.iter().map(|x| x.0.to_string()).collect();
+            vec![
+                c.variant.to_string(),
+                c.targets.to_string(),
+                format!("{}", c.bytes / c.targets.max(1) as u64),
+                format!("{:.1}", scans / n),
+                format!("[{}]", each.join(" ")),
+                format!("{:.3}", secs / n),
+                format!("{} -> {}", mib(c.idle.rss_bytes), mib(c.loaded.rss_bytes)),
+                format!(
+                    "{} -> {}",
+                    mib(c.idle.heap_inuse_bytes),
+                    mib(c.loaded.heap_inuse_bytes)
+                ),
+                c.end.read_errors.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "labels",
+            "targets",
+            "bytes/target",
+            "scans/change",
+            "each",
+            "scan s/change",
+            "RSS MiB empty -> loaded",
+            "heap MiB empty -> loaded",
+            "read errors",
+        ]
+        .map(String::from),
+        &rows,
+    );
+    println!();
+}
+
+// ---------------------------------------------------------------------------------
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -1475,6 +1692,59 @@ fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{cpu}, {cores} cores")
+}
+
+/// The parts asked for, on one topology.
+async fn run_parts<W: World>(
+    w: &W,
+    topo: &Topo,
+    args: &Args,
+    opts: &Config,
+    rng: &mut Rng,
+) -> anyhow::Result<()> {
+    let enrichment = args.against == Against::Fake;
+    let mut steady = None;
+    if args.parts.contains(&Part::Cycles) {
+        let c = cycles(w, topo, opts).await?;
+        report_cycles(&c, topo, opts, args.against);
+        steady = Some(median(
+            &c.steady
+                .iter()
+                .chain(&c.listed)
+                .map(|s| s.wall)
+                .collect::<Vec<_>>(),
+        ));
+    }
+    if args.parts.contains(&Part::Ttt) {
+        // Against moto: 5s or 3x the measured steady cycle, whichever is longer.
+        let chosen = match (args.against, steady) {
+            (Against::Moto, Some(st)) => {
+                Duration::from_secs((st.as_secs_f64() * 3.0).ceil() as u64)
+                    .max(Duration::from_secs(5))
+            }
+            _ => Duration::from_secs(5),
+        };
+        let interval = args.ttt_interval.unwrap_or(chosen);
+        let t = time_to_target(w, topo, interval, enrichment, args.ttt_runs, rng).await?;
+        report_ttt(&t);
+        if let (None, Against::Moto, Some(st)) = (args.ttt_interval, args.against, steady) {
+            println!(
+                "  (interval chosen as 5s or 3x the median steady cycle of {} ms, whichever is longer)",
+                ms(st)
+            );
+            println!();
+        }
+    }
+    if args.parts.contains(&Part::Prometheus) {
+        let mut costs = Vec::new();
+        for variant in label_variants() {
+            costs.push(
+                prometheus_cost(w, topo, variant, enrichment, args.prometheus_changes).await?,
+            );
+        }
+        report_prometheus(&costs, args.prometheus_changes);
+    }
+    Ok(())
 }
 
 async fn bench(args: &Args, moto: Option<&Moto>) -> anyhow::Result<()> {
@@ -1527,13 +1797,7 @@ async fn bench(args: &Args, moto: Option<&Moto>) -> anyhow::Result<()> {
                 let fake = Fake::new(topo);
                 println!("{title}");
                 println!("backend: {}", fake.describe());
-                let c = cycles(&fake, &topo, &opts).await?;
-                report_cycles(&c, &topo, &opts, args.against);
-                drop(c);
-                let interval = args.ttt_interval.unwrap_or(Duration::from_secs(5));
-                let t =
-                    time_to_target(&fake, &topo, interval, true, args.ttt_runs, &mut rng).await?;
-                report_ttt(&t);
+                run_parts(&fake, &topo, args, &opts, &mut rng).await?;
             }
             (Against::Moto, Some(moto)) => {
                 eprintln!(
@@ -1554,30 +1818,7 @@ async fn bench(args: &Args, moto: Option<&Moto>) -> anyhow::Result<()> {
                     seeding.as_secs_f64(),
                     args.seed_concurrency
                 );
-                let c = cycles(&world, &topo, &opts).await?;
-                report_cycles(&c, &topo, &opts, args.against);
-                let steady = median(
-                    &c.steady
-                        .iter()
-                        .chain(&c.listed)
-                        .map(|s| s.wall)
-                        .collect::<Vec<_>>(),
-                );
-                drop(c);
-                let interval = args.ttt_interval.unwrap_or_else(|| {
-                    Duration::from_secs((steady.as_secs_f64() * 3.0).ceil() as u64)
-                        .max(Duration::from_secs(5))
-                });
-                let t =
-                    time_to_target(&world, &topo, interval, false, args.ttt_runs, &mut rng).await?;
-                report_ttt(&t);
-                if args.ttt_interval.is_none() {
-                    println!(
-                        "  (interval chosen as 5s or 3x the median steady cycle of {} ms, whichever is longer)",
-                        ms(steady)
-                    );
-                    println!();
-                }
+                run_parts(&world, &topo, args, &opts, &mut rng).await?;
             }
             (Against::Moto, None) => bail!("moto was not started"),
         }
