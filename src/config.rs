@@ -68,10 +68,14 @@ pub struct Options {
     )]
     pub namespaces: Vec<String>,
 
-    /// The file_sd JSON file to write. Its directory must exist. Give Prometheus a
-    /// file_sd glob that matches it (`*.json`); the temporary file written next to it
-    /// is hidden and ends in `.tmp`, so the glob never picks it up. `-` prints the JSON
-    /// to stdout (only with `once`).
+    /// The file_sd JSON file to write. Its directory must exist and be writable by
+    /// the sidecar: each write goes to a temporary file in the hidden subdirectory
+    /// `.cloudmap-sd-staging` it makes there, then is renamed over the file, so
+    /// Prometheus's watch of the directory sees one event per change. (When that
+    /// subdirectory cannot be made, temporary files go beside the file, with a warning.)
+    /// Give Prometheus a file_sd glob that matches the file (`*.json`); temporary files
+    /// are hidden and end in `.tmp`, so no glob picks them up. `-` prints the JSON to
+    /// stdout (only with `once`).
     #[arg(
         long,
         env = "CLOUDMAP_SD_OUTPUT",
@@ -231,7 +235,8 @@ pub struct Options {
     /// container instances of every cluster in which a discovered task runs (listed
     /// again every --ec2-name-refresh; needs ecs:ListContainerInstances), or the
     /// running instances matching --ec2-hosts-tag. One target per host and
-    /// --ec2-hosts-port, `instance` set to the host's Name tag.
+    /// --ec2-hosts-port, `instance` set to the host's Name tag. Written as --output is
+    /// (its directory must be writable; the staging subdirectory is made there too).
     #[arg(long, env = "CLOUDMAP_SD_EC2_HOSTS_OUTPUT", global = true)]
     pub ec2_hosts_output: Option<PathBuf>,
 

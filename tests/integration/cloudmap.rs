@@ -391,12 +391,8 @@ async fn once_writes_nothing_when_aws_fails() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(read_targets(&path), vec!["10.0.0.1:80"]);
-    let tmp: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-        .collect();
-    assert!(tmp.is_empty());
+    let names = names_in(dir.path());
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 }
 
 #[test]
@@ -732,6 +728,16 @@ async fn readers_never_see_a_partial_file_under_churn() {
     );
 }
 
+/// The names in `dir` and in its staging directory (where temporary files go).
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    [dir.to_path_buf(), dir.join(".cloudmap-sd-staging")]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|d| d.flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_promptly_and_leaves_no_temp_file() {
     let moto = one_task().await;
@@ -754,11 +760,7 @@ async fn sigterm_stops_promptly_and_leaves_no_temp_file() {
         .expect("exits within 5s of SIGTERM");
     assert!(st.success(), "exit status {st:?}");
     eprintln!("stopped {:?} after SIGTERM", started.elapsed());
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = names_in(dir.path());
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     assert_eq!(read_targets(&sc.output), vec!["10.0.0.1:80"]);
     assert!(sc.proc.log_text().contains("SIGTERM"));
@@ -790,11 +792,7 @@ async fn sigint_stops_promptly_too() {
     assert!(st.success(), "exit status {st:?}");
     eprintln!("stopped {:?} after SIGINT", started.elapsed());
     assert!(sc.proc.log_text().contains("SIGINT"));
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = names_in(dir.path());
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     assert_eq!(read_targets(&sc.output), vec!["10.0.0.1:80"]);
     proxy.set_fault(Fault::Pass);
