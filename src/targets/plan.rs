@@ -167,10 +167,10 @@ impl<'a> Plan<'a> {
         }
     }
 
-    /// The labels of one target, borrowed from the snapshot and the plan.
+    /// The labels of one target, borrowed from the snapshot and the plan. No
+    /// `__address__`: Prometheus sets it from the group's `targets`.
     pub(super) fn labels<'p>(&'p self, e: &'p Entry<'a>) -> BTreeMap<&'p str, &'p str> {
         let mut l: BTreeMap<&str, &str> = BTreeMap::new();
-        l.insert("__address__", &e.addr);
         l.insert("__metrics_path__", &e.ep.path);
         if let Some(s) = e.ep.scheme {
             l.insert("__scheme__", s);

@@ -77,7 +77,6 @@ fn primary_endpoint_with_all_default_labels() {
     let g = &b.groups[0];
     assert_eq!(g.targets, vec!["10.0.0.1:9100"]);
     let expect = [
-        ("__address__", "10.0.0.1:9100"),
         ("__metrics_path__", "/metrics"),
         ("cloudmap_namespace", "ns"),
         ("cloudmap_service", "web"),
@@ -101,6 +100,10 @@ fn primary_endpoint_with_all_default_labels() {
     );
     assert!(!g.labels.contains_key("metrics_endpoint"));
     assert!(!g.labels.contains_key("__scheme__"));
+    assert!(
+        !g.labels.contains_key("__address__"),
+        "Prometheus sets __address__ from targets"
+    );
 }
 
 #[test]
@@ -325,7 +328,6 @@ fn reloader_style_emits_exactly_the_old_labels() {
     assert_eq!(
         keys,
         vec![
-            "__address__",
             "__metrics_path__",
             "__scheme__",
             "cluster",
@@ -480,6 +482,7 @@ fn host_groups_use_the_name_tag_as_instance() {
     assert_eq!(g[0].labels["ecs_cluster"], "prod");
     assert_eq!(g[0].labels["ec2_instance_type"], "t3.small");
     assert!(!g[2].labels.contains_key("ec2_name"));
+    assert!(g.iter().all(|g| !g.labels.contains_key("__address__")));
 }
 
 #[test]

@@ -198,7 +198,6 @@ async fn several_namespaces_selection_and_labels() {
     assert_eq!(
         keys,
         vec![
-            "__address__",
             "__metrics_path__",
             "cluster",
             "instance",

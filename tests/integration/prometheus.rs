@@ -238,3 +238,81 @@ async fn one_change_costs_prometheus_at_most_two_scans_at_3000_targets() {
     let log = sc.proc.log_text();
     assert!(!log.contains("staging directory cannot be used"), "{log}");
 }
+
+/// The file no longer repeats `__address__` in each group's labels: Prometheus sets
+/// it from `targets`. Two jobs read the same groups, one file with `__address__` in
+/// the labels and one without: Prometheus makes the same targets of both (address,
+/// `instance`, every other label, before and after relabelling).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_needs_no_address_label_beside_targets() {
+    let group = |addr: &str, with: bool| {
+        let mut labels = serde_json::json!({
+            "__metrics_path__": "/m",
+            "__scheme__": "https",
+            "cloudmap_service": "web",
+            "__meta_cloudmap_service_tag_team": "blue",
+        });
+        if with {
+            labels["__address__"] = addr.into();
+        }
+        serde_json::json!({"targets": [addr], "labels": labels})
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = String::from("global:\n  scrape_interval: 1h\nscrape_configs:\n");
+    for (job, with) in [("with", true), ("without", false)] {
+        let sd = dir.path().join(job);
+        std::fs::create_dir(&sd).unwrap();
+        let groups: Vec<_> = ["10.0.0.1:9100", "[2001:db8::1]:8080"]
+            .iter()
+            .map(|a| group(a, with))
+            .collect();
+        std::fs::write(sd.join("t.json"), serde_json::to_vec(&groups).unwrap()).unwrap();
+        config += &format!(
+            "  - job_name: {job}\n    file_sd_configs:\n      - files: ['{}/*.json']\n",
+            sd.display()
+        );
+    }
+    let (_prometheus, url) = prometheus(&dir.path().join("prometheus"), &config);
+    let api = format!("{url}/api/v1/targets");
+    let active = wait_for_async(Duration::from_secs(40), "4 targets", || {
+        let api = api.clone();
+        async move {
+            let (_, body) = http_get(&api).await?;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let a = v["data"]["activeTargets"].as_array()?.clone();
+            (a.len() == 4).then_some(a)
+        }
+    })
+    .await;
+    // Per job: (discovered labels, labels) of each target, without what names the job
+    // or the file.
+    let of = |job: &str| {
+        let mut v: Vec<(serde_json::Value, serde_json::Value)> = active
+            .iter()
+            .filter(|t| t["labels"]["job"] == job)
+            .map(|t| {
+                let mut d = t["discoveredLabels"].clone();
+                let mut l = t["labels"].clone();
+                for m in [&mut d, &mut l] {
+                    let m = m.as_object_mut().unwrap();
+                    m.remove("job");
+                    m.remove("__meta_filepath");
+                }
+                (d, l)
+            })
+            .collect();
+        v.sort_by_key(|x| x.0.to_string());
+        v
+    };
+    let (with, without) = (of("with"), of("without"));
+    eprintln!("without __address__ in labels: {without:?}");
+    assert_eq!(with, without);
+    let instances: Vec<&str> = without
+        .iter()
+        .map(|(_, l)| l["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(instances, vec!["10.0.0.1:9100", "[2001:db8::1]:8080"]);
+    for (d, l) in &without {
+        assert_eq!(d["__address__"], l["instance"], "{d} {l}");
+    }
+}
