@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::endpoints::{Endpoint, SkipReason, Skipped, address, endpoints, parse_port};
-use super::{LabelStyle, TargetOptions};
+use super::{LabelStyle, MetaLabels, TargetOptions};
 use crate::model::{Instance, ServiceData, Snapshot, attr};
 
 /// Turns a tag or attribute key into a valid label name part: `[a-zA-Z0-9_]`,
@@ -16,6 +16,39 @@ pub fn sanitize_label_name(key: &str) -> String {
         .collect()
 }
 
+/// A family of `__meta_*` labels, by what it is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MetaFamily {
+    /// `__meta_cloudmap_instance_attribute_<key>`: each attribute of the instance.
+    InstanceAttribute,
+    /// `__meta_cloudmap_service_tag_<key>`: each tag of the Cloud Map service.
+    ServiceTag,
+}
+
+impl MetaFamily {
+    /// Whether targets labelled with `opts` carry this family: the one place that
+    /// decides which `__meta_*` labels are written. Only the default style has
+    /// any; then `--meta-labels all` writes every family, `tags` the tag families,
+    /// `none` none.
+    pub(super) fn written(self, opts: &TargetOptions) -> bool {
+        opts.label_style == LabelStyle::Default
+            && match opts.meta_labels {
+                MetaLabels::All => true,
+                MetaLabels::Tags => self.is_tags(),
+                MetaLabels::None => false,
+            }
+    }
+
+    /// True for a family of tags (what `--meta-labels tags` keeps). A new family
+    /// says here which kind it is.
+    fn is_tags(self) -> bool {
+        match self {
+            MetaFamily::InstanceAttribute => false,
+            MetaFamily::ServiceTag => true,
+        }
+    }
+}
+
 /// One target to publish: where it is and what it is made of.
 pub(super) struct Entry<'a> {
     pub(super) addr: String,
@@ -24,15 +57,31 @@ pub(super) struct Entry<'a> {
     ep: &'a Endpoint,
 }
 
-/// Label names made from tag and attribute keys, computed once per key.
+/// Label names made from tag and attribute keys, computed once per key, for the
+/// families that are written.
 #[derive(Default)]
 struct Names<'a> {
     attrs: HashMap<&'a str, String>,
     tags: HashMap<&'a str, String>,
+    /// `MetaFamily::InstanceAttribute` is written.
+    with_attrs: bool,
+    /// `MetaFamily::ServiceTag` is written.
+    with_tags: bool,
 }
 
 impl<'a> Names<'a> {
+    fn new(opts: &TargetOptions) -> Self {
+        Names {
+            with_attrs: MetaFamily::InstanceAttribute.written(opts),
+            with_tags: MetaFamily::ServiceTag.written(opts),
+            ..Names::default()
+        }
+    }
+
     fn add_attributes(&mut self, inst: &'a Instance) {
+        if !self.with_attrs {
+            return;
+        }
         for k in inst.attributes.keys() {
             self.attrs.entry(k).or_insert_with(|| {
                 format!(
@@ -44,6 +93,9 @@ impl<'a> Names<'a> {
     }
 
     fn add_tags(&mut self, svc: &'a ServiceData) {
+        if !self.with_tags {
+            return;
+        }
         for k in svc.tags.keys() {
             self.tags.entry(k).or_insert_with(|| {
                 format!("__meta_cloudmap_service_tag_{}", sanitize_label_name(k))
@@ -104,7 +156,7 @@ impl<'a> Plan<'a> {
             snapshot,
             opts,
             entries: Vec::new(),
-            names: Names::default(),
+            names: Names::new(opts),
             skipped,
         };
         let mut entries = Vec::new();
@@ -133,7 +185,6 @@ impl<'a> Plan<'a> {
         eps: &'a [Endpoint],
         entries: &mut Vec<Entry<'a>>,
     ) {
-        let meta = self.opts.label_style == LabelStyle::Default;
         let mut any = false;
         let held = &self.snapshot.held;
         for inst in svc.instances.iter().filter(|i| !held.contains(&i.id)) {
@@ -150,9 +201,7 @@ impl<'a> Plan<'a> {
                         continue;
                     }
                 };
-                if meta {
-                    self.names.add_attributes(inst);
-                }
+                self.names.add_attributes(inst);
                 any = true;
                 entries.push(Entry {
                     addr,
@@ -162,7 +211,7 @@ impl<'a> Plan<'a> {
                 });
             }
         }
-        if any && meta {
+        if any {
             self.names.add_tags(svc);
         }
     }
@@ -182,7 +231,8 @@ impl<'a> Plan<'a> {
         l
     }
 
-    /// `cloudmap_*`, `ecs_*`, the task's facts and the `__meta_cloudmap_*` labels.
+    /// `cloudmap_*`, `ecs_*`, the task's facts and the `__meta_cloudmap_*` labels
+    /// of the families written.
     fn default_labels<'p>(&'p self, e: &'p Entry<'a>, l: &mut BTreeMap<&'p str, &'p str>) {
         let (svc, inst) = (e.svc, e.inst);
         let a = &inst.attributes;
@@ -210,11 +260,15 @@ impl<'a> Plan<'a> {
             put(l, "ec2_name", t.ec2_name.as_deref());
             put(l, "ec2_instance_type", t.ec2_instance_type.as_deref());
         }
-        for (k, v) in a {
-            l.insert(&self.names.attrs[k], v);
+        if self.names.with_attrs {
+            for (k, v) in a {
+                l.insert(&self.names.attrs[k], v);
+            }
         }
-        for (k, v) in svc.tags.iter() {
-            l.insert(&self.names.tags[k.as_str()], v);
+        if self.names.with_tags {
+            for (k, v) in svc.tags.iter() {
+                l.insert(&self.names.tags[k.as_str()], v);
+            }
         }
     }
 }

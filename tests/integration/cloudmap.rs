@@ -208,6 +208,38 @@ async fn several_namespaces_selection_and_labels() {
         ]
     );
     assert_eq!(l["instance"], "10.0.0.1");
+
+    // --meta-labels: which __meta_* families the binary writes; the rest is the same.
+    let meta_of = |choice: &str| {
+        let groups = once_stdout(&moto.url, &["--namespace", "apps", "--meta-labels", choice]);
+        let l = groups[0]["labels"].as_object().unwrap().clone();
+        let (meta, plain): (Vec<_>, Vec<_>) =
+            l.into_iter().partition(|(k, _)| k.starts_with("__meta_"));
+        let families: Vec<&str> = [
+            "__meta_cloudmap_instance_attribute_",
+            "__meta_cloudmap_service_tag_",
+        ]
+        .into_iter()
+        .filter(|f| meta.iter().any(|(k, _)| k.starts_with(f)))
+        .collect();
+        assert_eq!(!meta.is_empty(), !families.is_empty(), "{meta:?}");
+        (families, plain)
+    };
+    let (all, plain_all) = meta_of("all");
+    let (tags, plain_tags) = meta_of("tags");
+    let (none, plain_none) = meta_of("none");
+    assert_eq!(
+        all,
+        [
+            "__meta_cloudmap_instance_attribute_",
+            "__meta_cloudmap_service_tag_"
+        ]
+    );
+    assert_eq!(tags, ["__meta_cloudmap_service_tag_"]);
+    assert!(none.is_empty());
+    assert_eq!(plain_all, plain_tags);
+    assert_eq!(plain_all, plain_none);
+    assert!(plain_all.iter().all(|(k, _)| k != "__address__"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
