@@ -1,9 +1,12 @@
 //! Benchmark of cloudmap-sd at 100 and 1000 Cloud Map services: API calls per cycle,
-//! cycle wall and CPU time, peak RSS, output size, and time from a task's
-//! registration to its target in the file.
+//! cycle wall and CPU time, peak RSS, output size, time from a task's registration to
+//! its target in the file, and what reading the file costs a real Prometheus (its
+//! file_sd scans and scan seconds per change, its memory, bytes per target, for each
+//! `--meta-labels` and for temporary files beside the file).
 //!
 //!   cargo run --release --example bench -- [--against fake|moto] [--services 100,1000]
 //!       [--tasks 10] [--namespaces 10] [--hosts 20] [--ttt-runs 5] [--ttt-interval 5s]
+//!       [--parts cycles,ttt,prometheus] [--prometheus-changes 5]
 //!
 //! `--against fake`: an in-process fake of Cloud Map, ECS and EC2 that answers at once,
 //! generates its answers on demand (a few bytes of state per task) and counts calls
@@ -1489,9 +1492,41 @@ fn report_ttt(t: &Ttt) {
 // (e) what reading the file costs Prometheus: the sidecar loop in-process, writing
 // into a directory that a real Prometheus watches through file_sd.
 
-/// The label choices measured: a name and the flags that make it.
-fn label_variants() -> Vec<(&'static str, Vec<String>)> {
-    vec![("as built", vec![])]
+/// One way of writing the file, measured with Prometheus reading it.
+struct Variant {
+    name: &'static str,
+    /// Extra flags of the sidecar.
+    flags: &'static [&'static str],
+    /// A file is put where the staging directory goes, so the writer falls back to
+    /// temporary files beside the file (how every write went before the staging
+    /// directory).
+    beside: bool,
+}
+
+/// The variants measured: the fallback (as before), then each `--meta-labels`.
+fn label_variants() -> Vec<Variant> {
+    vec![
+        Variant {
+            name: "all, temp beside the file (fallback, as before)",
+            flags: &["--meta-labels", "all"],
+            beside: true,
+        },
+        Variant {
+            name: "all (default)",
+            flags: &["--meta-labels", "all"],
+            beside: false,
+        },
+        Variant {
+            name: "tags",
+            flags: &["--meta-labels", "tags"],
+            beside: false,
+        },
+        Variant {
+            name: "none",
+            flags: &["--meta-labels", "none"],
+            beside: false,
+        },
+    ]
 }
 
 /// Changes settle when Prometheus's scan count has not moved for this long (and for
@@ -1519,13 +1554,17 @@ struct PromCost {
 async fn prometheus_cost<W: World>(
     w: &W,
     topo: &Topo,
-    (variant, flags): (&'static str, Vec<String>),
+    v: &Variant,
     enrichment: bool,
     changes: usize,
 ) -> anyhow::Result<PromCost> {
+    let variant = v.name;
     let dir = tempfile::tempdir()?;
     let sd = dir.path().join("sd");
     std::fs::create_dir(&sd)?;
+    if v.beside {
+        std::fs::write(sd.join(cloudmap_sd::file_sd::STAGING_DIR), b"in the way")?;
+    }
     let out = sd.join("targets.json");
     let port = free_port();
     let config = file_sd_config("cloudmap", &sd.join("*.json"), "1h");
@@ -1542,7 +1581,7 @@ async fn prometheus_cost<W: World>(
         "--ecs-enrichment".into(),
         enrichment.to_string(),
     ];
-    args.extend(flags);
+    args.extend(v.flags.iter().map(|f| f.to_string()));
     let opts = options(&args)?;
     let metrics = Arc::new(Metrics::new());
     let clients = w.clients(&metrics).await;
@@ -1737,7 +1776,7 @@ async fn run_parts<W: World>(
     }
     if args.parts.contains(&Part::Prometheus) {
         let mut costs = Vec::new();
-        for variant in label_variants() {
+        for variant in &label_variants() {
             costs.push(
                 prometheus_cost(w, topo, variant, enrichment, args.prometheus_changes).await?,
             );
