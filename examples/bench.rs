@@ -1326,6 +1326,33 @@ fn report_cycles(c: &Cycles, topo: &Topo, config: &Config, against: Against) {
 // ---------------------------------------------------------------------------------
 // (d) time to target: the sidecar loop in-process, a new task, the file polled.
 
+/// Runs `sidecar::run` in-process with `opts` while `measure` runs, then stops it (a
+/// write in progress finishes). Err when the loop stopped first.
+async fn with_loop<W: World, T>(
+    w: &W,
+    opts: &Config,
+    measure: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let metrics = Arc::new(Metrics::new());
+    let clients = w.clients(&metrics).await;
+    let shutdown = CancellationToken::new();
+    let readiness = Arc::new(Readiness::new(metrics.run.ready.clone()));
+    let mut run = pin!(sidecar::run(
+        clients,
+        &opts.sidecar,
+        metrics.run.clone(),
+        readiness,
+        shutdown.clone()
+    ));
+    let measured = tokio::select! {
+        () = &mut run => bail!("the sidecar stopped early"),
+        r = measure => r,
+    };
+    shutdown.cancel();
+    (&mut run).await;
+    measured
+}
+
 /// Polls `path` every 20 ms until it contains `needle`; the time since `since`.
 async fn wait_for_text(
     path: &Path,
@@ -1378,18 +1405,7 @@ async fn time_to_target<W: World>(
     ])?;
     trim_heap();
     let reset = reset_peak_rss();
-    let metrics = Arc::new(Metrics::new());
-    let clients = w.clients(&metrics).await;
-    let shutdown = CancellationToken::new();
     let started = std::time::Instant::now();
-    let readiness = Arc::new(Readiness::new(metrics.run.ready.clone()));
-    let mut run = pin!(sidecar::run(
-        clients,
-        &opts.sidecar,
-        metrics.run.clone(),
-        readiness,
-        shutdown.clone()
-    ));
     let measure = async {
         // The first write comes after a complete cycle: it holds every target.
         if wait_for_text(&out, "\"targets\"", started, Duration::from_secs(300))
@@ -1423,15 +1439,10 @@ async fn time_to_target<W: World>(
         }
         anyhow::Ok(results)
     };
-    let results = tokio::select! {
-        () = &mut run => bail!("the sidecar stopped early"),
-        r = measure => r,
-    };
-    shutdown.cancel();
-    (&mut run).await;
+    let results = with_loop(w, &opts, measure).await?;
     Ok(Ttt {
         interval,
-        runs: results?,
+        runs: results,
         peak_rss_kib: if reset { vm_kib("VmHWM") } else { None },
     })
 }
@@ -1584,17 +1595,6 @@ async fn prometheus_cost<W: World>(
     ];
     args.extend(v.flags.iter().map(|f| f.to_string()));
     let opts = options(&args)?;
-    let metrics = Arc::new(Metrics::new());
-    let clients = w.clients(&metrics).await;
-    let shutdown = CancellationToken::new();
-    let readiness = Arc::new(Readiness::new(metrics.run.ready.clone()));
-    let mut run = pin!(sidecar::run(
-        clients,
-        &opts.sidecar,
-        metrics.run.clone(),
-        readiness,
-        shutdown.clone()
-    ));
     let measure = async {
         let started = std::time::Instant::now();
         if wait_for_text(&out, "\"targets\"", started, long)
@@ -1634,13 +1634,7 @@ async fn prometheus_cost<W: World>(
         }
         anyhow::Ok((targets, bytes, loaded, last, done))
     };
-    let measured = tokio::select! {
-        () = &mut run => bail!("the sidecar stopped early"),
-        r = measure => r,
-    };
-    shutdown.cancel();
-    (&mut run).await;
-    let (targets, bytes, loaded, end, changes) = measured?;
+    let (targets, bytes, loaded, end, changes) = with_loop(w, &opts, measure).await?;
     Ok(PromCost {
         variant,
         targets,

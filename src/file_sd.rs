@@ -114,6 +114,15 @@ pub fn temp_name(name: &str, random: &str) -> String {
     format!("{}{random}.tmp", temp_prefix(name))
 }
 
+/// A new temporary file of the file named `name`, in `dir`, named as [`temp_name`]
+/// says; removed when dropped.
+fn new_temp_file(dir: &Path, name: &str) -> io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(&temp_prefix(name))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+}
+
 /// The hidden directory, inside the file's own directory, where the temporary
 /// files are written. Not a `*.json` name, and file_sd globs never descend into a
 /// subdirectory, so Prometheus never reads it; its own watch of the file's directory
@@ -170,10 +179,7 @@ pub fn prepare_staging(path: &Path) -> Result<(PathBuf, bool), String> {
             ));
         }
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        tempfile::Builder::new()
-            .prefix(&temp_prefix(&name))
-            .suffix(".tmp")
-            .tempfile_in(&staging)
+        new_temp_file(&staging, &name)
             .map(drop)
             .map_err(|e| format!("cannot create a file in {}: {e}", staging.display()))
     };
@@ -219,10 +225,7 @@ pub fn try_directory(path: &Path) -> Result<Tried, String> {
 
 /// A temporary file in `temp_dir`, written, fsynced, renamed into `dir` and removed.
 fn try_publish(dir: &Path, temp_dir: &Path, name: &str) -> Result<(), String> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&temp_prefix(name))
-        .suffix(".tmp")
-        .tempfile_in(temp_dir)
+    let mut tmp = new_temp_file(temp_dir, name)
         .map_err(|e| format!("cannot create a file in {}: {e}", temp_dir.display()))?;
     tmp.write_all(b"[]\n")
         .and_then(|()| tmp.as_file().sync_all())
@@ -409,10 +412,7 @@ impl FileSd {
 
     fn try_temp_file(&self) -> Result<tempfile::NamedTempFile, WriteError> {
         let dir = self.staging.dir(&self.dir);
-        tempfile::Builder::new()
-            .prefix(&self.temp_prefix())
-            .suffix(".tmp")
-            .tempfile_in(dir)
+        new_temp_file(dir, &self.name.to_string_lossy())
             .map_err(err("create a temporary file in", dir))
     }
 
