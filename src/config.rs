@@ -15,8 +15,8 @@ use crate::file_sd;
 pub use crate::model::{HealthStatus, Shard, ShardKey};
 use crate::remote_write::{ProbeOptions, RemoteWriteOptions, WatchConfig};
 use crate::sidecar::{HostsFile, SidecarOptions};
-pub use crate::targets::LabelStyle;
 use crate::targets::TargetOptions;
+pub use crate::targets::{LabelStyle, MetaLabels};
 pub use crate::telemetry::LogFormat;
 
 /// Exit code for bad configuration (EX_USAGE from sysexits.h).
@@ -87,10 +87,14 @@ pub struct Options {
     #[arg(long, env = "CLOUDMAP_SD_OWN_ACCOUNT", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub own_account: bool,
 
-    /// The file_sd JSON file to write. Its directory must exist. Give Prometheus a
-    /// file_sd glob that matches it (`*.json`); the temporary file written next to it
-    /// is hidden and ends in `.tmp`, so the glob never picks it up. `-` prints the JSON
-    /// to stdout (only with `once`).
+    /// The file_sd JSON file to write. Its directory must exist and be writable by
+    /// the sidecar: each write goes to a temporary file in the hidden subdirectory
+    /// `.cloudmap-sd-staging` it makes there, then is renamed over the file, so
+    /// Prometheus's watch of the directory sees one event per change. (When that
+    /// subdirectory cannot be made, temporary files go beside the file, with a warning.)
+    /// Give Prometheus a file_sd glob that matches the file (`*.json`); temporary files
+    /// are hidden and end in `.tmp`, so no glob picks them up. `-` prints the JSON to
+    /// stdout (only with `once`).
     #[arg(
         long,
         env = "CLOUDMAP_SD_OUTPUT",
@@ -119,6 +123,16 @@ pub struct Options {
     /// migration; its `cluster` label overrides a `cluster` external label.
     #[arg(long, env = "CLOUDMAP_SD_LABEL_STYLE", value_enum, default_value_t = LabelStyle::Default, global = true)]
     pub label_style: LabelStyle,
+
+    /// Which `__meta_*` labels each target carries (default label style; the reloader
+    /// style has none). `all`: every Cloud Map instance attribute
+    /// (`__meta_cloudmap_instance_attribute_<key>`) and service tag
+    /// (`__meta_cloudmap_service_tag_<key>`). `tags`: the service tags only. `none`:
+    /// neither, the plain labels only. Only relabel_configs can read them, yet
+    /// Prometheus keeps them in memory for every target and parses them on every
+    /// file_sd read: `none` makes the file about half as big (docs/labels.md).
+    #[arg(long, env = "CLOUDMAP_SD_META_LABELS", value_enum, default_value_t = MetaLabels::All, global = true)]
+    pub meta_labels: MetaLabels,
 
     /// Which instances DiscoverInstances returns, by Cloud Map health status.
     #[arg(long, env = "CLOUDMAP_SD_HEALTH_STATUS", value_enum, default_value_t = HealthStatus::HealthyOrElseAll, global = true)]
@@ -261,7 +275,8 @@ pub struct Options {
     /// container instances of every cluster in which a discovered task runs (listed
     /// again every --ec2-name-refresh; needs ecs:ListContainerInstances), or the
     /// running instances matching --ec2-hosts-tag. One target per host and
-    /// --ec2-hosts-port, `instance` set to the host's Name tag.
+    /// --ec2-hosts-port, `instance` set to the host's Name tag. Written as --output is
+    /// (its directory must be writable; the staging subdirectory is made there too).
     #[arg(long, env = "CLOUDMAP_SD_EC2_HOSTS_OUTPUT", global = true)]
     pub ec2_hosts_output: Option<PathBuf>,
 
@@ -535,6 +550,7 @@ fn sidecar_options(command: Command, o: &Options) -> SidecarOptions {
         targets: TargetOptions {
             label_style: o.label_style,
             default_port: o.default_port,
+            meta_labels: o.meta_labels,
         },
         output: o.output.clone(),
         hosts: o.ec2_hosts_output.as_ref().map(|path| HostsFile {
@@ -597,6 +613,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:9469");
         assert_eq!(c.sidecar.discovery.health, HealthStatus::HealthyOrElseAll);
         assert_eq!(c.sidecar.targets.label_style, LabelStyle::Default);
+        assert_eq!(c.sidecar.targets.meta_labels, MetaLabels::All);
         assert!(c.sidecar.discovery.namespaces.is_empty());
         assert!(c.sidecar.enrich.is_some() && c.remote_write.watch.is_some());
         assert!(c.sidecar.discovery.ecs_service_tags && c.check.ecs_service_tags);
@@ -658,6 +675,20 @@ mod tests {
             vec!["a".to_string(), "b".to_string()]
         );
         assert_eq!(c.check.namespaces, c.sidecar.discovery.namespaces);
+    }
+
+    #[test]
+    fn meta_labels_choose_the_families() {
+        for (arg, want) in [
+            ("all", MetaLabels::All),
+            ("tags", MetaLabels::Tags),
+            ("none", MetaLabels::None),
+        ] {
+            let c = parse(&["--meta-labels", arg]).unwrap();
+            assert_eq!(c.sidecar.targets.meta_labels, want);
+        }
+        let e = parse(&["--meta-labels", "some"]).unwrap_err();
+        assert!(e.contains("--meta-labels"), "{e}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use aws_credential_types::provider::ProvideCredentials;
 
 use crate::aws::accounts::{self, AccountsOptions, RoleArn, RoleSession};
 use crate::aws::{AwsMetrics, sdk};
-use crate::file_sd;
+use crate::file_sd::{self, Staging, Tried};
 use crate::prom_config::PromConfig;
 use crate::remote_write::{AmpProbe, probe_target};
 
@@ -265,18 +265,43 @@ fn skipped_permission_rows(options: &CheckOptions) -> Vec<Row> {
         .collect()
 }
 
-/// Writes, renames and removes a temporary file next to `output`, named as the
-/// writer names its own.
+/// Publishes and removes a file beside `output` the way the writer does: the
+/// staging directory made (and removed again when this made it), a temporary file
+/// named as the writer names its own written there and renamed into the directory.
+/// A staging directory that cannot be used is a warning: the writer falls back to
+/// temporary files beside the file, which cost Prometheus a scan per write chunk.
 pub fn output_dir_row(output: &Path) -> Row {
     const NAME: &str = "output directory writable";
     if file_sd::is_stdout(output) {
         return Row::new(NAME, Status::Skip, "--output - (stdout)");
     }
     match file_sd::try_directory(output) {
-        Ok(dir) => Row::new(
+        Ok(Tried {
+            dir,
+            staging: Staging::Hidden(staging),
+        }) => Row::new(
             NAME,
             Status::Pass,
-            format!("{}: write, rename, remove", dir.display()),
+            format!(
+                "{}: write in {}, rename into {}, remove",
+                dir.display(),
+                staging.display(),
+                dir.display()
+            ),
+        ),
+        Ok(Tried {
+            dir,
+            staging: Staging::Beside(why),
+        }) => Row::new(
+            NAME,
+            Status::Warn,
+            format!(
+                "{}: write, rename, remove; but {why}, so temporary files go beside the file \
+                 and Prometheus re-reads its files on every write chunk (several file_sd scans \
+                 per change): let the sidecar make {} there",
+                dir.display(),
+                file_sd::STAGING_DIR
+            ),
         ),
         Err(e) => Row::new(
             NAME,

@@ -40,6 +40,7 @@ fn options(shard: Option<(Shard, ShardKey)>) -> SidecarOptions {
         targets: TargetOptions {
             label_style: LabelStyle::Default,
             default_port: Some(8080),
+            ..TargetOptions::default()
         },
         output: "targets.json".into(),
         hosts: Some(HostsFile {

@@ -20,7 +20,7 @@ pub mod wait;
 pub use http::{get_status, http_get, http_post, post_blocking};
 pub use moto::Moto;
 pub use process::{Proc, free_port, venv, which};
-pub use prometheus::{prometheus, prometheus_bin, prometheus_on};
+pub use prometheus::{FileSdStats, file_sd_config, prometheus, prometheus_bin, prometheus_on};
 pub use proxy::{
     AWS_DISCOVER_INSTANCES_DEFAULT_MAX, Fault, MOTO_ACCOUNT, Proxy, diff, operation_of,
 };

@@ -799,8 +799,15 @@ def run_sidecar_once(binary, container, sd_dir, drop=(), extra=None):
         sys.stdout.write(proc.stderr[-4000:])
     check(proc.returncode == 0, "once exits 0 (the environment the module writes is accepted)")
     files = (env["CLOUDMAP_SD_OUTPUT"], env["CLOUDMAP_SD_EC2_HOSTS_OUTPUT"])
-    check(sorted(os.listdir(sd_dir)) == sorted(os.path.basename(f) for f in files),
-          f"the file-sd directory holds the two files, no temporary file: {sorted(os.listdir(sd_dir))}")
+    # The sidecar writes its temporary files in a hidden staging directory it makes
+    # beside the files.
+    staging = os.path.join(sd_dir, ".cloudmap-sd-staging")
+    names = sorted(os.listdir(sd_dir))
+    left = sorted(os.listdir(staging)) if os.path.isdir(staging) else None
+    check(names == sorted([os.path.basename(f) for f in files] + [".cloudmap-sd-staging"])
+          and left == [],
+          f"the file-sd directory holds the two files and the staging directory, no temporary "
+          f"file anywhere: {names}, in the staging directory: {left}")
     loaded = []
     for path in files:
         with open(path) as f:
