@@ -3,6 +3,8 @@
 #
 #   scripts/image.sh            build the static release binary, pack it with the host's
 #                               CA bundle into a FROM-scratch image (Dockerfile.local)
+#   scripts/image.sh binary     only build the static release binary (podman not needed);
+#                               the suite starts it early, beside other steps
 #   scripts/image.sh help
 #
 # Environment:
@@ -33,7 +35,7 @@ die() { printf 'image: error: %s\n' "$*" >&2; exit 1; }
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 case ${1:-} in
-    "") ;;
+    "" | binary) ;;
     -h | --help | help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
 esac
@@ -118,10 +120,35 @@ $out" ;;
     say "static: $(ldd "$bin" 2>&1 | tr -d '\t' | head -n 1)"
 }
 
+# build_binary: the static release binary, the one way the image's binary is built;
+# prints its path.
+build_binary() {
+    local bin started
+    command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) first"
+    mkdir -p "$CARGO_TARGET_DIR"
+    say "cargo build --release --locked --bin cloudmap-sd --target $RUST_TARGET (crt-static, opt-level $OPT_LEVEL, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)" >&2
+    started=$(date +%s)
+    (
+        cd "$REPO_ROOT"
+        RUSTFLAGS='-C target-feature=+crt-static' \
+            CARGO_PROFILE_RELEASE_OPT_LEVEL="$OPT_LEVEL" \
+            cargo build --release --locked --bin cloudmap-sd --target "$RUST_TARGET"
+    ) >&2 || die "cargo build failed (output above)"
+    say "cargo build took $(($(date +%s) - started))s" >&2
+    bin="$CARGO_TARGET_DIR/$RUST_TARGET/release/cloudmap-sd"
+    [[ -x $bin ]] || die "cargo build succeeded but $bin is missing"
+    check_static "$bin" >&2
+    printf '%s\n' "$bin"
+}
+
 main() {
+    if [[ ${1:-} == binary ]]; then
+        build_binary >/dev/null
+        return 0
+    fi
     ensure_tools
 
-    local version revision image ca target_dir bin ctx started
+    local version revision image ca bin ctx
     version=$(package_version)
     [[ -n $version ]] || die "no version in $REPO_ROOT/Cargo.toml"
     revision=$(source_revision)
@@ -131,21 +158,7 @@ main() {
     grep -q 'BEGIN CERTIFICATE' "$ca" || die "CA bundle $ca holds no PEM certificate"
     [[ -f $CONTAINERFILE ]] || die "$CONTAINERFILE is missing"
 
-    target_dir=$CARGO_TARGET_DIR
-    mkdir -p "$target_dir"
-
-    say "cargo build --release --locked --bin cloudmap-sd --target $RUST_TARGET (crt-static, opt-level $OPT_LEVEL, CARGO_TARGET_DIR=$target_dir)"
-    started=$(date +%s)
-    (
-        cd "$REPO_ROOT"
-        RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$target_dir" \
-            CARGO_PROFILE_RELEASE_OPT_LEVEL="$OPT_LEVEL" \
-            cargo build --release --locked --bin cloudmap-sd --target "$RUST_TARGET"
-    ) || die "cargo build failed (output above)"
-    say "cargo build took $(($(date +%s) - started))s"
-    bin="$target_dir/$RUST_TARGET/release/cloudmap-sd"
-    [[ -x $bin ]] || die "cargo build succeeded but $bin is missing"
-    check_static "$bin"
+    bin=$(build_binary)
 
     ctx=$(mktemp -d "${TMPDIR:-/tmp}/cloudmap-sd-image.XXXXXX")
     # shellcheck disable=SC2064  # expand now: ctx is local

@@ -168,6 +168,8 @@ expect = {
     "Module outputs": declared(src, "output"),
     "scrape-target inputs": declared(os.path.join(src, "modules/scrape-target"), "variable"),
     "scrape-target outputs": declared(os.path.join(src, "modules/scrape-target"), "output"),
+    "discovery-role inputs": declared(os.path.join(src, "modules/discovery-role"), "variable"),
+    "discovery-role outputs": declared(os.path.join(src, "modules/discovery-role"), "output"),
     "discovery-service inputs": declared(os.path.join(src, "modules/discovery-service"), "variable"),
     "discovery-service outputs": declared(os.path.join(src, "modules/discovery-service"), "output"),
     "adot-collector inputs": declared(os.path.join(src, "modules/adot-collector"), "variable"),

@@ -65,10 +65,24 @@ fi
 step "end-to-end demo (scripts/demo.sh --check)"
 bash scripts/demo.sh --check
 
+# The image's static release binary builds while the Terraform tests run (they wait on
+# moto and terraform more than on the CPU); the image step below then finds it built.
+release_log="$CARGO_TARGET_DIR/release-build.txt"
+bash scripts/image.sh binary >"$release_log" 2>&1 &
+release_pid=$!
+
 step "terraform: fmt, validate, checkov, plan/apply against moto (scripts/terraform-test.sh)"
 if ! bash scripts/terraform-test.sh 2>&1 | tee -a "$log"; then
+    wait "$release_pid" || true
     die "terraform tests failed (output above)"
 fi
+
+step "static release binary for the image (scripts/image.sh binary, built beside the Terraform tests)"
+if ! wait "$release_pid"; then
+    cat "$release_log"
+    die "the release build failed (output above)"
+fi
+tail -n 2 "$release_log"
 
 step "container image: build with podman, run against moto (scripts/image-test.sh)"
 if ! bash scripts/image-test.sh 2>&1 | tee -a "$log"; then

@@ -96,7 +96,8 @@ async fn start(config: &Config) -> Result<(aws_config::SdkConfig, Arc<Metrics>),
             "no AWS Region configured: set AWS_REGION (ECS sets it for tasks)",
         ));
     }
-    Ok((sdk, Arc::new(Metrics::new())))
+    let metrics = Metrics::with_accounts(config.accounts.labelled());
+    Ok((sdk, Arc::new(metrics)))
 }
 
 /// `once`: one pass.
@@ -105,8 +106,14 @@ async fn once_main(config: Config) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let clients = sdk::clients(&sdk, metrics.aws.clone());
-    match sidecar::once(clients, &config.sidecar, metrics.run.clone()).await {
+    let accounts = match sdk::accounts(&sdk, &config.accounts, &metrics.aws).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot tell the account of the sidecar's own credentials; nothing written");
+            return ExitCode::FAILURE;
+        }
+    };
+    match sidecar::once(accounts, &config.sidecar, metrics.run.clone()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "cloudmap-sd failed");
@@ -170,18 +177,40 @@ async fn run_main(config: Config) -> ExitCode {
         metrics.remote_write.clone(),
         shutdown.clone(),
     );
-    let clients = sdk::clients(&sdk, metrics.aws.clone());
-    sidecar::run(
-        clients,
-        &config.sidecar,
-        metrics.run.clone(),
-        readiness,
-        published,
-        shutdown.clone(),
-    )
-    .await;
+    if let Some(accounts) = accounts(&sdk, &config, &metrics, &shutdown).await {
+        sidecar::run(
+            accounts,
+            &config.sidecar,
+            metrics.run.clone(),
+            readiness,
+            published,
+            shutdown.clone(),
+        )
+        .await;
+    }
     shutdown.cancel();
     drain(server, watch).await
+}
+
+/// Every account's clients; with roles and the own account, asks the own
+/// account's id again every --interval until it comes or `shutdown` (None).
+async fn accounts(
+    sdk: &aws_config::SdkConfig,
+    config: &Config,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Option<sdk::SidecarAccounts> {
+    loop {
+        match sdk::accounts(sdk, &config.accounts, &metrics.aws).await {
+            Ok(a) => return Some(a),
+            Err(e) => tracing::error!(error = %e,
+                "cannot tell the account of the sidecar's own credentials (sts:GetCallerIdentity); not ready, trying again next interval"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(config.sidecar.interval) => {}
+        }
+    }
 }
 
 /// Waits for the server (5 s) and the remote-write tasks (2 s) to stop.

@@ -29,12 +29,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The metrics of a sidecar that discovers in its own account only.
     pub fn new() -> Self {
+        Self::with_accounts(false)
+    }
+
+    /// With `accounts` (some --role-arn), the per-account families too.
+    pub fn with_accounts(accounts: bool) -> Self {
         let mut registry = Registry::with_prefix("cloudmap_sd");
         let aws = Arc::new(AwsMetrics::default());
         let run = Arc::new(RunMetrics::default());
         let remote_write = Arc::new(RemoteWriteMetrics::default());
         run.register(&mut registry);
+        if accounts {
+            run.register_accounts(&mut registry);
+        }
         aws.register(&mut registry);
         remote_write.register(&mut registry);
         let http_sd = Arc::new(HttpSdMetrics::default());

@@ -58,7 +58,7 @@ impl fmt::Display for ErrorKind {
 }
 
 /// A failed AWS call: which operation, what kind of failure, and the SDK's words.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{operation} failed ({kind}): {message}")]
 pub struct AwsError {
     pub operation: &'static str,
@@ -106,7 +106,16 @@ impl AwsError {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let kind = match &err {
+        Self::from_sdk_ref(operation, &err)
+    }
+
+    /// Classifies an SDK error that someone else owns (one inside a credentials
+    /// provider's error, say).
+    pub fn from_sdk_ref<E>(operation: &'static str, err: &SdkError<E, HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let kind = match err {
             SdkError::TimeoutError(_) => ErrorKind::Timeout,
             SdkError::DispatchFailure(d) if d.is_timeout() => ErrorKind::Timeout,
             SdkError::DispatchFailure(d) if d.is_io() => ErrorKind::Network,
@@ -115,7 +124,7 @@ impl AwsError {
             SdkError::ServiceError(ctx) => classify(ctx.err().code(), ctx.raw().status().as_u16()),
             _ => ErrorKind::Other,
         };
-        let message = match &err {
+        let message = match err {
             SdkError::ServiceError(ctx) => {
                 let e = ctx.err();
                 match (e.code(), e.message()) {
@@ -124,11 +133,11 @@ impl AwsError {
                     _ => format!(
                         "HTTP {}: {}",
                         ctx.raw().status().as_u16(),
-                        DisplayErrorContext(&err)
+                        DisplayErrorContext(err)
                     ),
                 }
             }
-            _ => DisplayErrorContext(&err).to_string(),
+            _ => DisplayErrorContext(err).to_string(),
         };
         AwsError::new(operation, kind, message)
     }

@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use super::*;
-use crate::model::{Instance, ServiceData, Snapshot, attr};
+use crate::model::{Instance, ServiceData, ShardTarget, Snapshot, attr};
 use crate::targets::{LabelStyle, TargetOptions};
 
 fn instance(id: &str, ip: &str) -> Instance {
@@ -29,6 +29,11 @@ fn instance(id: &str, ip: &str) -> Instance {
 
 /// `services` services of `tasks` tasks each, all scraped on port 9100.
 fn snapshot(services: usize, tasks: usize) -> Snapshot {
+    snapshot_at(0, services, tasks)
+}
+
+/// [`snapshot`] with task addresses `10.<net>.<service>.<task>`.
+fn snapshot_at(net: u8, services: usize, tasks: usize) -> Snapshot {
     let tags: std::collections::BTreeMap<String, String> =
         [("METRICS_PATH", "/metrics"), ("METRICS_PORT", "9100")]
             .iter()
@@ -41,9 +46,10 @@ fn snapshot(services: usize, tasks: usize) -> Snapshot {
                 namespace: "apps".into(),
                 service: format!("svc-{s}"),
                 tags: tags.clone(),
+                ecs_service: None,
                 instances: Arc::new(
                     (0..tasks)
-                        .map(|t| instance(&format!("task-{s}-{t}"), &format!("10.0.{s}.{t}")))
+                        .map(|t| instance(&format!("task-{s}-{t}"), &format!("10.{net}.{s}.{t}")))
                         .collect(),
                 ),
             })
@@ -56,6 +62,7 @@ fn options() -> TargetOptions {
     TargetOptions {
         label_style: LabelStyle::Default,
         default_port: None,
+        ..TargetOptions::default()
     }
 }
 
@@ -189,8 +196,25 @@ async fn before_the_first_publish_503_and_bad_parameters_400() {
 
 #[tokio::test]
 async fn shares_hold_every_target_once_by_the_rule_of_shard() {
+    shares_by_the_rule_of_shard(snapshot(12, 5)).await;
+}
+
+/// With roles: the same namespace and service names in two accounts, each
+/// target's key led by its `aws_account_id` (`ShardKey::of`, as `--shard` does).
+#[tokio::test]
+async fn shares_of_several_accounts_key_each_target_with_its_account() {
+    let snap = Snapshot::merge(vec![
+        (Some("111111111111".into()), snapshot_at(1, 12, 5)),
+        (Some("222222222222".into()), snapshot_at(2, 12, 5)),
+    ]);
+    shares_by_the_rule_of_shard(snap).await;
+}
+
+/// Every share of `snap` over `/sd/targets?shard=` renders `Snapshot::share`, each
+/// target in it belongs to that shard by `ShardKey::of`, and the shares of each key
+/// make the whole list, every target once.
+async fn shares_by_the_rule_of_shard(snap: Snapshot) {
     let f = fixture(false, None);
-    let snap = snapshot(12, 5);
     f.published.publish(&snap, &options(), None);
     let whole = addresses(&file_bytes(&snap));
     for key in [ShardKey::Service, ShardKey::Task] {
@@ -211,7 +235,12 @@ async fn shares_hold_every_target_once_by_the_rule_of_shard() {
             for g in &groups {
                 let l = &g["labels"];
                 let id = l["ecs_task_id"].as_str().unwrap();
-                let k = key.key("apps", l["cloudmap_service"].as_str().unwrap(), id);
+                let k = key.of(&ShardTarget {
+                    account: l.get(targets::ACCOUNT_LABEL).and_then(|a| a.as_str()),
+                    namespace: "apps",
+                    service: l["cloudmap_service"].as_str().unwrap(),
+                    instance: id,
+                });
                 assert!(shard.keeps(&k), "{uri}: {k} belongs to another shard");
                 assert!(
                     seen.insert(g["targets"][0].as_str().unwrap().to_string()),

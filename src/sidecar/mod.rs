@@ -2,6 +2,8 @@
 //! with metrics, logs and readiness around them.
 //!
 //! - [`engine`]: one pass and what its file holds (no clock, no file);
+//! - [`account`]: one AWS account's discovery and enrichment, run side by side;
+//! - [`pass`]: what one pass over every account found;
 //! - [`run`](mod@run): the loop; [`once`](mod@once): one pass, written or printed;
 //! - [`metrics`]: the loop's own metrics.
 
@@ -15,15 +17,22 @@ use crate::file_sd::{FileSd, Publish, WriteError};
 use crate::model::Snapshot;
 use crate::targets::{self, TargetOptions};
 
+pub mod account;
 pub mod engine;
 pub mod metrics;
 pub mod once;
+pub mod pass;
 pub mod run;
 
-pub use engine::{Engine, Pass};
+pub use account::{Account, AccountPass};
+pub use engine::Engine;
 pub use metrics::RunMetrics;
 pub use once::once;
+pub use pass::Pass;
 pub use run::run;
+
+#[cfg(test)]
+mod tests;
 
 /// What the loop discovers, how it labels, and what it writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +95,7 @@ impl Content {
     /// The targets file of a pass; `fresh`: whether it must be rendered.
     fn targets(pass: &Pass, fresh: bool) -> Self {
         Content::Targets {
-            snapshot: pass.cycle.snapshot.clone(),
+            snapshot: pass.snapshot.clone(),
             targets: pass.targets.clone(),
             fresh,
         }

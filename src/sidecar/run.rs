@@ -10,15 +10,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::{Content, Engine, Pass, RunMetrics, SidecarOptions, write};
-use crate::aws::{AwsError, Clients, CloudMap, Ec2, Ecs};
+use crate::aws::{Accounts, AwsError, CloudMap, Ec2, Ecs};
 use crate::file_sd::{FileSd, Publish};
 use crate::http_sd::Published;
 use crate::server::Readiness;
 
-/// Runs a cycle every interval until `shutdown` is cancelled. Every publish goes to
-/// the file (unless there is none) and to `published`, which `/sd/*` serves.
+/// Runs a cycle every interval until `shutdown` is cancelled, over the own
+/// account's clients or several accounts'. Every publish goes to the file (unless
+/// there is none) and to `published`, which `/sd/*` serves.
 pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
-    clients: Clients<C, E, X>,
+    accounts: impl Into<Accounts<C, E, X>>,
     options: &SidecarOptions,
     metrics: Arc<RunMetrics>,
     readiness: Arc<Readiness>,
@@ -27,7 +28,7 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
 ) {
     let hosts_path = options.hosts.as_ref().and_then(|h| h.path.as_deref());
     let mut state = Loop {
-        engine: Engine::new(clients, options, metrics.clone()),
+        engine: Engine::new(accounts, options, metrics.clone()),
         writer: options.output.as_deref().map(FileSd::open),
         hosts_writer: hosts_path.map(FileSd::open),
         pending: false,
@@ -93,7 +94,7 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
         let hosts = pass.hosts.take();
         // /sd/* follows discovery even while the file cannot be written.
         self.published
-            .publish(&pass.cycle.snapshot, &pass.targets, hosts.as_deref());
+            .publish(&pass.snapshot, &pass.targets, hosts.as_deref());
         if let Some(json) = hosts {
             self.write_hosts(json).await;
         }
@@ -110,38 +111,36 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
     }
 
     fn record(&self, pass: &Pass) {
-        let cycle = &pass.cycle;
-        self.metrics.cycle(if cycle.complete {
+        self.metrics.cycle(if pass.complete() {
             "complete"
         } else {
             "partial"
         });
-        if cycle.deadline_exceeded {
+        if pass.deadline_exceeded() {
             self.metrics.cycle_deadline_exceeded.inc();
             warn!(cycle_timeout = %humantime::format_duration(self.options.cycle_timeout),
                 "cycle deadline reached; unfinished services keep their last known targets");
         }
-        self.metrics.shard_excluded.set(cycle.shard_excluded as i64);
         self.metrics
-            .tasks_held
-            .set(cycle.snapshot.held.len() as i64);
+            .shard_excluded
+            .set(pass.shard_excluded() as i64);
+        self.metrics.tasks_held.set(pass.snapshot.held.len() as i64);
     }
 
-    /// The first publish waits for a complete cycle and for the facts of new tasks:
-    /// the first file is never a partial list.
+    /// The first publish waits for a complete cycle (in every account) and for the
+    /// facts of new tasks: the first file is never a partial list.
     fn may_publish(&self, pass: &Pass) -> bool {
         if self.readiness.has_written() {
             return true;
         }
-        let cycle = &pass.cycle;
-        if !cycle.complete {
-            warn!(problems = %cycle.describe_failures(),
+        if !pass.complete() {
+            warn!(problems = %pass.describe_failures(),
                 "first discovery incomplete; not publishing a partial list, trying again next cycle");
             return false;
         }
-        if !cycle.snapshot.held.is_empty() {
+        if !pass.snapshot.held.is_empty() {
             warn!(
-                held = cycle.snapshot.held.len(),
+                held = pass.snapshot.held.len(),
                 "first publish waits for the ECS/EC2 facts of new tasks (at most --enrichment-hold)"
             );
             return false;
@@ -190,9 +189,7 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
 
     /// A successful publish; `outcome`: what the file write did (None: no file).
     fn published(&mut self, pass: &Pass, outcome: Option<Publish>) {
-        self.engine
-            .publisher
-            .published(&pass.cycle, &pass.summary, outcome);
+        self.engine.publisher.published(pass, outcome);
         self.pending = false;
         self.metrics.write_failing("targets", None);
         let first = !self.readiness.has_written();
@@ -210,23 +207,25 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
     }
 
     fn log_summary(&self, pass: &Pass, file: &'static str, started: Instant) {
-        let cycle = &pass.cycle;
-        let stale = cycle.failures.iter().filter(|f| f.kept).count();
+        let stats = pass.stats();
         info!(
-            services = cycle.stats.services,
-            tagged = cycle.stats.tagged,
-            instances = cycle.stats.instances,
+            services = stats.services,
+            tagged = stats.tagged,
+            instances = stats.instances,
             targets = pass.summary.targets,
             skipped = pass.summary.skipped.len(),
-            instance_reads = cycle.stats.instance_reads,
-            tag_reads = cycle.stats.tag_reads,
-            failed = cycle.failures.len() + usize::from(cycle.listing_error.is_some()),
-            stale,
-            held = cycle.snapshot.held.len(),
-            enrich_errors = pass.enriched.errors.len(),
+            instance_reads = stats.instance_reads,
+            tag_reads = stats.tag_reads,
+            failed = pass.failed(),
+            stale = pass.stale(),
+            held = pass.snapshot.held.len(),
+            enrich_errors = pass.enrich_errors().count(),
             file,
             duration_ms = started.elapsed().as_millis() as u64,
             "cycle done"
         );
+        for a in &pass.accounts {
+            a.log_summary(&pass.summary);
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::http::http_get;
 use crate::process::{Proc, free_port, spawn_logged, which};
@@ -94,4 +95,93 @@ pub async fn active_targets(url: &str, job: Option<&str>) -> Option<Vec<serde_js
             .filter(|t| job.is_none_or(|j| t["labels"]["job"] == j))
             .collect(),
     )
+}
+
+/// A Prometheus configuration with one job reading `files` (a file_sd glob) and
+/// nothing else. `refresh` is file_sd's periodic re-read (its own timer, besides
+/// the directory watch); the scrape interval is an hour, so Prometheus hardly scrapes
+/// the (unreachable) targets while a test or the benchmark looks at discovery.
+pub fn file_sd_config(job: &str, files: &Path, refresh: &str) -> String {
+    format!(
+        "global:\n  scrape_interval: 1h\nscrape_configs:\n  - job_name: {job}\n    \
+         file_sd_configs:\n      - files: ['{}']\n        refresh_interval: {refresh}\n",
+        files.display()
+    )
+}
+
+/// What a Prometheus says of its own file_sd and of itself (its `/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FileSdStats {
+    /// `prometheus_sd_file_scan_duration_seconds_count`: file_sd scans so far (each
+    /// one reads and parses every file its globs match).
+    pub scans: f64,
+    /// `prometheus_sd_file_scan_duration_seconds_sum`: seconds spent scanning.
+    pub scan_seconds: f64,
+    /// `prometheus_sd_file_read_errors_total`: files it could not read or parse.
+    pub read_errors: f64,
+    /// `prometheus_sd_discovered_targets`, every scrape config.
+    pub discovered: f64,
+    /// `process_resident_memory_bytes`.
+    pub rss_bytes: f64,
+    /// `go_memstats_heap_inuse_bytes`.
+    pub heap_inuse_bytes: f64,
+}
+
+impl FileSdStats {
+    /// Reads them from the Prometheus at `url`; None when it does not answer.
+    pub async fn read(url: &str) -> Option<FileSdStats> {
+        let (status, body) = http_get(&format!("{url}/metrics")).await?;
+        if status != 200 {
+            return None;
+        }
+        let m = |name| crate::sidecar::sum_metric(&body, name);
+        Some(FileSdStats {
+            scans: m("prometheus_sd_file_scan_duration_seconds_count"),
+            scan_seconds: m("prometheus_sd_file_scan_duration_seconds_sum"),
+            read_errors: m("prometheus_sd_file_read_errors_total"),
+            discovered: m("prometheus_sd_discovered_targets"),
+            rss_bytes: m("process_resident_memory_bytes"),
+            heap_inuse_bytes: m("go_memstats_heap_inuse_bytes"),
+        })
+    }
+
+    /// Waits, up to `timeout`, until Prometheus has discovered `targets` targets and
+    /// its scans have stopped: the scan count unchanged for `quiet`, and for at
+    /// least four times the longest a scan has taken on average so far (a scan in
+    /// progress is not yet counted). Panics naming what it waited for.
+    ///
+    /// "At most N scans" needs the scans to be over, and Prometheus has no signal for
+    /// an empty event queue; the window is what ends the count. Stopping early can
+    /// only count fewer scans, never more.
+    pub async fn settled(url: &str, targets: usize, quiet: Duration, timeout: Duration) -> Self {
+        let start = Instant::now();
+        let mut last: Option<(FileSdStats, Instant)> = None;
+        loop {
+            if let Some(now) = FileSdStats::read(url).await {
+                let mean = if now.scans > 0.0 {
+                    Duration::from_secs_f64(now.scan_seconds / now.scans)
+                } else {
+                    Duration::ZERO
+                };
+                let window = quiet.max(mean * 4);
+                match last {
+                    Some((prev, since)) if prev.scans == now.scans => {
+                        if now.discovered as usize == targets && since.elapsed() >= window {
+                            return now;
+                        }
+                        last = Some((now, since));
+                    }
+                    _ => last = Some((now, Instant::now())),
+                }
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for Prometheus at {url} to discover \
+                     {targets} targets and stop scanning (last seen: {:?})",
+                    last.map(|l| l.0)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

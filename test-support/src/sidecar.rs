@@ -1,5 +1,6 @@
 //! The `cloudmap-sd` binary: one-shot runs and a running `cloudmap-sd run`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -160,6 +161,20 @@ pub fn parse_file(path: &Path) -> Vec<serde_json::Value> {
     let bytes = std::fs::read(path).unwrap();
     serde_json::from_slice(&bytes)
         .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()))
+}
+
+/// Every label of the target group whose target is `addr`; panics when none is.
+pub fn labels_of(groups: &[serde_json::Value], addr: &str) -> BTreeMap<String, String> {
+    let g = groups
+        .iter()
+        .find(|g| g["targets"][0] == addr)
+        .unwrap_or_else(|| panic!("no target {addr} in {groups:?}"));
+    g["labels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect()
 }
 
 pub fn read_targets(path: &Path) -> Vec<String> {

@@ -118,88 +118,24 @@ resource "aws_iam_role" "task" {
   tags                 = var.tags
 }
 
-data "aws_iam_policy_document" "task" {
-  # ListNamespaces, ListServices, DiscoverInstances and DiscoverInstancesRevision have
-  # no resource-level permissions in IAM: the Resource must be "*".
-  statement {
-    sid       = "CloudMapList"
-    effect    = "Allow"
-    actions   = ["servicediscovery:ListNamespaces", "servicediscovery:ListServices"]
-    resources = ["*"]
-  }
+# The sidecar's discovery statements come from the one place that holds them
+# (../discovery-policy, as for the Prometheus module's task role): Cloud Map, the
+# ECS/EC2 enrichment as enabled, ecs:DescribeServices for ECS service tags, and
+# ecs:ListContainerInstances when /sd/hosts lists the hosts by cluster.
+module "discovery_policy" {
+  source = "../discovery-policy"
 
-  statement {
-    sid       = "CloudMapDiscover"
-    effect    = "Allow"
-    actions   = ["servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision"]
-    resources = ["*"]
-
-    dynamic "condition" {
-      for_each = length(var.namespaces) > 0 ? [1] : []
-      content {
-        test     = "StringEquals"
-        variable = "servicediscovery:NamespaceName"
-        values   = var.namespaces
-      }
-    }
-  }
-
-  statement {
-    sid     = "CloudMapReadServices"
-    effect  = "Allow"
-    actions = ["servicediscovery:GetService", "servicediscovery:ListTagsForResource"]
-    resources = [
-      "arn:${local.partition}:servicediscovery:${local.region}:${local.account_id}:service/*",
-    ]
-  }
-
-  statement {
-    sid       = "EcsDescribeTasks"
-    effect    = "Allow"
-    actions   = ["ecs:DescribeTasks"]
-    resources = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:task/*"]
-  }
-
-  dynamic "statement" {
-    for_each = local.ec2_lookups ? [1] : []
-    content {
-      sid       = "EcsDescribeContainerInstances"
-      effect    = "Allow"
-      actions   = ["ecs:DescribeContainerInstances"]
-      resources = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:container-instance/*"]
-    }
-  }
-
-  # /sd/hosts lists the container instances of every cluster a discovered task runs in.
-  dynamic "statement" {
-    for_each = local.hosts_on && local.ec2_lookups ? [1] : []
-    content {
-      sid       = "EcsListContainerInstances"
-      effect    = "Allow"
-      actions   = ["ecs:ListContainerInstances"]
-      resources = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:cluster/*"]
-    }
-  }
-
-  dynamic "statement" {
-    for_each = local.ec2_lookups ? [1] : []
-    content {
-      sid       = "Ec2DescribeHosts"
-      effect    = "Allow"
-      actions   = ["ec2:DescribeInstances"]
-      resources = ["*"]
-
-      condition {
-        test     = "StringEquals"
-        variable = "aws:RequestedRegion"
-        values   = [local.region]
-      }
-    }
-  }
+  partition               = local.partition
+  region                  = local.region
+  account_id              = local.account_id
+  namespaces              = var.namespaces
+  enable_ec2_enrichment   = var.enable_ec2_enrichment
+  enable_ecs_service_tags = var.enable_ecs_service_tags
+  ec2_hosts_by_cluster    = local.hosts_on
 }
 
 resource "aws_iam_role_policy" "task" {
   name   = "${var.name}-task"
   role   = aws_iam_role.task.id
-  policy = data.aws_iam_policy_document.task.json
+  policy = module.discovery_policy.json
 }

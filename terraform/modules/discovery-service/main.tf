@@ -31,10 +31,9 @@ locals {
   token_secret_arn = local.create_token ? aws_secretsmanager_secret.token[0].arn : var.token_secret_arn
   token_in_ssm     = can(regex("^arn:[^:]+:ssm:", local.token_secret_arn))
 
-  dns_name    = "${var.registry.service_name}.${var.registry.namespace_name}"
-  base_url    = "http://${local.dns_name}:${var.port}"
-  hosts_on    = length(var.ec2_hosts_ports) > 0
-  ec2_lookups = var.enable_ec2_enrichment
+  dns_name = "${var.registry.service_name}.${var.registry.namespace_name}"
+  base_url = "http://${local.dns_name}:${var.port}"
+  hosts_on = length(var.ec2_hosts_ports) > 0
 
   environment = merge(
     {
@@ -44,6 +43,7 @@ locals {
       CLOUDMAP_SD_INTERVAL                    = var.discovery_interval
       CLOUDMAP_SD_LABEL_STYLE                 = var.label_style
       CLOUDMAP_SD_EC2_ENRICHMENT              = tostring(var.enable_ec2_enrichment)
+      CLOUDMAP_SD_ECS_SERVICE_TAGS            = tostring(var.enable_ecs_service_tags)
       CLOUDMAP_SD_REMOTE_WRITE_WATCH_INTERVAL = "0s"
       CLOUDMAP_SD_AMP_PROBE_INTERVAL          = "0s"
       AWS_REGION                              = local.region

@@ -226,6 +226,12 @@ variable "enable_ec2_enrichment" {
   default     = true
 }
 
+variable "enable_ecs_service_tags" {
+  description = "A Cloud Map service without METRICS_* tags of its own takes them from its ECS service (Service Connect): CLOUDMAP_SD_ECS_SERVICE_TAGS, and ecs:DescribeServices in the task role. false: neither."
+  type        = bool
+  default     = true
+}
+
 variable "ec2_hosts_ports" {
   description = "Serve the EC2 hosts at /sd/hosts, one target per host and port (CLOUDMAP_SD_EC2_HOSTS_OUTPUT=none). Needs enable_ec2_enrichment. Empty: /sd/hosts answers 404."
   type        = list(number)

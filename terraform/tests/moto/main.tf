@@ -44,6 +44,11 @@ provider "aws" {
 
 locals {
   namespace_name = "apps.moto.test"
+  # The roles of two other accounts, as their own states would output them.
+  discovery_role_arns = [
+    "arn:aws:iam::111111111111:role/cloudmap-sd-discovery",
+    "arn:aws:iam::222222222222:role/cloudmap-sd-discovery",
+  ]
 }
 
 # moto checks that the service's subnets and security groups exist.
@@ -139,8 +144,10 @@ module "prometheus_migration" {
   namespaces       = [aws_service_discovery_http_namespace.apps.name]
   label_style      = "reloader"
   job_name         = "ecs-services"
-  ec2_hosts_ports  = [9100]
-  ec2_hosts_tag    = "ecs-hosts=moto"
+  # Every service is tagged in Cloud Map here: no ecs:DescribeServices.
+  enable_ecs_service_tags = false
+  ec2_hosts_ports         = [9100]
+  ec2_hosts_tag           = "ecs-hosts=moto"
   scrape_relabel_configs = [
     { action = "labeldrop", regex = "namespace|taskid" },
   ]
@@ -198,6 +205,32 @@ module "collector_shard" {
   workspace_id       = module.prometheus_fargate.workspace_id
 }
 
+# A central Prometheus that also discovers in two other accounts, and the role one of
+# those accounts creates for it (in moto both live in the one test account). Task
+# definition and roles only (create_service = false).
+module "prometheus_accounts" {
+  source = "../.."
+
+  name                       = "prom-accounts"
+  cluster_arn                = aws_ecs_cluster.test.arn
+  create_service             = false
+  create_workspace           = false
+  workspace_id               = module.prometheus_fargate.workspace_id
+  sidecar_image              = "registry.example.test/cloudmap-sd:test"
+  discovery_role_arns        = local.discovery_role_arns
+  discovery_role_external_id = "central-prometheus"
+}
+
+module "discovery_role" {
+  source = "../../modules/discovery-role"
+
+  name                     = "moto-cloudmap-sd-discovery"
+  prometheus_task_role_arn = module.prometheus_accounts.task_role_arn
+  external_id              = "central-prometheus"
+  namespaces               = [local.namespace_name]
+  ec2_hosts_by_cluster     = true
+}
+
 module "web_metrics" {
   source = "../../modules/scrape-target"
 
@@ -210,6 +243,57 @@ module "web_metrics" {
     envoy = { path = "/stats/prometheus", port = 9901 }
   }
   force_destroy = true
+}
+
+# An application on ECS Service Connect: ECS creates and owns its Cloud Map
+# service, so the METRICS_* tags go on its ECS service (moto's CreateService
+# registers nothing in Cloud Map; verify.py creates the service ECS would).
+module "api_metrics" {
+  source = "../../modules/scrape-target"
+
+  service_connect   = true
+  metrics_path      = "/metrics"
+  metrics_port      = 9100
+  metrics_container = "exporter"
+}
+
+# awsvpc: moto 5.1.6 answers a service without a network configuration with an
+# empty networkConfiguration object, and the AWS provider crashes reading it.
+resource "aws_ecs_task_definition" "api" {
+  family       = "api"
+  network_mode = "awsvpc"
+  container_definitions = jsonencode([
+    {
+      name                   = "api"
+      image                  = "registry.example.test/api:1"
+      essential              = true
+      memory                 = 64
+      readonlyRootFilesystem = true
+      portMappings           = [{ containerPort = 8080 }]
+    },
+    {
+      name                   = "exporter"
+      image                  = "registry.example.test/exporter:1"
+      essential              = false
+      memory                 = 32
+      readonlyRootFilesystem = true
+      portMappings           = [{ containerPort = 9100 }]
+    },
+  ])
+}
+
+resource "aws_ecs_service" "api" {
+  name            = "api"
+  cluster         = aws_ecs_cluster.test.arn
+  task_definition = aws_ecs_task_definition.api.arn
+  desired_count   = 0
+  launch_type     = "EC2"
+  tags            = merge({ team = "payments" }, module.api_metrics.ecs_service_tags)
+
+  network_configuration {
+    subnets         = [aws_subnet.test.id]
+    security_groups = [aws_security_group.prometheus.id]
+  }
 }
 
 module "quiet_metrics" {
@@ -231,6 +315,16 @@ output "web_service_id" {
 
 output "web_metrics_tags" {
   value = module.web_metrics.metrics_tags
+}
+
+output "api" {
+  value = {
+    ecs_service_name = aws_ecs_service.api.name
+    ecs_service_arn  = aws_ecs_service.api.id
+    ecs_service_tags = module.api_metrics.ecs_service_tags
+    service_id       = module.api_metrics.service_id
+    service_registry = module.api_metrics.service_registry
+  }
 }
 
 output "quiet_service_id" {
@@ -261,6 +355,23 @@ output "ec2" {
     service_name           = module.prometheus_ec2.service_name
     file_sd_path           = module.prometheus_ec2.file_sd_path
     ec2_hosts_file_sd_path = module.prometheus_ec2.ec2_hosts_file_sd_path
+  }
+}
+
+output "accounts" {
+  value = {
+    task_definition_arn = module.prometheus_accounts.task_definition_arn
+    task_role_name      = module.prometheus_accounts.task_role_name
+    task_role_arn       = module.prometheus_accounts.task_role_arn
+    discovery_role_arns = local.discovery_role_arns
+  }
+}
+
+output "discovery_role" {
+  value = {
+    role_arn   = module.discovery_role.role_arn
+    role_name  = module.discovery_role.role_name
+    account_id = module.discovery_role.account_id
   }
 }
 

@@ -112,7 +112,7 @@ SIDECAR_ACTIONS = {
     "servicediscovery:ListNamespaces", "servicediscovery:ListServices",
     "servicediscovery:GetService", "servicediscovery:ListTagsForResource",
     "servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision",
-    "ecs:DescribeTasks", "aps:RemoteWrite",
+    "ecs:DescribeTasks", "ecs:DescribeServices", "aps:RemoteWrite",
 }
 EC2_HOST_ACTIONS = {"ecs:DescribeContainerInstances", "ec2:DescribeInstances"}
 # ec2_hosts_ports without ec2_hosts_tag: the container instances of every cluster seen.
@@ -228,6 +228,18 @@ def cmd_resources(path):
     qtags = sd.list_tags_for_resource(ResourceARN=quiet["Arn"])["Tags"]
     check(not any(t["Key"].startswith("METRICS_") for t in qtags), "quiet (prometheus_enabled=false): no METRICS_* tags")
 
+    print("ECS: the scrape-target module's Service Connect way (tags on the ECS service)")
+    api = out["api"]
+    want = {"METRICS_PATH": "/metrics", "METRICS_PORT": "9100", "METRICS_CONTAINER": "exporter"}
+    check(api["ecs_service_tags"] == want, "api (service_connect): ecs_service_tags output = the METRICS_* tags")
+    check(api["service_id"] is None and api["service_registry"] is None,
+          "api (service_connect): no Cloud Map service created (ECS owns it)")
+    check(not any(s["Name"] == "api" for s in sd.list_services()["Services"]), "no Cloud Map service named api")
+    described = client("ecs").describe_services(cluster="moto-test", services=[api["ecs_service_name"]],
+                                                include=["TAGS"])["services"][0]
+    etags = {t["key"]: t["value"] for t in described.get("tags", [])}
+    check(etags == {**want, "team": "payments"}, "the ECS service carries them, beside its own tags")
+
     fg, ec2 = out["fargate"], out["ec2"]
     print("ECS task definition (Fargate)")
     td, c = task_def(fg["task_definition_arn"])
@@ -253,6 +265,8 @@ def cmd_resources(path):
           "CLOUDMAP_SD_INTERVAL, CLOUDMAP_SD_LISTEN")
     check(senv.get("CLOUDMAP_SD_EC2_ENRICHMENT") == "false",
           "enable_ec2_enrichment=false: CLOUDMAP_SD_EC2_ENRICHMENT=false")
+    check(senv.get("CLOUDMAP_SD_ECS_SERVICE_TAGS") == "true",
+          "enable_ecs_service_tags=true (default): CLOUDMAP_SD_ECS_SERVICE_TAGS=true")
     mounts = {m["sourceVolume"]: m["readOnly"] for m in prom["mountPoints"]}
     check(mounts == {"prometheus-config": True, "file-sd": True, "prometheus-data": False},
           "prometheus: config and file-sd read-only, data writable")
@@ -320,6 +334,8 @@ def cmd_resources(path):
     check(senv3.get("CLOUDMAP_SD_EC2_HOSTS_TAG") == "ecs-hosts=moto", "CLOUDMAP_SD_EC2_HOSTS_TAG=ecs-hosts=moto")
     check(senv3.get("CLOUDMAP_SD_EC2_ENRICHMENT") == "true" and senv3.get("CLOUDMAP_SD_LABEL_STYLE") == "reloader",
           "EC2 host lookups on, reloader labels")
+    check(senv3.get("CLOUDMAP_SD_ECS_SERVICE_TAGS") == "false",
+          "enable_ecs_service_tags=false: CLOUDMAP_SD_ECS_SERVICE_TAGS=false")
     cfg3 = yaml.safe_load(env_of(c3["init"])["PROMETHEUS_CONFIG"])
     jobs3 = {j["job_name"]: j for j in cfg3["scrape_configs"]}
     check(list(jobs3) == ["ecs-services", HOSTS_JOB, "prometheus", "cloudmap-sd"],
@@ -354,8 +370,8 @@ def cmd_resources(path):
 
     print("ECS services, as apply sent them (moto's request recording)")
     created = {r["serviceName"]: r for r in sent_requests(ECS_TARGET + "CreateService")}
-    check(set(created) == {"prom-fargate", "prom-ec2", "moto-sd", "moto-collector-1"},
-          "apply sent CreateService for prom-fargate, prom-ec2, moto-sd and moto-collector-1")
+    check(set(created) == {"prom-fargate", "prom-ec2", "api", "moto-sd", "moto-collector-1"},
+          "apply sent CreateService for prom-fargate, prom-ec2, moto-sd, moto-collector-1 (and the application api)")
     fsent, esent = created["prom-fargate"], created["prom-ec2"]
     check(fsent.get("launchType") == "FARGATE" and fsent.get("platformVersion") == "LATEST"
           and "placementStrategy" not in fsent, "Fargate: launchType FARGATE, platformVersion LATEST, no placement")
@@ -380,8 +396,13 @@ def cmd_resources(path):
           and lci[0]["resources"] == [f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/*"] and not lci[0]["condition"],
           "ecs:ListContainerInstances on the clusters of this account and Region only (cluster ARNs, no '*')")
     sts3 = policy_statements(out["migration"]["task_role_name"], out["migration"]["task_role_name"])
-    check(set().union(*(s["actions"] for s in sts3)) == SIDECAR_ACTIONS | EC2_HOST_ACTIONS,
-          "migration (ec2_hosts_tag): no ecs:ListContainerInstances; hosts by ec2:DescribeInstances")
+    check(set().union(*(s["actions"] for s in sts3)) == (SIDECAR_ACTIONS | EC2_HOST_ACTIONS) - {"ecs:DescribeServices"},
+          "migration (ec2_hosts_tag, enable_ecs_service_tags=false): no ecs:ListContainerInstances, "
+          "no ecs:DescribeServices; hosts by ec2:DescribeInstances")
+    dsv = [s for s in sts if "ecs:DescribeServices" in s["actions"]]
+    check(len(dsv) == 1 and dsv[0]["actions"] == {"ecs:DescribeServices"}
+          and dsv[0]["resources"] == [f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/*"] and not dsv[0]["condition"],
+          "ecs:DescribeServices on the ECS services of this account and Region only")
     aps = [s for s in sts if "aps:RemoteWrite" in s["actions"]]
     check(len(aps) == 1 and aps[0]["resources"] == [fg["workspace_arn"]] and aps[0]["actions"] == {"aps:RemoteWrite"},
           "aps:RemoteWrite only on the workspace ARN")
@@ -408,6 +429,7 @@ def cmd_resources(path):
     check_agent(out)
     check_discovery_service(out, created["moto-sd"])
     check_collector(out)
+    check_accounts(out)
 
     print("AMP workspace and log groups")
     ws = client("amp").describe_workspace(workspaceId=fg["workspace_id"])["workspace"]
@@ -464,10 +486,11 @@ def check_discovery_service(out, sent):
         "CLOUDMAP_SD_HTTP_SD_BEARER_TOKEN_FILE": f"{SD_TOKEN_DIR}/token",
         "CLOUDMAP_SD_EC2_HOSTS_OUTPUT": "none", "CLOUDMAP_SD_EC2_HOSTS_PORT": "9100",
         "CLOUDMAP_SD_REMOTE_WRITE_WATCH_INTERVAL": "0s", "CLOUDMAP_SD_AMP_PROBE_INTERVAL": "0s",
-        "CLOUDMAP_SD_NAMESPACE": out["namespace_name"],
+        "CLOUDMAP_SD_NAMESPACE": out["namespace_name"], "CLOUDMAP_SD_ECS_SERVICE_TAGS": "true",
     }
     bad = {k: senv.get(k) for k, v in want.items() if senv.get(k) != v}
-    check(not bad, "sidecar environment: no file, listen on every address, the token file, /sd/hosts, no watch, no probe"
+    check(not bad, "sidecar environment: no file, listen on every address, the token file, /sd/hosts, "
+          "ECS service tags, no watch, no probe"
           + ("" if not bad else f": {bad}"))
     check(not any(re.search(r"token", e["name"], re.I) and e["name"] != "CLOUDMAP_SD_HTTP_SD_BEARER_TOKEN_FILE"
                   for e in side.get("environment", [])) and "secrets" not in side,
@@ -504,7 +527,13 @@ def check_discovery_service(out, sent):
           "execution role: logs and the token only")
     ts = policy_statements(ds["task_role_name"], ds["task_role_name"])
     check(set().union(*(s["actions"] for s in ts)) == SD_ACTIONS,
-          "task role: Cloud Map, ECS and EC2 reads, no aps:RemoteWrite")
+          "task role: Cloud Map, ECS and EC2 reads (ecs:DescribeServices too), no aps:RemoteWrite")
+    # modules/discovery-policy is the one place of the discovery statements: given the
+    # same namespaces and switches, the discovery role's policy is the same document.
+    same = policy_statements(out["discovery_role"]["role_name"], out["discovery_role"]["role_name"])
+    key = lambda sts: sorted((s["sid"], sorted(s["actions"]), sorted(s["resources"]), json.dumps(s["condition"], sort_keys=True))
+                             for s in sts)
+    check(key(ts) == key(same), "task role: the statements of modules/discovery-policy (as the discovery role's)")
 
 
 def collector_config(container):
@@ -542,6 +571,54 @@ def check_collector(out):
     read = [s for s in ex if "secretsmanager:GetSecretValue" in s["actions"]]
     check(len(read) == 1 and read[0]["resources"] == [ds["token_secret_arn"]],
           "collector execution role: the token secret only")
+
+
+def check_accounts(out):
+    """discovery_role_arns: the sidecar's environment and sts:AssumeRole on exactly
+    those roles; modules/discovery-role: its trust and its least-privilege policy."""
+    acc, role = out["accounts"], out["discovery_role"]
+    print("Other accounts: discovery_role_arns")
+    _, c = task_def(acc["task_definition_arn"])
+    senv = env_of(c["cloudmap-sd"])
+    check(senv.get("CLOUDMAP_SD_ROLE_ARN") == ",".join(acc["discovery_role_arns"]),
+          "CLOUDMAP_SD_ROLE_ARN: the roles, comma-separated")
+    check(senv.get("CLOUDMAP_SD_ROLE_EXTERNAL_ID") == "central-prometheus", "CLOUDMAP_SD_ROLE_EXTERNAL_ID")
+    sts = policy_statements(acc["task_role_name"], acc["task_role_name"])
+    assume = [s for s in sts if "sts:AssumeRole" in s["actions"]]
+    check(len(assume) == 1 and assume[0]["actions"] == {"sts:AssumeRole"}
+          and sorted(assume[0]["resources"]) == sorted(acc["discovery_role_arns"]) and not assume[0]["condition"],
+          "task role: sts:AssumeRole on exactly the discovery roles")
+    check(set().union(*(s["actions"] for s in sts)) == SIDECAR_ACTIONS | EC2_HOST_ACTIONS | {"sts:AssumeRole"},
+          "task role: the own account's discovery, AMP, and the AssumeRole")
+
+    print("Other accounts: modules/discovery-role")
+    iam = client("iam")
+    r = iam.get_role(RoleName=role["role_name"])["Role"]
+    check(r["Arn"] == role["role_arn"] and role["account_id"] == ACCOUNT, "role ARN and account outputs")
+    check(r.get("MaxSessionDuration", 3600) == 3600, "sessions of an hour (the sidecar renews them)")
+    trust = r["AssumeRolePolicyDocument"]
+    if isinstance(trust, str):
+        trust = json.loads(trust)
+    (st,) = trust["Statement"]
+    principal = st["Principal"]["AWS"]
+    check(principal in (acc["task_role_arn"], [acc["task_role_arn"]]) and st["Action"] in ("sts:AssumeRole", ["sts:AssumeRole"]),
+          "trusted by the Prometheus task role only")
+    ext = st["Condition"]["StringEquals"]["sts:ExternalId"]
+    check(ext in ("central-prometheus", ["central-prometheus"]), "and only with the external id")
+    pol = policy_statements(role["role_name"], role["role_name"])
+    discovery = SIDECAR_ACTIONS - {"aps:RemoteWrite"}
+    check(set().union(*(s["actions"] for s in pol)) == discovery | EC2_HOST_ACTIONS | {HOSTS_BY_CLUSTER_ACTION},
+          "policy: exactly the sidecar's discovery calls (EC2 hosts by cluster on), no AMP, no AssumeRole")
+    star = {a for s in pol if "*" in s["resources"] for a in s["actions"]}
+    check(star <= {"servicediscovery:ListNamespaces", "servicediscovery:ListServices",
+                   "servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision",
+                   "ec2:DescribeInstances"},
+          "Resource '*' only for actions without resource-level permissions")
+    disc = [s for s in pol if "servicediscovery:DiscoverInstances" in s["actions"]][0]
+    names = disc["condition"]["StringEquals"]["servicediscovery:NamespaceName"]
+    check(names in (out["namespace_name"], [out["namespace_name"]]), "DiscoverInstances limited to the namespaces")
+    scoped = [r for s in pol if "*" not in s["resources"] for r in s["resources"]]
+    check(all(f":{REGION}:{ACCOUNT}:" in r for r in scoped), "every other resource in this account and Region")
 
 
 # Attributes that moto does not store or echo back; a second plan shows them as
@@ -789,6 +866,43 @@ def cmd_discover(path, binary):
     check(not any("cluster" in g.get("labels", {}) for g in groups),
           "no bare cluster target label (it would override the cluster external label AMP de-duplicates on)")
     print("       | " + json.dumps(web[0], sort_keys=True))
+    service_connect(out, sd, env, binary)
+
+
+def service_connect(out, sd, env, binary):
+    """The Cloud Map service ECS Service Connect would create for the api ECS
+    service (only its own AmazonECSManaged tag), with a task registered as ECS
+    registers it: cloudmap-sd scrapes it by the tags the module put on the ECS
+    service."""
+    print("cloudmap-sd scrapes a Service Connect service by its ECS service's tags")
+    ns_id = next(n["Id"] for n in sd.list_namespaces()["Namespaces"] if n["Name"] == out["namespace_name"])
+    created = sd.create_service(Name="api", NamespaceId=ns_id, Tags=[{"Key": "AmazonECSManaged", "Value": "true"}])
+    service_id, task = created["Service"]["Id"], "5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c"
+    ip = "10.99.1.31"
+    sd.register_instance(
+        ServiceId=service_id,
+        InstanceId=task,
+        Attributes={"AWS_INSTANCE_IPV4": ip, "AWS_INSTANCE_PORT": "8080", "ECS_CLUSTER_NAME": "moto-test",
+                    "ECS_SERVICE_NAME": out["api"]["ecs_service_name"], "ECS_TASK_DEFINITION_FAMILY": "api"},
+    )
+    argv = [binary, "once", "--output", "-", "--namespace", out["namespace_name"]]
+    try:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        # Not Terraform's: gone before the destroy step deletes the namespace.
+        sd.deregister_instance(ServiceId=service_id, InstanceId=task)
+        sd.delete_service(Id=service_id)
+    if proc.returncode != 0:
+        sys.stdout.write(proc.stderr[-4000:])
+    check(proc.returncode == 0, f"{' '.join(argv[1:])} exits 0")
+    api = [g for g in json.loads(proc.stdout) if f"{ip}:9100" in g.get("targets", [])]
+    check(len(api) == 1, f"target {ip}:9100 (METRICS_PORT of the ECS service)")
+    labels = api[0]["labels"]
+    check(labels.get("__metrics_path__") == "/metrics" and labels.get("cloudmap_service") == "api"
+          and labels.get("ecs_service") == "api", "its path, Cloud Map service and ECS service")
+    check(labels.get("__meta_ecs_service_tag_team") == "payments"
+          and labels.get("__meta_cloudmap_service_tag_AmazonECSManaged") == "true",
+          "the ECS service's and the Cloud Map service's tags as __meta_* labels")
 
 
 def sidecar_env(container_env, file_sd_dir):
@@ -832,8 +946,15 @@ def run_sidecar_once(binary, container, sd_dir, drop=(), extra=None):
         sys.stdout.write(proc.stderr[-4000:])
     check(proc.returncode == 0, "once exits 0 (the environment the module writes is accepted)")
     files = (env["CLOUDMAP_SD_OUTPUT"], env["CLOUDMAP_SD_EC2_HOSTS_OUTPUT"])
-    check(sorted(os.listdir(sd_dir)) == sorted(os.path.basename(f) for f in files),
-          f"the file-sd directory holds the two files, no temporary file: {sorted(os.listdir(sd_dir))}")
+    # The sidecar writes its temporary files in a hidden staging directory it makes
+    # beside the files.
+    staging = os.path.join(sd_dir, ".cloudmap-sd-staging")
+    names = sorted(os.listdir(sd_dir))
+    left = sorted(os.listdir(staging)) if os.path.isdir(staging) else None
+    check(names == sorted([os.path.basename(f) for f in files] + [".cloudmap-sd-staging"])
+          and left == [],
+          f"the file-sd directory holds the two files and the staging directory, no temporary "
+          f"file anywhere: {names}, in the staging directory: {left}")
     loaded = []
     for path in files:
         with open(path) as f:
@@ -1135,6 +1256,9 @@ REFUSALS = {
     "hosts_ports_repeated": ("Invalid value for variable", "ec2_hosts_ports must be distinct"),
     "relabel_unknown_action": ("Invalid value for variable", "scrape_relabel_configs: action must be one of"),
     "hosts_job_name_taken": ("Resource precondition failed", "job_name must not be ec2-hosts"),
+    "roles_in_one_account": ("Invalid value for variable", "discovery_role_arns must name one role per account"),
+    "role_arn_malformed": ("Invalid value for variable", "discovery_role_arns must be IAM role ARNs"),
+    "external_id_without_roles": ("Resource precondition failed", "discovery_role_external_id is for the roles"),
 }
 
 
