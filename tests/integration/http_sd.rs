@@ -395,33 +395,6 @@ async fn two_prometheus_shards_hold_every_target_once_and_their_union_is_the_fil
     }
 }
 
-/// Registers `services` x `tasks` instances, `in_flight` registrations at a time.
-async fn seed_many(moto: &Moto, services: u32, tasks: u32) {
-    let s = Seeder::new(&moto.url).await;
-    let ns = s.http_namespace("load").await;
-    for i in 0..services {
-        let svc = s
-            .service(
-                &ns,
-                &format!("svc-{i:02}"),
-                &[("METRICS_PATH", "/metrics"), ("METRICS_PORT", "9100")],
-            )
-            .await;
-        let ids: Vec<(String, String)> = (0..tasks)
-            .map(|t| {
-                (
-                    format!("task-{i:02}-{t:03}"),
-                    format!("10.{i}.{}.{}", t / 200, t % 200 + 1),
-                )
-            })
-            .collect();
-        for chunk in ids.chunks(8) {
-            futures::future::join_all(chunk.iter().map(|(id, ip)| s.task(&svc, id, ip, None)))
-                .await;
-        }
-    }
-}
-
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -429,7 +402,9 @@ fn mib(kib: u64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_does_not_grow_with_the_number_of_requests() {
     let moto = Moto::start();
-    seed_many(&moto, 20, 50).await;
+    let s = Seeder::new(&moto.url).await;
+    let ns = s.http_namespace("load").await;
+    s.services_with_tasks(&ns, 20, 50).await;
     let dir = tempfile::tempdir().unwrap();
     let sc = Sidecar::start_serving(dir.path(), &moto.url, &["--interval", "5s"]);
     sc.wait_ready(Duration::from_secs(120)).await;
