@@ -1,12 +1,14 @@
 //! Benchmark of cloudmap-sd at 100 and 1000 Cloud Map services: API calls per cycle,
 //! cycle wall and CPU time, peak RSS, output size, time from a task's registration to
-//! its target in the file, and what reading the file costs a real Prometheus (its
+//! its target in the file, what reading the file costs a real Prometheus (its
 //! file_sd scans and scan seconds per change, its memory, bytes per target, for each
-//! `--meta-labels` and for temporary files beside the file).
+//! `--meta-labels` and for temporary files beside the file), and the http_sd endpoint
+//! under load from a second process (requests per second, latency, memory).
 //!
 //!   cargo run --release --example bench -- [--against fake|moto] [--services 100,1000]
 //!       [--tasks 10] [--namespaces 10] [--hosts 20] [--ttt-runs 5] [--ttt-interval 5s]
-//!       [--parts cycles,ttt,prometheus] [--prometheus-changes 5]
+//!       [--parts cycles,ttt,prometheus,http-sd] [--prometheus-changes 5]
+//!       [--sd-requests 2000] [--sd-concurrency 8]
 //!
 //! `--against fake`: an in-process fake of Cloud Map, ECS and EC2 that answers at once,
 //! generates its answers on demand (a few bytes of state per task) and counts calls
@@ -43,13 +45,15 @@ use cloudmap_sd::aws::{
     SERVICES_BATCH, ServicePage, ServiceSummary, ServiceTags,
 };
 use cloudmap_sd::config::{Cli, Config};
+use cloudmap_sd::http_sd::{HttpSd, Published};
 use cloudmap_sd::metrics::Metrics;
 use cloudmap_sd::model::{HealthStatus, Host, Instance, attr};
-use cloudmap_sd::server::Readiness;
+use cloudmap_sd::server::{self, Readiness};
 use cloudmap_sd::sidecar::{self, Engine};
 use cloudmap_sd::targets;
 use cloudmap_sd_test_support::{
-    FileSdStats, Moto, Seeder, file_sd_config, free_port, http_get, prometheus_bin, prometheus_on,
+    FileSdStats, LoadReport, Moto, Seeder, file_sd_config, free_port, http_get, load,
+    prometheus_bin, prometheus_on,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,6 +71,8 @@ enum Part {
     Ttt,
     /// (e): what reading the file costs a real Prometheus.
     Prometheus,
+    /// (f): the http_sd endpoint under load from a second process.
+    HttpSd,
 }
 
 /// cloudmap-sd benchmark: API calls, CPU, memory and time to target.
@@ -105,13 +111,24 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "cycles,ttt,prometheus"
+        default_value = "cycles,ttt,prometheus,http-sd"
     )]
     parts: Vec<Part>,
     /// Cloud Map changes (one new task each) timed with a real Prometheus reading the
     /// file, in part `prometheus`.
     #[arg(long, default_value_t = 5)]
     prometheus_changes: usize,
+    /// Requests of each whole-list round of the http_sd load (part `http-sd`; at
+    /// least 4: the shard round sends a quarter as many to each of 4 shards).
+    #[arg(long, default_value_t = 2000)]
+    sd_requests: usize,
+    /// Requests in flight during the http_sd load.
+    #[arg(long, default_value_t = 8)]
+    sd_concurrency: usize,
+    /// Internal: be the load client of the http_sd load (a second process), GET these
+    /// URLs and print the report as JSON.
+    #[arg(long, hide = true)]
+    load_client: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------
@@ -1348,6 +1365,30 @@ fn report_cycles(c: &Cycles, topo: &Topo, config: &Config, against: Against) {
 // ---------------------------------------------------------------------------------
 // (d) time to target: the sidecar loop in-process, a new task, the file polled.
 
+/// What the in-process loop shares with a measurement: its metrics, its readiness
+/// (without a file when `--output none`) and what it publishes for `/sd/*`.
+struct InProcess {
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    published: Arc<Published>,
+}
+
+impl InProcess {
+    fn new(opts: &Config) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let gauge = metrics.run.ready.clone();
+        let readiness = match opts.sidecar.output {
+            Some(_) => Readiness::new(gauge),
+            None => Readiness::without_file(gauge),
+        };
+        InProcess {
+            metrics,
+            readiness: Arc::new(readiness),
+            published: Arc::new(Published::new(opts.http_sd.hosts)),
+        }
+    }
+}
+
 /// Runs `sidecar::run` in-process with `opts` while `measure` runs, then stops it (a
 /// write in progress finishes). Err when the loop stopped first.
 async fn with_loop<W: World, T>(
@@ -1355,15 +1396,25 @@ async fn with_loop<W: World, T>(
     opts: &Config,
     measure: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
-    let metrics = Arc::new(Metrics::new());
-    let clients = w.clients(&metrics).await;
+    with_loop_in(w, opts, &InProcess::new(opts), measure).await
+}
+
+/// [`with_loop`] with the loop's metrics, readiness and publication given, for a
+/// measurement that serves them too.
+async fn with_loop_in<W: World, T>(
+    w: &W,
+    opts: &Config,
+    parts: &InProcess,
+    measure: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let clients = w.clients(&parts.metrics).await;
     let shutdown = CancellationToken::new();
-    let readiness = Arc::new(Readiness::new(metrics.run.ready.clone()));
     let mut run = pin!(sidecar::run(
         clients,
         &opts.sidecar,
-        metrics.run.clone(),
-        readiness,
+        parts.metrics.run.clone(),
+        parts.readiness.clone(),
+        parts.published.clone(),
         shutdown.clone()
     ));
     let measured = tokio::select! {
@@ -1748,6 +1799,225 @@ fn report_prometheus(costs: &[PromCost], changes: usize) {
 }
 
 // ---------------------------------------------------------------------------------
+// (f) http_sd under load: sidecar::run in-process without a file (--output none), the
+// HTTP server on a multi-threaded runtime of its own as in `main`, and the requests
+// from a second process (this benchmark run with --load-client).
+
+/// One round of requests and the RSS after it.
+struct Round {
+    name: String,
+    report: LoadReport,
+    rss_kib: Option<u64>,
+}
+
+struct SdLoad {
+    /// RSS once the first discovery was published, before any request.
+    published_rss_kib: Option<u64>,
+    rounds: Vec<Round>,
+    peak_rss_kib: Option<u64>,
+    whole_bytes: u64,
+}
+
+/// Runs the load client in a child process; its JSON report.
+fn load_in_child(
+    urls: &[String],
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<LoadReport> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    for u in urls {
+        cmd.arg("--load-client").arg(u);
+    }
+    cmd.args(["--sd-requests", &requests.to_string()])
+        .args(["--sd-concurrency", &concurrency.to_string()]);
+    let out = cmd.output().context("cannot start the load client")?;
+    if !out.status.success() {
+        bail!(
+            "the load client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The load client (`--load-client URL...`): the report on stdout, as JSON.
+fn load_client(args: &Args) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(load(
+        &args.load_client,
+        &[],
+        args.sd_requests,
+        args.sd_concurrency,
+        Duration::from_secs(60),
+    ));
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+async fn http_sd_load<W: World>(w: &W, enrichment: bool, args: &Args) -> anyhow::Result<SdLoad> {
+    let opts = options(&[
+        "--interval".into(),
+        "5s".into(),
+        "--output".into(),
+        "none".into(),
+        "--ecs-enrichment".into(),
+        enrichment.to_string(),
+    ])?;
+    trim_heap();
+    let reset = reset_peak_rss();
+    let parts = InProcess::new(&opts);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let stop_server = CancellationToken::new();
+    let server = {
+        let (readiness, shutdown) = (parts.readiness.clone(), stop_server.clone());
+        let sd = HttpSd::new(parts.published.clone(), None, parts.metrics.http_sd.clone())?;
+        let m = parts.metrics.clone();
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let exposition: server::Exposition = Arc::new(move || m.encode());
+                server::serve(listener, readiness, exposition, sd, shutdown).await
+            })?;
+            Ok(())
+        })
+    };
+    let readiness = parts.readiness.clone();
+    let measure = async {
+        let started = std::time::Instant::now();
+        while readiness.readiness().is_err() {
+            if started.elapsed() > Duration::from_secs(300) {
+                bail!("no complete discovery within 300s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let published_rss_kib = vm_kib("VmRSS");
+        let whole = vec![format!("{base}/sd/targets")];
+        let shards: Vec<String> = (0..4)
+            .map(|i| format!("{base}/sd/targets?shard={i}/4"))
+            .collect();
+        let (n, c) = (args.sd_requests, args.sd_concurrency);
+        let plan = [
+            (
+                "whole list, first request (renders it)".to_string(),
+                &whole,
+                1,
+                1,
+            ),
+            (format!("whole list x{n}"), &whole, n, c),
+            (format!("shards 0-3 of 4 x{}", n / 4), &shards, n / 4, c),
+            (format!("whole list x{n}, again"), &whole, n, c),
+        ];
+        let mut rounds = Vec::new();
+        for (name, urls, requests, concurrency) in plan {
+            let urls = urls.clone();
+            eprintln!("bench: http_sd load: {name}");
+            let report =
+                tokio::task::spawn_blocking(move || load_in_child(&urls, requests, concurrency))
+                    .await??;
+            rounds.push(Round {
+                name,
+                report,
+                rss_kib: vm_kib("VmRSS"),
+            });
+        }
+        let whole_bytes = rounds[0].report.bytes;
+        anyhow::Ok(SdLoad {
+            published_rss_kib,
+            rounds,
+            peak_rss_kib: None,
+            whole_bytes,
+        })
+    };
+    let result = with_loop_in(w, &opts, &parts, measure).await;
+    stop_server.cancel();
+    server
+        .join()
+        .map_err(|_| anyhow!("the server thread panicked"))??;
+    let mut result = result?;
+    result.peak_rss_kib = if reset { vm_kib("VmHWM") } else { None };
+    Ok(result)
+}
+
+fn report_sd_load(l: &SdLoad, args: &Args) {
+    println!(
+        "(f) http_sd under load: sidecar::run in-process with --output none, the HTTP server \
+         on its own 2-worker runtime, GET /sd/targets from a second process on loopback \
+         ({} in flight); the whole list is {:.1} MB",
+        args.sd_concurrency,
+        l.whole_bytes as f64 / 1e6
+    );
+    let rows: Vec<Vec<String>> = l
+        .rounds
+        .iter()
+        .map(|r| {
+            let bad: usize = r
+                .report
+                .statuses
+                .iter()
+                .filter(|(k, _)| k.as_str() != "200")
+                .map(|(_, v)| v)
+                .sum();
+            vec![
+                r.name.clone(),
+                format!("{:.1}", r.report.rps),
+                format!("{:.1}", r.report.p50_ms),
+                format!("{:.1}", r.report.p99_ms),
+                format!("{:.1}", r.report.max_ms),
+                bad.to_string(),
+                r.rss_kib.map(mib).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "round",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "not 200",
+            "RSS after MiB",
+        ]
+        .map(String::from),
+        &rows,
+    );
+    if let Some(r) = l.published_rss_kib {
+        println!(
+            "  RSS once the first discovery was published, before any request: {} MiB",
+            mib(r)
+        );
+    }
+    if let Some(p) = l.peak_rss_kib {
+        println!(
+            "  peak RSS over the loop and every round (VmHWM; the load client is another process): {} MiB",
+            mib(p)
+        );
+    }
+    if let (Some(a), Some(b)) = (
+        l.rounds.get(1).and_then(|r| r.rss_kib),
+        l.rounds.get(3).and_then(|r| r.rss_kib),
+    ) {
+        println!(
+            "  RSS after the first and the second {}-request round of the whole list: {} and {} MiB",
+            args.sd_requests,
+            mib(a),
+            mib(b)
+        );
+    }
+    println!();
+}
+
+// ---------------------------------------------------------------------------------
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -1813,6 +2083,10 @@ async fn run_parts<W: World>(
             );
         }
         report_prometheus(&costs, args.prometheus_changes);
+    }
+    if args.parts.contains(&Part::HttpSd) {
+        let l = http_sd_load(w, enrichment, args).await?;
+        report_sd_load(&l, args);
     }
     Ok(())
 }
@@ -1898,8 +2172,14 @@ async fn bench(args: &Args, moto: Option<&Moto>) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if !args.load_client.is_empty() {
+        return load_client(&args);
+    }
     if args.services.is_empty() || args.tasks == 0 || args.ttt_runs == 0 {
         bail!("--services, --tasks and --ttt-runs must be positive");
+    }
+    if args.parts.contains(&Part::HttpSd) && (args.sd_requests < 4 || args.sd_concurrency == 0) {
+        bail!("--sd-requests must be at least 4 and --sd-concurrency positive");
     }
     // moto and its environment come first, while this process has a single thread.
     let moto = match args.against {

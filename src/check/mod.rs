@@ -20,14 +20,14 @@ use aws_credential_types::provider::ProvideCredentials;
 use crate::aws::accounts::{self, AccountsOptions, RoleArn, RoleSession};
 use crate::aws::{AwsMetrics, sdk};
 use crate::file_sd::{self, Staging, Tried};
-use crate::prom_config::PromConfig;
+use crate::prom_config::{PromConfig, PrometheusMode};
 use crate::remote_write::{AmpProbe, probe_target};
 
 pub mod lint;
 pub mod permissions;
 pub mod report;
 
-pub use lint::{glob_match, lint};
+pub use lint::{Setup, glob_match, lint, lint_setup};
 pub use report::{Report, Row, Status};
 
 use permissions::{CLOUDMAP_ACTIONS, TASK_ROLE, enrichment_actions};
@@ -37,8 +37,8 @@ use permissions::{CLOUDMAP_ACTIONS, TASK_ROLE, enrichment_actions};
 pub struct CheckOptions {
     /// The selected namespaces (a real service of the first one is tried).
     pub namespaces: Vec<String>,
-    /// The targets file (`-`: stdout).
-    pub output: PathBuf,
+    /// The targets file (`-`: stdout); None: no file (`--output none`).
+    pub output: Option<PathBuf>,
     /// The EC2 hosts file.
     pub hosts_output: Option<PathBuf>,
     pub ecs_enrichment: bool,
@@ -54,6 +54,10 @@ pub struct CheckOptions {
     pub prometheus_config: Option<PathBuf>,
     /// Deadline of each AWS call and of the probe.
     pub api_timeout: Duration,
+    /// `--prometheus-mode`: what the lint expects of the configuration.
+    pub prometheus_mode: PrometheusMode,
+    /// `/sd/*` requires a bearer token (`--http-sd-bearer-token-file`).
+    pub http_sd_token: bool,
     /// The accounts to check: the own one, and each role's.
     pub accounts: AccountsOptions,
 }
@@ -70,7 +74,14 @@ pub async fn run(options: &CheckOptions, sdk: &SdkConfig) -> Report {
         Some(region) if creds_ok => rows.extend(account_rows(sdk, options, region).await),
         _ => rows.extend(skipped_permission_rows(options)),
     }
-    rows.push(output_dir_row(&options.output));
+    rows.push(match &options.output {
+        Some(output) => output_dir_row(output),
+        None => Row::new(
+            "output directory writable",
+            Status::Skip,
+            "--output none: no file, the targets are served at /sd/targets",
+        ),
+    });
     if let Some(hosts) = &options.hosts_output {
         let mut row = output_dir_row(hosts);
         row.check = "ec2 hosts output directory writable".into();
@@ -79,7 +90,14 @@ pub async fn run(options: &CheckOptions, sdk: &SdkConfig) -> Report {
     let config = prometheus_config(options, &mut rows);
     rows.push(probe_row(options, config.as_ref(), sdk).await);
     match &config {
-        Some(c) => rows.extend(lint(c, &options.output)),
+        Some(c) => rows.extend(lint_setup(
+            c,
+            Setup {
+                output: options.output.as_deref(),
+                mode: options.prometheus_mode,
+                token: options.http_sd_token,
+            },
+        )),
         None if options.prometheus_config.is_none() => rows.push(Row::new(
             "prometheus: config lint",
             Status::Skip,

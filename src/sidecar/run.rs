@@ -12,25 +12,30 @@ use tracing::{Instrument, error, info, info_span, warn};
 use super::{Content, Engine, Pass, RunMetrics, SidecarOptions, write};
 use crate::aws::{Accounts, AwsError, CloudMap, Ec2, Ecs};
 use crate::file_sd::{FileSd, Publish};
+use crate::http_sd::Published;
 use crate::server::Readiness;
 
 /// Runs a cycle every interval until `shutdown` is cancelled, over the own
-/// account's clients or several accounts'.
+/// account's clients or several accounts'. Every publish goes to the file (unless
+/// there is none) and to `published`, which `/sd/*` serves.
 pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
     accounts: impl Into<Accounts<C, E, X>>,
     options: &SidecarOptions,
     metrics: Arc<RunMetrics>,
     readiness: Arc<Readiness>,
+    published: Arc<Published>,
     shutdown: CancellationToken,
 ) {
+    let hosts_path = options.hosts.as_ref().and_then(|h| h.path.as_deref());
     let mut state = Loop {
         engine: Engine::new(accounts, options, metrics.clone()),
-        writer: Some(FileSd::open(&options.output)),
-        hosts_writer: options.hosts.as_ref().map(|h| FileSd::open(&h.path)),
+        writer: options.output.as_deref().map(FileSd::open),
+        hosts_writer: hosts_path.map(FileSd::open),
         pending: false,
         options,
         metrics,
         readiness,
+        published,
     };
     let mut ticker = tokio::time::interval(options.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -56,7 +61,8 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
 /// What the loop keeps between cycles.
 struct Loop<'o, C, E, X> {
     engine: Engine<C, E, X>,
-    /// Taken while a write runs off the runtime.
+    /// Taken while a write runs off the runtime; never there without a file
+    /// (`options.output` None).
     writer: Option<FileSd>,
     hosts_writer: Option<FileSd>,
     /// A snapshot rendered anew that has not reached the file yet (its write failed
@@ -66,6 +72,8 @@ struct Loop<'o, C, E, X> {
     options: &'o SidecarOptions,
     metrics: Arc<RunMetrics>,
     readiness: Arc<Readiness>,
+    /// What /sd/* serves.
+    published: Arc<Published>,
 }
 
 impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
@@ -83,7 +91,11 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
         if !self.may_publish(&pass) {
             return;
         }
-        if let Some(json) = pass.hosts.take() {
+        let hosts = pass.hosts.take();
+        // /sd/* follows discovery even while the file cannot be written.
+        self.published
+            .publish(&pass.snapshot, &pass.targets, hosts.as_deref());
+        if let Some(json) = hosts {
             self.write_hosts(json).await;
         }
         let file = self.write_targets(&pass).await;
@@ -152,14 +164,18 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
     }
 
     /// Publishes the targets file; says how it went (`written`, `unchanged`,
-    /// `failed`).
+    /// `failed`, or `none` without a file).
     async fn write_targets(&mut self, pass: &Pass) -> &'static str {
+        if self.options.output.is_none() {
+            self.published(pass, None);
+            return "none";
+        }
         let writer = self.writer.take().expect("the writer is put back");
         let (writer, r) = write(writer, Content::targets(pass, self.pending)).await;
         self.writer = Some(writer);
         match r {
             Ok(outcome) => {
-                self.published(pass, outcome);
+                self.published(pass, Some(outcome));
                 outcome.as_str()
             }
             Err(e) => {
@@ -171,18 +187,22 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
         }
     }
 
-    fn published(&mut self, pass: &Pass, outcome: Publish) {
+    /// A successful publish; `outcome`: what the file write did (None: no file).
+    fn published(&mut self, pass: &Pass, outcome: Option<Publish>) {
         self.engine.publisher.published(pass, outcome);
         self.pending = false;
         self.metrics.write_failing("targets", None);
         let first = !self.readiness.has_written();
         let recovered = !first && self.readiness.readiness().is_err();
         self.readiness.set_ready();
-        let file = self.options.output.display();
-        if first {
-            info!(file = %file, "first write done; ready");
-        } else if recovered {
-            info!(file = %file, "file written again; ready");
+        match (&self.options.output, first) {
+            (None, true) => info!("first complete discovery served at /sd/targets; ready"),
+            (None, false) => {}
+            (Some(file), true) => info!(file = %file.display(), "first write done; ready"),
+            (Some(file), false) if recovered => {
+                info!(file = %file.display(), "file written again; ready")
+            }
+            (Some(_), false) => {}
         }
     }
 

@@ -275,6 +275,82 @@ async fn check_tries_a_service_of_the_selected_namespace() {
     assert!(!discover.contains("tried on"), "{discover}");
 }
 
+/// `check` for a sidecar that writes no file and watches an agent: the directory is
+/// skipped, the http_sd job on /sd/targets with the bearer token passes, and an
+/// agent configuration with rule_files fails by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_lints_an_agent_reading_sd_targets_without_a_file() {
+    let moto = Moto::start();
+    seed(&moto).await;
+    let amp = Sigv4Server::start("testing", "testing", "eu-west-1", &[200, 200]);
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let agent = |extra: &str| {
+        let path = dir.path().join("agent.yml");
+        std::fs::write(
+            &path,
+            format!(
+                "global:\n  external_labels: {{cluster: prod, __replica__: a1}}\nremote_write:\n  - url: {AMP}\n    sigv4:\n      region: eu-west-1\n\
+                 scrape_configs:\n  - job_name: ecs\n    http_sd_configs:\n      - url: http://cloudmap-sd.apps.local:9469/sd/targets\n        \
+                 authorization:\n          type: Bearer\n          credentials_file: {}\n{extra}",
+                token.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let probe_url = format!("{}/workspaces/ws-0a1b2c/api/v1/remote_write", amp.url);
+    let check = |config: &Path| {
+        run_cli(
+            &[
+                "check",
+                "--output",
+                "none",
+                "--prometheus-mode",
+                "agent",
+                "--http-sd-bearer-token-file",
+                token.to_str().unwrap(),
+                "--prometheus-config",
+                config.to_str().unwrap(),
+                "--amp-remote-write-url",
+                &probe_url,
+            ],
+            &aws_env(&moto.url),
+        )
+    };
+    let out = check(&agent(""));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "check failed:\n{stdout}");
+    let table = rows(&stdout);
+    for (row, result) in [
+        ("output directory writable", "skip"),
+        ("prometheus: agent mode", "pass"),
+        ("prometheus: http_sd", "pass"),
+    ] {
+        assert!(
+            table.iter().any(|(c, r)| c == row && r == result),
+            "{row} is not {result}:\n{stdout}"
+        );
+    }
+    assert!(
+        table.iter().all(|(c, _)| c != "prometheus: file_sd glob"),
+        "{stdout}"
+    );
+
+    let out = check(&agent("rule_files: [rules.yml]\n"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("prometheus: agent mode"))
+        .unwrap_or_else(|| panic!("no agent mode row:\n{stdout}"));
+    assert!(
+        line.contains("fail") && line.contains("rule_files"),
+        "{line}"
+    );
+}
+
 /// The staging directory cannot be made (a file has its name): `check` warns and
 /// says why, and `once` still writes the file, temporary files beside it, and says
 /// so in its log.

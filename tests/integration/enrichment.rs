@@ -351,6 +351,8 @@ async fn prometheus_reads_the_hosts_file_with_instance_set_to_the_name() {
         ],
     );
     sc.wait_ready(T).await;
+    // The same list over http_sd.
+    crate::http_sd::assert_sd_hosts_equals_the_file(&sc, &hosts).await;
     let config = file_sd_config("hosts", &hosts_dir.join("*.json"), "1h");
     let (_prometheus, url) = prometheus(&dir.path().join("prometheus"), &config);
     let api = format!("{url}/api/v1/targets");

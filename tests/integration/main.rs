@@ -13,6 +13,7 @@ mod cloudmap;
 mod ecs_service_tags;
 mod enrichment;
 mod faults;
+mod http_sd;
 mod ports;
 mod prometheus;
 mod remote_write;

@@ -147,32 +147,6 @@ async fn prometheus_shows_the_targets_with_their_labels() {
 /// times its mean scan); see `FileSdStats::settled`.
 const QUIET: Duration = Duration::from_secs(3);
 
-/// Registers `per_service` tasks in each of `services` new services of `ns`, eight
-/// calls in flight; returns the service ids.
-async fn seed_many(s: &Seeder, ns: &str, services: usize, per_service: usize) -> Vec<String> {
-    use futures::StreamExt;
-    let mut ids = Vec::new();
-    for i in 0..services {
-        let tags = [("METRICS_PATH", "/metrics"), ("METRICS_PORT", "9100")];
-        ids.push(s.service(ns, &format!("svc{i:02}"), &tags).await);
-    }
-    let tasks: Vec<(usize, usize)> = (0..services)
-        .flat_map(|i| (0..per_service).map(move |t| (i, t)))
-        .collect();
-    futures::stream::iter(tasks)
-        .map(|(i, t)| {
-            let svc = ids[i].clone();
-            async move {
-                let ip = format!("10.{i}.{}.{}", t / 200, t % 200 + 1);
-                s.task(&svc, &format!("s{i}t{t}"), &ip, None).await;
-            }
-        })
-        .buffer_unordered(8)
-        .collect::<Vec<()>>()
-        .await;
-    ids
-}
-
 /// The file at 3,000 targets, a real Prometheus reading it through a `*.json` glob
 /// on its directory: one Cloud Map change costs Prometheus at most 2 file_sd scans
 /// (its own `prometheus_sd_file_scan_duration_seconds_count`), because the temporary
@@ -184,7 +158,7 @@ async fn one_change_costs_prometheus_at_most_two_scans_at_3000_targets() {
     let moto = Moto::start();
     let s = Seeder::new(&moto.url).await;
     let ns = s.http_namespace("apps").await;
-    let services = seed_many(&s, &ns, 30, TARGETS / 30).await;
+    let services = s.services_with_tasks(&ns, 30, TARGETS / 30).await;
 
     let dir = tempfile::tempdir().unwrap();
     let sd = dir.path().join("sd");
