@@ -2,7 +2,7 @@
 //! `CLOUDMAP_SD_*` environment twin, validated once before any AWS call.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -13,11 +13,13 @@ use crate::discovery::DiscoveryOptions;
 use crate::enrich::EnrichOptions;
 use crate::events::EventsOptions;
 use crate::file_sd;
+use crate::http_sd::HttpSdOptions;
 pub use crate::model::{HealthStatus, Shard, ShardKey};
+pub use crate::prom_config::PrometheusMode;
 use crate::remote_write::{ProbeOptions, RemoteWriteOptions, WatchConfig};
 use crate::sidecar::{HostsFile, SidecarOptions};
-pub use crate::targets::LabelStyle;
 use crate::targets::TargetOptions;
+pub use crate::targets::{LabelStyle, MetaLabels};
 pub use crate::telemetry::LogFormat;
 
 /// Exit code for bad configuration (EX_USAGE from sysexits.h).
@@ -88,10 +90,16 @@ pub struct Options {
     #[arg(long, env = "CLOUDMAP_SD_OWN_ACCOUNT", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub own_account: bool,
 
-    /// The file_sd JSON file to write. Its directory must exist. Give Prometheus a
-    /// file_sd glob that matches it (`*.json`); the temporary file written next to it
-    /// is hidden and ends in `.tmp`, so the glob never picks it up. `-` prints the JSON
-    /// to stdout (only with `once`).
+    /// The file_sd JSON file to write. Its directory must exist and be writable by
+    /// the sidecar: each write goes to a temporary file in the hidden subdirectory
+    /// `.cloudmap-sd-staging` it makes there, then is renamed over the file, so
+    /// Prometheus's watch of the directory sees one event per change. (When that
+    /// subdirectory cannot be made, temporary files go beside the file, with a warning.)
+    /// Give Prometheus a file_sd glob that matches the file (`*.json`); temporary files
+    /// are hidden and end in `.tmp`, so no glob picks them up. `-` prints the JSON to
+    /// stdout (only with `once`). `none` writes no file (only with `run`): the
+    /// targets are served at /sd/targets only, and /-/ready turns true after the
+    /// first complete discovery (a file named `none` is `./none`).
     #[arg(
         long,
         env = "CLOUDMAP_SD_OUTPUT",
@@ -105,7 +113,9 @@ pub struct Options {
     pub interval: Duration,
 
     /// Address of the HTTP server for /-/healthy (liveness), /-/ready (readiness: true
-    /// after the first successful write) and /metrics.
+    /// after the first successful write), /metrics, and the http_sd endpoints
+    /// /sd/targets and /sd/hosts. Loopback by default; to serve collectors in other
+    /// tasks, listen on `0.0.0.0:9469` and set --http-sd-bearer-token-file.
     #[arg(
         long,
         env = "CLOUDMAP_SD_LISTEN",
@@ -114,12 +124,30 @@ pub struct Options {
     )]
     pub listen: SocketAddr,
 
+    /// A file holding the bearer token that /sd/targets and /sd/hosts require
+    /// (`Authorization: Bearer <token>`; 401 without it). Read at start and again on
+    /// SIGHUP (a file that cannot be read then keeps the token in use); compared in
+    /// constant time. /-/healthy, /-/ready and /metrics stay open. Unset: /sd/* is
+    /// open to whoever reaches --listen.
+    #[arg(long, env = "CLOUDMAP_SD_HTTP_SD_BEARER_TOKEN_FILE", global = true)]
+    pub http_sd_bearer_token_file: Option<PathBuf>,
+
     /// Label set written for each target. `default`: cloudmap_* / ecs_* labels, never a
     /// bare `cluster` label. `reloader`: exactly the labels of prometheus-sdconfig-reloader
     /// (cluster, service, taskdefinition, namespace, taskid, instance) for a drop-in
     /// migration; its `cluster` label overrides a `cluster` external label.
     #[arg(long, env = "CLOUDMAP_SD_LABEL_STYLE", value_enum, default_value_t = LabelStyle::Default, global = true)]
     pub label_style: LabelStyle,
+
+    /// Which `__meta_*` labels each target carries (default label style; the reloader
+    /// style has none). `all`: every Cloud Map instance attribute
+    /// (`__meta_cloudmap_instance_attribute_<key>`) and service tag
+    /// (`__meta_cloudmap_service_tag_<key>`). `tags`: the service tags only. `none`:
+    /// neither, the plain labels only. Only relabel_configs can read them, yet
+    /// Prometheus keeps them in memory for every target and parses them on every
+    /// file_sd read: `none` makes the file about half as big (docs/labels.md).
+    #[arg(long, env = "CLOUDMAP_SD_META_LABELS", value_enum, default_value_t = MetaLabels::All, global = true)]
+    pub meta_labels: MetaLabels,
 
     /// Which instances DiscoverInstances returns, by Cloud Map health status.
     #[arg(long, env = "CLOUDMAP_SD_HEALTH_STATUS", value_enum, default_value_t = HealthStatus::HealthyOrElseAll, global = true)]
@@ -238,6 +266,14 @@ pub struct Options {
     #[arg(long, env = "CLOUDMAP_SD_PROMETHEUS_CONFIG", global = true)]
     pub prometheus_config: Option<PathBuf>,
 
+    /// How the Prometheus beside the sidecar runs. `agent` (`--enable-feature=agent`
+    /// in 2.x, `--agent` in 3.x) keeps no local TSDB: `check` then fails a
+    /// configuration with rule_files, alerting or remote_read (agent mode refuses
+    /// them), and the remote-write watch treats a missing remote_write queue as
+    /// samples lost. The watch warns when Prometheus runs in the other mode.
+    #[arg(long, env = "CLOUDMAP_SD_PROMETHEUS_MODE", value_enum, default_value_t = PrometheusMode::Server, global = true)]
+    pub prometheus_mode: PrometheusMode,
+
     /// A Cloud Map service with no endpoint tag of its own (METRICS_*,
     /// ECS_METRICS_*; e.g. one that ECS Service Connect owns) takes them from the
     /// ECS service its instances name (ECS_CLUSTER_NAME, ECS_SERVICE_NAME), read with
@@ -277,7 +313,10 @@ pub struct Options {
     /// container instances of every cluster in which a discovered task runs (listed
     /// again every --ec2-name-refresh; needs ecs:ListContainerInstances), or the
     /// running instances matching --ec2-hosts-tag. One target per host and
-    /// --ec2-hosts-port, `instance` set to the host's Name tag.
+    /// --ec2-hosts-port, `instance` set to the host's Name tag. Written as --output is
+    /// (its directory must be writable; the staging subdirectory is made there too).
+    /// The list is also served at /sd/hosts; `none` makes it for /sd/hosts only,
+    /// with no file (`run`).
     #[arg(long, env = "CLOUDMAP_SD_EC2_HOSTS_OUTPUT", global = true)]
     pub ec2_hosts_output: Option<PathBuf>,
 
@@ -358,6 +397,7 @@ pub struct Config {
     pub sidecar: SidecarOptions,
     pub remote_write: RemoteWriteOptions,
     pub check: CheckOptions,
+    pub http_sd: HttpSdOptions,
 }
 
 /// What is wrong with a configuration, in one line.
@@ -466,6 +506,19 @@ fn check_urls(o: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// The value of --output and --ec2-hosts-output that writes no file.
+const NO_FILE: &str = "none";
+
+/// True for `--output none`: no file, the targets are only served over HTTP.
+fn is_no_file(path: &Path) -> bool {
+    path == Path::new(NO_FILE)
+}
+
+/// The file of an output flag; None for `none`.
+fn file_of(path: &Path) -> Option<PathBuf> {
+    (!is_no_file(path)).then(|| path.to_path_buf())
+}
+
 fn check_outputs(o: &Options, command: Command) -> Result<(), String> {
     if o.namespaces.iter().any(|n| n.trim().is_empty()) {
         return Err("--namespace: empty namespace name".into());
@@ -473,9 +526,18 @@ fn check_outputs(o: &Options, command: Command) -> Result<(), String> {
     if o.output.as_os_str().is_empty() {
         return Err("--output: empty path".into());
     }
+    let no_file = |flag: &str| {
+        format!(
+            "{flag} none (no file, served at /sd/*) works only with `run`: `once` writes a file, or prints it with --output -"
+        )
+    };
     if file_sd::is_stdout(&o.output) {
         if command != Command::Once {
             return Err("--output - (stdout) works only with `once`".into());
+        }
+    } else if is_no_file(&o.output) {
+        if command == Command::Once {
+            return Err(no_file("--output"));
         }
     } else if o.output.file_name().is_none() {
         return Err(format!("--output {}: not a file path", o.output.display()));
@@ -487,6 +549,12 @@ fn check_outputs(o: &Options, command: Command) -> Result<(), String> {
         return Err(
             "--ec2-hosts-output needs --ecs-enrichment true and --ec2-enrichment true".into(),
         );
+    }
+    if is_no_file(hosts) {
+        return match command {
+            Command::Once => Err(no_file("--ec2-hosts-output")),
+            _ => Ok(()),
+        };
     }
     if hosts == &o.output || file_sd::is_stdout(hosts) || hosts.file_name().is_none() {
         return Err(format!(
@@ -544,6 +612,10 @@ fn build(command: Command, o: Options) -> Config {
         sidecar: sidecar_options(command, &o),
         remote_write: remote_write_options(&o),
         check: check_options(&o),
+        http_sd: HttpSdOptions {
+            bearer_token_file: o.http_sd_bearer_token_file.clone(),
+            hosts: o.ec2_hosts_output.is_some(),
+        },
     }
 }
 
@@ -587,10 +659,11 @@ fn sidecar_options(command: Command, o: &Options) -> SidecarOptions {
         targets: TargetOptions {
             label_style: o.label_style,
             default_port: o.default_port,
+            meta_labels: o.meta_labels,
         },
-        output: o.output.clone(),
+        output: file_of(&o.output),
         hosts: o.ec2_hosts_output.as_ref().map(|path| HostsFile {
-            path: path.clone(),
+            path: file_of(path),
             ports: o.ec2_hosts_ports.clone(),
         }),
         interval: o.interval,
@@ -605,6 +678,7 @@ fn remote_write_options(o: &Options) -> RemoteWriteOptions {
             interval: o.remote_write_watch_interval,
             max_lag: o.remote_write_max_lag,
             timeout: o.remote_write_watch_interval.min(Duration::from_secs(10)),
+            mode: o.prometheus_mode,
         }),
         probe: (!o.amp_probe_interval.is_zero()).then(|| ProbeOptions {
             interval: o.amp_probe_interval,
@@ -618,8 +692,8 @@ fn remote_write_options(o: &Options) -> RemoteWriteOptions {
 fn check_options(o: &Options) -> CheckOptions {
     CheckOptions {
         namespaces: o.namespaces.clone(),
-        output: o.output.clone(),
-        hosts_output: o.ec2_hosts_output.clone(),
+        output: file_of(&o.output),
+        hosts_output: o.ec2_hosts_output.as_deref().and_then(file_of),
         ecs_enrichment: o.ecs_enrichment,
         ec2_enrichment: o.ec2_enrichment,
         ecs_service_tags: o.ecs_service_tags,
@@ -627,6 +701,8 @@ fn check_options(o: &Options) -> CheckOptions {
         amp_url: o.amp_remote_write_url.clone(),
         prometheus_config: o.prometheus_config.clone(),
         api_timeout: o.api_timeout,
+        prometheus_mode: o.prometheus_mode,
+        http_sd_token: o.http_sd_bearer_token_file.is_some(),
         accounts: accounts_options(o),
         events_queue_url: o.events_queue_url.clone(),
     }
@@ -650,6 +726,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:9469");
         assert_eq!(c.sidecar.discovery.health, HealthStatus::HealthyOrElseAll);
         assert_eq!(c.sidecar.targets.label_style, LabelStyle::Default);
+        assert_eq!(c.sidecar.targets.meta_labels, MetaLabels::All);
         assert!(c.sidecar.discovery.namespaces.is_empty());
         assert!(c.sidecar.enrich.is_some() && c.remote_write.watch.is_some());
         assert!(c.sidecar.discovery.ecs_service_tags && c.check.ecs_service_tags);
@@ -682,7 +759,7 @@ mod tests {
         assert_eq!(c.command, Command::Once);
         assert_eq!(c.sidecar.interval, Duration::from_secs(10));
         assert_eq!(c.sidecar.discovery.namespaces, vec!["a".to_string()]);
-        assert!(file_sd::is_stdout(&c.sidecar.output));
+        assert!(file_sd::is_stdout(c.sidecar.output.as_deref().unwrap()));
         assert_eq!(
             c.sidecar.enrich.unwrap().hold,
             Duration::ZERO,
@@ -704,6 +781,58 @@ mod tests {
     }
 
     #[test]
+    fn output_none_serves_without_a_file_in_run_only() {
+        let c = parse(&["--output", "none", "--ec2-hosts-output", "none"]).unwrap();
+        assert_eq!(c.sidecar.output, None);
+        assert_eq!(c.sidecar.hosts.as_ref().unwrap().path, None);
+        assert!(c.http_sd.hosts, "the hosts list is on, for /sd/hosts");
+        assert_eq!(
+            (c.check.output.clone(), c.check.hosts_output.clone()),
+            (None, None)
+        );
+        let c = parse(&["--output", "./none"]).unwrap();
+        assert_eq!(
+            c.sidecar.output,
+            Some(PathBuf::from("./none")),
+            "a file named none"
+        );
+        let c = parse(&["--output", "none", "check"]).unwrap();
+        assert_eq!(c.check.output, None);
+        for args in [
+            &["once", "--output", "none"][..],
+            &["once", "--ec2-hosts-output", "none"][..],
+        ] {
+            let e = parse(args).unwrap_err();
+            assert!(e.contains("works only with `run`"), "{args:?}: {e}");
+        }
+        let c = parse(&[]).unwrap();
+        assert!(!c.http_sd.hosts && c.http_sd.bearer_token_file.is_none());
+    }
+
+    #[test]
+    fn token_file_and_prometheus_mode() {
+        let c = parse(&[
+            "--http-sd-bearer-token-file",
+            "/run/token",
+            "--prometheus-mode",
+            "agent",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.http_sd.bearer_token_file,
+            Some(PathBuf::from("/run/token"))
+        );
+        assert!(c.check.http_sd_token);
+        assert_eq!(c.check.prometheus_mode, PrometheusMode::Agent);
+        assert_eq!(c.remote_write.watch.unwrap().mode, PrometheusMode::Agent);
+        assert_eq!(
+            parse(&[]).unwrap().check.prometheus_mode,
+            PrometheusMode::Server
+        );
+        assert!(parse(&["--prometheus-mode", "shard"]).is_err());
+    }
+
+    #[test]
     fn namespaces_repeat_and_dedup() {
         let c = parse(&["--namespace", "b", "--namespace", "a,b"]).unwrap();
         assert_eq!(
@@ -711,6 +840,20 @@ mod tests {
             vec!["a".to_string(), "b".to_string()]
         );
         assert_eq!(c.check.namespaces, c.sidecar.discovery.namespaces);
+    }
+
+    #[test]
+    fn meta_labels_choose_the_families() {
+        for (arg, want) in [
+            ("all", MetaLabels::All),
+            ("tags", MetaLabels::Tags),
+            ("none", MetaLabels::None),
+        ] {
+            let c = parse(&["--meta-labels", arg]).unwrap();
+            assert_eq!(c.sidecar.targets.meta_labels, want);
+        }
+        let e = parse(&["--meta-labels", "some"]).unwrap_err();
+        assert!(e.contains("--meta-labels"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The sidecar's metrics, served on `/metrics`: each part owns its own
-//! ([`AwsMetrics`], [`RunMetrics`], [`RemoteWriteMetrics`], [`EventMetrics`]); this module only puts
+//! ([`AwsMetrics`], [`RunMetrics`], [`RemoteWriteMetrics`], [`HttpSdMetrics`], [`EventMetrics`]); this module only puts
 //! them in one registry. Every name starts with `cloudmap_sd_`; label values come
 //! from small fixed sets, except the per-service families, which are bounded by the
 //! number of Cloud Map services discovered.
@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 
 use crate::aws::AwsMetrics;
 use crate::events::EventMetrics;
+use crate::http_sd::HttpSdMetrics;
 use crate::remote_write::RemoteWriteMetrics;
 use crate::sidecar::RunMetrics;
 
@@ -18,6 +19,7 @@ pub struct Metrics {
     pub aws: Arc<AwsMetrics>,
     pub run: Arc<RunMetrics>,
     pub remote_write: Arc<RemoteWriteMetrics>,
+    pub http_sd: Arc<HttpSdMetrics>,
     /// The event stream's (registered only when it is followed).
     pub events: Arc<EventMetrics>,
     registry: Registry,
@@ -53,6 +55,8 @@ impl Metrics {
         }
         aws.register(&mut registry);
         remote_write.register(&mut registry);
+        let http_sd = Arc::new(HttpSdMetrics::default());
+        http_sd.register(&mut registry);
         let event_metrics = Arc::new(EventMetrics::default());
         if events {
             event_metrics.register(&mut registry);
@@ -61,6 +65,7 @@ impl Metrics {
             aws,
             run,
             remote_write,
+            http_sd,
             events: event_metrics,
             registry,
         }

@@ -12,6 +12,17 @@
 # storage, on EC2 in a directory the agent creates; both disappear with the task.
 
 locals {
+  # Agent mode keeps a write-ahead log only: 2.x spells the switch
+  # --enable-feature=agent, 3.x --agent; both refuse --storage.tsdb.* flags then.
+  prometheus_agent_flag = can(regex(":v2\\.", var.prometheus_image)) ? "--enable-feature=agent" : "--agent"
+  prometheus_storage_args = var.prometheus_mode == "agent" ? [
+    local.prometheus_agent_flag,
+    "--storage.agent.path=${local.data_dir}",
+    ] : [
+    "--storage.tsdb.path=${local.data_dir}",
+    "--storage.tsdb.retention.time=${var.retention_time}",
+  ]
+
   volumes = {
     config  = { name = "prometheus-config", path = local.config_dir }
     file_sd = { name = "file-sd", path = local.file_sd_dir }
@@ -33,7 +44,9 @@ locals {
       # Off: no ecs:DescribeServices call (the task role lacks it then), and a
       # Cloud Map service without METRICS_* tags is not scraped.
       CLOUDMAP_SD_ECS_SERVICE_TAGS = tostring(var.enable_ecs_service_tags)
-      AWS_REGION                   = local.region
+      # What the remote-write watch and `check` expect of Prometheus.
+      CLOUDMAP_SD_PROMETHEUS_MODE = var.prometheus_mode
+      AWS_REGION                  = local.region
     },
     # No variable at all (rather than an empty one) means every namespace.
     length(var.namespaces) > 0 ? { CLOUDMAP_SD_NAMESPACE = join(",", var.namespaces) } : {},
@@ -123,12 +136,12 @@ locals {
     essential              = true
     user                   = var.run_as_user
     readonlyRootFilesystem = true
-    command = concat([
-      "--config.file=${local.config_dir}/prometheus.yml",
-      "--storage.tsdb.path=${local.data_dir}",
-      "--storage.tsdb.retention.time=${var.retention_time}",
-      "--web.listen-address=:9090",
-    ], var.prometheus_extra_args)
+    command = concat(
+      ["--config.file=${local.config_dir}/prometheus.yml"],
+      local.prometheus_storage_args,
+      ["--web.listen-address=:9090"],
+      var.prometheus_extra_args,
+    )
     portMappings = [{ containerPort = 9090, protocol = "tcp" }]
     mountPoints = [
       { sourceVolume = local.volumes.config.name, containerPath = local.volumes.config.path, readOnly = true },

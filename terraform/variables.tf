@@ -389,9 +389,20 @@ variable "extra_scrape_configs" {
 }
 
 variable "retention_time" {
-  description = "Local TSDB retention (--storage.tsdb.retention.time). AMP keeps the long-term data."
+  description = "Local TSDB retention (--storage.tsdb.retention.time). AMP keeps the long-term data. Ignored when prometheus_mode is agent (no TSDB)."
   type        = string
   default     = "1d"
+}
+
+variable "prometheus_mode" {
+  description = "server: Prometheus keeps a local TSDB (--storage.tsdb.*). agent: Prometheus's agent mode, which AMP's documentation recommends for remote-write-only setups: a write-ahead log only (--storage.agent.path), no queries, rules or alerting; --agent on 3.x images, --enable-feature=agent on 2.x images (a prometheus_image tag starting with v2.). The sidecar gets CLOUDMAP_SD_PROMETHEUS_MODE so its watch and `check` expect that mode."
+  type        = string
+  default     = "server"
+
+  validation {
+    condition     = contains(["server", "agent"], var.prometheus_mode)
+    error_message = "prometheus_mode must be server or agent."
+  }
 }
 
 variable "prometheus_extra_args" {

@@ -21,15 +21,15 @@ use aws_credential_types::provider::ProvideCredentials;
 use crate::aws::accounts::{self, AccountsOptions, RoleArn, RoleSession};
 use crate::aws::sqs::SdkQueue;
 use crate::aws::{AwsMetrics, sdk};
-use crate::file_sd;
-use crate::prom_config::PromConfig;
+use crate::file_sd::{self, Staging, Tried};
+use crate::prom_config::{PromConfig, PrometheusMode};
 use crate::remote_write::{AmpProbe, probe_target};
 
 pub mod lint;
 pub mod permissions;
 pub mod report;
 
-pub use lint::{glob_match, lint};
+pub use lint::{Setup, glob_match, lint, lint_setup};
 pub use report::{Report, Row, Status};
 
 use permissions::{CLOUDMAP_ACTIONS, TASK_ROLE, enrichment_actions};
@@ -39,8 +39,8 @@ use permissions::{CLOUDMAP_ACTIONS, TASK_ROLE, enrichment_actions};
 pub struct CheckOptions {
     /// The selected namespaces (a real service of the first one is tried).
     pub namespaces: Vec<String>,
-    /// The targets file (`-`: stdout).
-    pub output: PathBuf,
+    /// The targets file (`-`: stdout); None: no file (`--output none`).
+    pub output: Option<PathBuf>,
     /// The EC2 hosts file.
     pub hosts_output: Option<PathBuf>,
     pub ecs_enrichment: bool,
@@ -56,6 +56,10 @@ pub struct CheckOptions {
     pub prometheus_config: Option<PathBuf>,
     /// Deadline of each AWS call and of the probe.
     pub api_timeout: Duration,
+    /// `--prometheus-mode`: what the lint expects of the configuration.
+    pub prometheus_mode: PrometheusMode,
+    /// `/sd/*` requires a bearer token (`--http-sd-bearer-token-file`).
+    pub http_sd_token: bool,
     /// The accounts to check: the own one, and each role's.
     pub accounts: AccountsOptions,
     /// `--events-queue-url`: the queue's rows.
@@ -87,7 +91,14 @@ pub async fn run(options: &CheckOptions, sdk: &SdkConfig) -> Report {
             ),
         }
     }
-    rows.push(output_dir_row(&options.output));
+    rows.push(match &options.output {
+        Some(output) => output_dir_row(output),
+        None => Row::new(
+            "output directory writable",
+            Status::Skip,
+            "--output none: no file, the targets are served at /sd/targets",
+        ),
+    });
     if let Some(hosts) = &options.hosts_output {
         let mut row = output_dir_row(hosts);
         row.check = "ec2 hosts output directory writable".into();
@@ -96,7 +107,14 @@ pub async fn run(options: &CheckOptions, sdk: &SdkConfig) -> Report {
     let config = prometheus_config(options, &mut rows);
     rows.push(probe_row(options, config.as_ref(), sdk).await);
     match &config {
-        Some(c) => rows.extend(lint(c, &options.output)),
+        Some(c) => rows.extend(lint_setup(
+            c,
+            Setup {
+                output: options.output.as_deref(),
+                mode: options.prometheus_mode,
+                token: options.http_sd_token,
+            },
+        )),
         None if options.prometheus_config.is_none() => rows.push(Row::new(
             "prometheus: config lint",
             Status::Skip,
@@ -286,18 +304,43 @@ fn skipped_permission_rows(options: &CheckOptions) -> Vec<Row> {
         .collect()
 }
 
-/// Writes, renames and removes a temporary file next to `output`, named as the
-/// writer names its own.
+/// Publishes and removes a file beside `output` the way the writer does: the
+/// staging directory made (and removed again when this made it), a temporary file
+/// named as the writer names its own written there and renamed into the directory.
+/// A staging directory that cannot be used is a warning: the writer falls back to
+/// temporary files beside the file, which cost Prometheus a scan per write chunk.
 pub fn output_dir_row(output: &Path) -> Row {
     const NAME: &str = "output directory writable";
     if file_sd::is_stdout(output) {
         return Row::new(NAME, Status::Skip, "--output - (stdout)");
     }
     match file_sd::try_directory(output) {
-        Ok(dir) => Row::new(
+        Ok(Tried {
+            dir,
+            staging: Staging::Hidden(staging),
+        }) => Row::new(
             NAME,
             Status::Pass,
-            format!("{}: write, rename, remove", dir.display()),
+            format!(
+                "{}: write in {}, rename into {}, remove",
+                dir.display(),
+                staging.display(),
+                dir.display()
+            ),
+        ),
+        Ok(Tried {
+            dir,
+            staging: Staging::Beside(why),
+        }) => Row::new(
+            NAME,
+            Status::Warn,
+            format!(
+                "{}: write, rename, remove; but {why}, so temporary files go beside the file \
+                 and Prometheus re-reads its files on every write chunk (several file_sd scans \
+                 per change): let the sidecar make {} there",
+                dir.display(),
+                file_sd::STAGING_DIR
+            ),
         ),
         Err(e) => Row::new(
             NAME,

@@ -3,6 +3,9 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+
+use super::{ServiceData, Snapshot};
 
 /// `INDEX/COUNT`: this shard keeps the keys whose hash modulo COUNT is INDEX.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +76,74 @@ impl Shard {
     /// The key of a service for `--shard-key service`.
     pub fn service_key(namespace: &str, service: &str) -> String {
         format!("{namespace}/{service}")
+    }
+}
+
+impl Snapshot {
+    /// The share of this snapshot that `shard` keeps by `key`: whole services by
+    /// service key, the instances of each service by task key, each target's key
+    /// made by [`ShardKey::of`] with the account of its service (the same rule as
+    /// `--shard`). Each account keeps its run in [`Snapshot::accounts`] (possibly
+    /// empty). Tags, task facts and unchanged instance lists stay shared with this
+    /// snapshot.
+    pub fn share(&self, shard: Shard, key: ShardKey) -> Snapshot {
+        let mut out = Snapshot {
+            services: Vec::new(),
+            tasks: self.tasks.clone(),
+            held: self.held.clone(),
+            accounts: Vec::new(),
+        };
+        if self.accounts.is_empty() {
+            out.services = self
+                .services
+                .iter()
+                .filter_map(|svc| share_of_service(None, svc, shard, key))
+                .collect();
+            return out;
+        }
+        let mut services = self.services.iter();
+        for (account, n) in &self.accounts {
+            let kept: Vec<_> = services
+                .by_ref()
+                .take(*n)
+                .filter_map(|svc| share_of_service(Some(account), svc, shard, key))
+                .collect();
+            out.accounts.push((account.clone(), kept.len()));
+            out.services.extend(kept);
+        }
+        out
+    }
+}
+
+/// What `shard` keeps of one service found in `account`; None when nothing.
+fn share_of_service(
+    account: Option<&str>,
+    svc: &ServiceData,
+    shard: Shard,
+    key: ShardKey,
+) -> Option<ServiceData> {
+    let keeps = |instance: &str| {
+        shard.keeps(&key.of(&ShardTarget {
+            account,
+            namespace: &svc.namespace,
+            service: &svc.service,
+            instance,
+        }))
+    };
+    match key {
+        ShardKey::Service => keeps("").then(|| svc.clone()),
+        ShardKey::Task => {
+            let kept: Vec<_> = svc
+                .instances
+                .iter()
+                .filter(|i| keeps(&i.id))
+                .cloned()
+                .collect();
+            (!kept.is_empty()).then(|| ServiceData {
+                instances: Arc::new(kept),
+                ..svc.clone()
+            })
+        }
     }
 }
 

@@ -331,8 +331,9 @@ impl Publisher {
         self.aged = aged;
     }
 
-    /// A successful publish of the targets file.
-    pub(super) fn published(&self, pass: &Pass, outcome: Publish) {
+    /// A successful publish of the targets; `outcome`: what the file write did
+    /// (None: there is no file).
+    pub(super) fn published(&self, pass: &Pass, outcome: Option<Publish>) {
         let summary = &pass.summary;
         self.metrics.targets.set(summary.targets as i64);
         self.metrics.services.set(pass.stats().tagged as i64);
@@ -351,11 +352,13 @@ impl Publisher {
                 .set(n as i64);
         }
         self.metrics.last_success.set(unix_now());
-        self.metrics
-            .writes
-            .get_or_create(&super::metrics::OutcomeLabels {
-                outcome: outcome.as_str(),
-            })
-            .inc();
+        if let Some(outcome) = outcome {
+            self.metrics
+                .writes
+                .get_or_create(&super::metrics::OutcomeLabels {
+                    outcome: outcome.as_str(),
+                })
+                .inc();
+        }
     }
 }

@@ -16,10 +16,11 @@ use crate::aws::Clients;
 use crate::aws::fakes::{FakeCloudMap, FakeEcs, FakeQueue};
 use crate::discovery::DiscoveryOptions;
 use crate::events::{EventsOptions, spawn};
+use crate::http_sd::Published;
 use crate::model::HealthStatus;
 use crate::server::Readiness;
 use crate::sidecar::{RunMetrics, SidecarOptions, run_with_events};
-use crate::targets::{LabelStyle, TargetOptions};
+use crate::targets::{LabelStyle, MetaLabels, TargetOptions};
 
 fn options(output: &Path) -> SidecarOptions {
     SidecarOptions {
@@ -38,8 +39,9 @@ fn options(output: &Path) -> SidecarOptions {
         targets: TargetOptions {
             label_style: LabelStyle::Default,
             default_port: Some(8080),
+            meta_labels: MetaLabels::All,
         },
-        output: output.to_path_buf(),
+        output: Some(output.to_path_buf()),
         hosts: None,
         // Only the first cycle runs during a test: the rest is the events'.
         interval: Duration::from_secs(3600),
@@ -110,6 +112,7 @@ async fn with_world(test: impl AsyncFnOnce(&World)) {
         &opts,
         Arc::new(RunMetrics::default()),
         readiness,
+        Arc::new(Published::new(false)),
         Some(follow),
         shutdown.clone(),
     );

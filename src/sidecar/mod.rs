@@ -46,9 +46,10 @@ pub struct SidecarOptions {
     /// ECS/EC2 enrichment; None: off.
     pub enrich: Option<EnrichOptions>,
     pub targets: TargetOptions,
-    /// The targets file (`-`: stdout, `once` only).
-    pub output: PathBuf,
-    /// The EC2 hosts file; None: not written.
+    /// The targets file (`-`: stdout, `once` only); None: no file, the targets are
+    /// only served at /sd/targets (`--output none`, `run` only).
+    pub output: Option<PathBuf>,
+    /// The EC2 hosts list; None: not made.
     pub hosts: Option<HostsFile>,
     /// Time between cycles.
     pub interval: Duration,
@@ -56,10 +57,11 @@ pub struct SidecarOptions {
     pub cycle_timeout: Duration,
 }
 
-/// The EC2 hosts file: its path and the ports scraped on each host.
+/// The EC2 hosts list: the file it is written to (None: served at /sd/hosts only)
+/// and the ports scraped on each host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostsFile {
-    pub path: PathBuf,
+    pub path: Option<PathBuf>,
     pub ports: Vec<u16>,
 }
 
@@ -74,6 +76,10 @@ pub enum Error {
     Write(#[from] WriteError),
     #[error("cannot write to stdout: {0}")]
     Stdout(#[source] std::io::Error),
+    #[error(
+        "`once` needs a file or `-` (stdout): --output none serves /sd/* and works only with `run`"
+    )]
+    NoFile,
 }
 
 /// What a file is to hold.

@@ -19,24 +19,21 @@ pub async fn once<C: CloudMap, E: Ecs, X: Ec2>(
     options: &SidecarOptions,
     metrics: Arc<RunMetrics>,
 ) -> Result<(), Error> {
+    let output = options.output.as_deref().ok_or(Error::NoFile)?;
     let mut engine = Engine::new(accounts, options, metrics);
     let started = Instant::now();
     let mut pass = engine.pass(started).await.map_err(Error::Discovery)?;
     refuse_incomplete(&pass)?;
-    if let (Some(hosts), Some(json)) = (&options.hosts, pass.hosts.take()) {
-        write(FileSd::open(&hosts.path), Content::Bytes(json))
-            .await
-            .1?;
+    let hosts_path = options.hosts.as_ref().and_then(|h| h.path.as_deref());
+    if let (Some(path), Some(json)) = (hosts_path, pass.hosts.take()) {
+        write(FileSd::open(path), Content::Bytes(json)).await.1?;
     }
-    let outcome = if file_sd::is_stdout(&options.output) {
+    let outcome = if file_sd::is_stdout(output) {
         print(&pass)?;
         "printed"
     } else {
         let content = Content::targets(&pass, pass.fresh);
-        write(FileSd::open(&options.output), content)
-            .await
-            .1?
-            .as_str()
+        write(FileSd::open(output), content).await.1?.as_str()
     };
     let stats = pass.stats();
     info!(

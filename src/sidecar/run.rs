@@ -19,18 +19,24 @@ use super::{Content, Engine, Pass, RunMetrics, SidecarOptions, write};
 use crate::aws::{Accounts, AwsError, CloudMap, Ec2, Ecs};
 use crate::events::Touch;
 use crate::file_sd::{FileSd, Publish};
+use crate::http_sd::Published;
 use crate::server::Readiness;
 
 /// Runs a cycle every interval until `shutdown` is cancelled, over the own
-/// account's clients or several accounts'.
+/// account's clients or several accounts'. Every publish goes to the file (unless
+/// there is none) and to `published`, which `/sd/*` serves.
 pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
     accounts: impl Into<Accounts<C, E, X>>,
     options: &SidecarOptions,
     metrics: Arc<RunMetrics>,
     readiness: Arc<Readiness>,
+    published: Arc<Published>,
     shutdown: CancellationToken,
 ) {
-    run_with_events(accounts, options, metrics, readiness, None, shutdown).await
+    run_with_events(
+        accounts, options, metrics, readiness, published, None, shutdown,
+    )
+    .await
 }
 
 /// What woke the loop.
@@ -46,24 +52,28 @@ enum Wake {
 }
 
 /// [`run`], and between cycles the services that ECS events touch (`events`),
-/// refreshed at once and published as soon as the file changes. A refresh never
-/// runs during a cycle: touches wait for the cycle's end.
+/// refreshed at once and published (to the file and to `published`) as soon as
+/// they change. A refresh never runs during a cycle: touches wait for the
+/// cycle's end.
 pub async fn run_with_events<C: CloudMap, E: Ecs, X: Ec2>(
     accounts: impl Into<Accounts<C, E, X>>,
     options: &SidecarOptions,
     metrics: Arc<RunMetrics>,
     readiness: Arc<Readiness>,
+    published: Arc<Published>,
     events: Option<Events>,
     shutdown: CancellationToken,
 ) {
+    let hosts_path = options.hosts.as_ref().and_then(|h| h.path.as_deref());
     let mut state = Loop {
         engine: Engine::new(accounts, options, metrics.clone()),
-        writer: Some(FileSd::open(&options.output)),
-        hosts_writer: options.hosts.as_ref().map(|h| FileSd::open(&h.path)),
+        writer: options.output.as_deref().map(FileSd::open),
+        hosts_writer: hosts_path.map(FileSd::open),
         pending: false,
         options,
         metrics,
         readiness,
+        published,
         backoff: Backoff::new(options.interval),
         failing: false,
     };
@@ -86,7 +96,9 @@ pub async fn run_with_events<C: CloudMap, E: Ecs, X: Ec2>(
                     ticker.reset_at(next);
                 }
                 if let Some(f) = follow.as_mut() {
-                    f.after_cycle(&state.engine, written == Some("written"));
+                    // A change reached the targets: the file was rewritten, or
+                    // without a file /sd/targets took the publish.
+                    f.after_cycle(&state.engine, matches!(written, Some("written" | "none")));
                 }
             }
             Wake::Touches(batch) => {
@@ -136,7 +148,8 @@ async fn wake(
 /// What the loop keeps between cycles.
 struct Loop<'o, C, E, X> {
     engine: Engine<C, E, X>,
-    /// Taken while a write runs off the runtime.
+    /// Taken while a write runs off the runtime; never there without a file
+    /// (`options.output` None).
     writer: Option<FileSd>,
     hosts_writer: Option<FileSd>,
     /// A snapshot rendered anew that has not reached the file yet (its write failed
@@ -146,6 +159,8 @@ struct Loop<'o, C, E, X> {
     options: &'o SidecarOptions,
     metrics: Arc<RunMetrics>,
     readiness: Arc<Readiness>,
+    /// What /sd/* serves.
+    published: Arc<Published>,
     /// The pace while AWS is failing.
     backoff: Backoff,
     /// The last pass mostly failed with faults that pass by themselves.
@@ -183,9 +198,15 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
         Some(file)
     }
 
-    /// Writes the hosts file when the pass has it, then the targets file.
+    /// The publish steps of a cycle and of an event refresh alike: the snapshot
+    /// (and hosts list) handed to /sd/*, then the hosts file when the pass has
+    /// it, then the targets file. Says how the targets file went.
     async fn publish(&mut self, pass: &mut Pass) -> &'static str {
-        if let Some(json) = pass.hosts.take() {
+        let hosts = pass.hosts.take();
+        // /sd/* follows discovery even while the file cannot be written.
+        self.published
+            .publish(&pass.snapshot, &pass.targets, hosts.as_deref());
+        if let Some(json) = hosts {
             self.write_hosts(json).await;
         }
         self.write_targets(pass).await
@@ -316,14 +337,18 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
     }
 
     /// Publishes the targets file; says how it went (`written`, `unchanged`,
-    /// `failed`).
+    /// `failed`, or `none` without a file).
     async fn write_targets(&mut self, pass: &Pass) -> &'static str {
+        if self.options.output.is_none() {
+            self.published(pass, None);
+            return "none";
+        }
         let writer = self.writer.take().expect("the writer is put back");
         let (writer, r) = write(writer, Content::targets(pass, self.pending)).await;
         self.writer = Some(writer);
         match r {
             Ok(outcome) => {
-                self.published(pass, outcome);
+                self.published(pass, Some(outcome));
                 outcome.as_str()
             }
             Err(e) => {
@@ -335,18 +360,22 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
         }
     }
 
-    fn published(&mut self, pass: &Pass, outcome: Publish) {
+    /// A successful publish; `outcome`: what the file write did (None: no file).
+    fn published(&mut self, pass: &Pass, outcome: Option<Publish>) {
         self.engine.publisher.published(pass, outcome);
         self.pending = false;
         self.metrics.write_failing("targets", None);
         let first = !self.readiness.has_written();
         let recovered = !first && self.readiness.readiness().is_err();
         self.readiness.set_ready();
-        let file = self.options.output.display();
-        if first {
-            info!(file = %file, "first write done; ready");
-        } else if recovered {
-            info!(file = %file, "file written again; ready");
+        match (&self.options.output, first) {
+            (None, true) => info!("first complete discovery served at /sd/targets; ready"),
+            (None, false) => {}
+            (Some(file), true) => info!(file = %file.display(), "first write done; ready"),
+            (Some(file), false) if recovered => {
+                info!(file = %file.display(), "file written again; ready")
+            }
+            (Some(_), false) => {}
         }
     }
 

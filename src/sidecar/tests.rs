@@ -40,10 +40,11 @@ fn options(shard: Option<(Shard, ShardKey)>) -> SidecarOptions {
         targets: TargetOptions {
             label_style: LabelStyle::Default,
             default_port: Some(8080),
+            ..TargetOptions::default()
         },
-        output: "targets.json".into(),
+        output: Some("targets.json".into()),
         hosts: Some(HostsFile {
-            path: "hosts.json".into(),
+            path: Some("hosts.json".into()),
             ports: vec![9100],
         }),
         interval: Duration::from_secs(30),
@@ -333,6 +334,55 @@ async fn shard_keys_start_with_the_account() {
             .collect()
     };
     assert_ne!(of(A), of(B));
+}
+
+/// What `/sd/targets?shard=I/N` serves (`Snapshot::share` of the merged snapshot of
+/// every account) is, byte for byte, the file a sidecar started with `--shard I/N`
+/// writes, with roles (equal names in both accounts) and by either key.
+#[tokio::test]
+async fn a_share_of_the_merged_snapshot_is_what_shard_publishes() {
+    let make = |net: u8| {
+        let f = FakeCloudMap::default();
+        for i in 0..8 {
+            let n = format!("svc-{i}");
+            f.add_service("apps", &n, &[("METRICS_PATH", "/m")]);
+            for t in 0..3 {
+                f.register(&n, &format!("{n}-task-{t}"), &format!("10.{net}.{i}.{t}"));
+            }
+        }
+        f
+    };
+    let e = FakeEcs::default();
+    let engine = |shard| {
+        let accounts = Accounts(vec![account(A, make(1), &e), account(B, make(2), &e)]);
+        let mut o = options(shard);
+        o.enrich = None;
+        o.hosts = None;
+        Engine::new(accounts, &o, Arc::new(RunMetrics::default()))
+    };
+    let render = |snapshot: &Snapshot, pass: &Pass| {
+        let mut out = Vec::new();
+        targets::render_to(snapshot, &pass.targets, &mut out).unwrap();
+        out
+    };
+    let now = Instant::now();
+    let whole = engine(None).pass(now).await.unwrap();
+    assert_eq!(whole.summary.targets, 48);
+    for key in [ShardKey::Service, ShardKey::Task] {
+        let mut total = 0;
+        for index in 0..3 {
+            let shard = Shard { index, count: 3 };
+            let sharded = engine(Some((shard, key))).pass(now).await.unwrap();
+            let share = whole.snapshot.share(shard, key);
+            assert_eq!(
+                String::from_utf8(render(&share, &whole)).unwrap(),
+                String::from_utf8(render(&sharded.snapshot, &sharded)).unwrap(),
+                "shard {shard} by {key:?}"
+            );
+            total += targets::summarize(&share, &whole.targets).targets;
+        }
+        assert_eq!(total, 48, "the shares by {key:?} make the whole");
+    }
 }
 
 #[tokio::test]

@@ -13,8 +13,8 @@ fn put(labels: &mut BTreeMap<String, String>, name: &str, value: Option<&String>
 }
 
 /// Target groups for the EC2 hosts file: one per host and port, `instance` set to
-/// the host's Name tag (its instance id when it has none). Hosts without a private
-/// IP are left out. Sorted.
+/// the host's Name tag (its instance id when it has none), no `__address__` (Prometheus
+/// sets it from `targets`). Hosts without a private IP are left out. Sorted.
 pub fn host_groups(hosts: &[Host], ports: &[u16]) -> Vec<TargetGroup> {
     account_host_groups(&[(None, hosts)], ports)
 }
@@ -42,7 +42,6 @@ fn add_hosts(
         for port in ports {
             let addr = format!("{ip}:{port}");
             let mut l = BTreeMap::new();
-            l.insert("__address__".to_string(), addr.clone());
             l.insert(
                 "instance".to_string(),
                 h.name.clone().unwrap_or_else(|| h.instance_id.clone()),

@@ -29,20 +29,39 @@ pub use render::render_to;
 use plan::with_plan;
 
 /// Label set of the written targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LabelStyle {
     /// `cloudmap_*`, `ecs_*`, `availability_zone`; no bare `cluster`.
+    #[default]
     Default,
     /// The labels of prometheus-sdconfig-reloader, for migration.
     Reloader,
 }
 
+/// Which `__meta_*` labels the targets carry (default label style only; the
+/// reloader style has none). Prometheus keeps every one in memory as a discovered
+/// label of each target, and re-parses them on every file_sd scan; relabelling
+/// rules are all that can read them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetaLabels {
+    /// Every family: each instance attribute and each service tag.
+    #[default]
+    All,
+    /// The tag families only (`__meta_cloudmap_service_tag_*`): a few per service,
+    /// what relabelling usually keys on (team, tier); no instance attributes.
+    Tags,
+    /// None: the plain labels only.
+    None,
+}
+
 /// How targets are labelled.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetOptions {
     pub label_style: LabelStyle,
     /// Port when neither the endpoint's port tag nor AWS_INSTANCE_PORT gives one.
     pub default_port: Option<u16>,
+    /// The `__meta_*` families written (the file and the HTTP endpoint alike).
+    pub meta_labels: MetaLabels,
 }
 
 /// One file_sd entry. Serialises exactly as Prometheus reads it.

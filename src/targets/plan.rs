@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::endpoints::{Endpoint, SkipReason, Skipped, address, endpoints, parse_port};
 use super::ports::host_port;
-use super::{LabelStyle, TargetOptions};
+use super::{LabelStyle, MetaLabels, TargetOptions};
 use crate::model::{Instance, ServiceData, Snapshot, TaskFacts, attr};
 
 /// The label of the AWS account a target was found in, on every target when the
@@ -21,6 +21,42 @@ pub fn sanitize_label_name(key: &str) -> String {
         .collect()
 }
 
+/// A family of `__meta_*` labels, by what it is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MetaFamily {
+    /// `__meta_cloudmap_instance_attribute_<key>`: each attribute of the instance.
+    InstanceAttribute,
+    /// `__meta_cloudmap_service_tag_<key>`: each tag of the Cloud Map service.
+    ServiceTag,
+    /// `__meta_ecs_service_tag_<key>`: each tag of the ECS service whose tags
+    /// describe a Cloud Map service without endpoint tags of its own.
+    EcsServiceTag,
+}
+
+impl MetaFamily {
+    /// Whether targets labelled with `opts` carry this family: the one place that
+    /// decides which `__meta_*` labels are written. Only the default style has
+    /// any; then `--meta-labels all` writes every family, `tags` the tag families,
+    /// `none` none.
+    pub(super) fn written(self, opts: &TargetOptions) -> bool {
+        opts.label_style == LabelStyle::Default
+            && match opts.meta_labels {
+                MetaLabels::All => true,
+                MetaLabels::Tags => self.is_tags(),
+                MetaLabels::None => false,
+            }
+    }
+
+    /// True for a family of tags (what `--meta-labels tags` keeps). A new family
+    /// says here which kind it is.
+    fn is_tags(self) -> bool {
+        match self {
+            MetaFamily::InstanceAttribute => false,
+            MetaFamily::ServiceTag | MetaFamily::EcsServiceTag => true,
+        }
+    }
+}
+
 /// One target to publish: where it is and what it is made of.
 pub(super) struct Entry<'a> {
     pub(super) addr: String,
@@ -31,16 +67,35 @@ pub(super) struct Entry<'a> {
     ep: &'a Endpoint,
 }
 
-/// Label names made from tag and attribute keys, computed once per key.
+/// Label names made from tag and attribute keys, computed once per key, for the
+/// families that are written.
 #[derive(Default)]
 struct Names<'a> {
     attrs: HashMap<&'a str, String>,
     tags: HashMap<&'a str, String>,
     ecs_tags: HashMap<&'a str, String>,
+    /// `MetaFamily::InstanceAttribute` is written.
+    with_attrs: bool,
+    /// `MetaFamily::ServiceTag` is written.
+    with_tags: bool,
+    /// `MetaFamily::EcsServiceTag` is written.
+    with_ecs_tags: bool,
 }
 
 impl<'a> Names<'a> {
+    fn new(opts: &TargetOptions) -> Self {
+        Names {
+            with_attrs: MetaFamily::InstanceAttribute.written(opts),
+            with_tags: MetaFamily::ServiceTag.written(opts),
+            with_ecs_tags: MetaFamily::EcsServiceTag.written(opts),
+            ..Names::default()
+        }
+    }
+
     fn add_attributes(&mut self, inst: &'a Instance) {
+        if !self.with_attrs {
+            return;
+        }
         for k in inst.attributes.keys() {
             self.attrs.entry(k).or_insert_with(|| {
                 format!(
@@ -52,10 +107,15 @@ impl<'a> Names<'a> {
     }
 
     fn add_tags(&mut self, svc: &'a ServiceData) {
-        for k in svc.tags.keys() {
-            self.tags.entry(k).or_insert_with(|| {
-                format!("__meta_cloudmap_service_tag_{}", sanitize_label_name(k))
-            });
+        if self.with_tags {
+            for k in svc.tags.keys() {
+                self.tags.entry(k).or_insert_with(|| {
+                    format!("__meta_cloudmap_service_tag_{}", sanitize_label_name(k))
+                });
+            }
+        }
+        if !self.with_ecs_tags {
+            return;
         }
         for k in svc.ecs_service.iter().flat_map(|e| e.tags.keys()) {
             self.ecs_tags
@@ -139,7 +199,7 @@ impl<'a> Plan<'a> {
             snapshot,
             opts,
             entries: Vec::new(),
-            names: Names::default(),
+            names: Names::new(opts),
             skipped,
         };
         let mut entries = Vec::new();
@@ -169,7 +229,6 @@ impl<'a> Plan<'a> {
         eps: &'a [Endpoint],
         entries: &mut Vec<Entry<'a>>,
     ) {
-        let meta = self.opts.label_style == LabelStyle::Default;
         let mut any = false;
         let held = &self.snapshot.held;
         for inst in svc.instances.iter().filter(|i| !held.contains(&i.id)) {
@@ -186,9 +245,7 @@ impl<'a> Plan<'a> {
                         continue;
                     }
                 };
-                if meta {
-                    self.names.add_attributes(inst);
-                }
+                self.names.add_attributes(inst);
                 any = true;
                 entries.push(Entry {
                     addr,
@@ -199,15 +256,15 @@ impl<'a> Plan<'a> {
                 });
             }
         }
-        if any && meta {
+        if any {
             self.names.add_tags(svc);
         }
     }
 
-    /// The labels of one target, borrowed from the snapshot and the plan.
+    /// The labels of one target, borrowed from the snapshot and the plan. No
+    /// `__address__`: Prometheus sets it from the group's `targets`.
     pub(super) fn labels<'p>(&'p self, e: &'p Entry<'a>) -> BTreeMap<&'p str, &'p str> {
         let mut l: BTreeMap<&str, &str> = BTreeMap::new();
-        l.insert("__address__", &e.addr);
         l.insert("__metrics_path__", &e.ep.path);
         if let Some(s) = e.ep.scheme {
             l.insert("__scheme__", s);
@@ -222,9 +279,9 @@ impl<'a> Plan<'a> {
         l
     }
 
-    /// `cloudmap_*`, `ecs_*`, the task's facts, the `__meta_cloudmap_*` labels and
-    /// the `__meta_ecs_service_tag_*` labels of an ECS service whose tags describe
-    /// the endpoints.
+    /// `cloudmap_*`, `ecs_*`, the task's facts, and the `__meta_*` labels of the
+    /// families written (with the `__meta_ecs_service_tag_*` labels of an ECS service
+    /// whose tags describe the endpoints).
     fn default_labels<'p>(&'p self, e: &'p Entry<'a>, l: &mut BTreeMap<&'p str, &'p str>) {
         let (svc, inst) = (e.svc, e.inst);
         let a = &inst.attributes;
@@ -252,14 +309,20 @@ impl<'a> Plan<'a> {
             put(l, "ec2_name", t.ec2_name.as_deref());
             put(l, "ec2_instance_type", t.ec2_instance_type.as_deref());
         }
-        for (k, v) in a {
-            l.insert(&self.names.attrs[k], v);
+        if self.names.with_attrs {
+            for (k, v) in a {
+                l.insert(&self.names.attrs[k], v);
+            }
         }
-        for (k, v) in svc.tags.iter() {
-            l.insert(&self.names.tags[k.as_str()], v);
+        if self.names.with_tags {
+            for (k, v) in svc.tags.iter() {
+                l.insert(&self.names.tags[k.as_str()], v);
+            }
         }
-        for (k, v) in svc.ecs_service.iter().flat_map(|e| e.tags.iter()) {
-            l.insert(&self.names.ecs_tags[k.as_str()], v);
+        if self.names.with_ecs_tags {
+            for (k, v) in svc.ecs_service.iter().flat_map(|e| e.tags.iter()) {
+                l.insert(&self.names.ecs_tags[k.as_str()], v);
+            }
         }
     }
 }

@@ -43,10 +43,7 @@ fn svc(name: &str, t: &[(&str, &str)], instances: Vec<Instance>) -> ServiceData 
 }
 
 fn opts() -> TargetOptions {
-    TargetOptions {
-        label_style: LabelStyle::Default,
-        default_port: None,
-    }
+    TargetOptions::default()
 }
 
 fn run(services: Vec<ServiceData>) -> Built {
@@ -78,7 +75,6 @@ fn primary_endpoint_with_all_default_labels() {
     let g = &b.groups[0];
     assert_eq!(g.targets, vec!["10.0.0.1:9100"]);
     let expect = [
-        ("__address__", "10.0.0.1:9100"),
         ("__metrics_path__", "/metrics"),
         ("cloudmap_namespace", "ns"),
         ("cloudmap_service", "web"),
@@ -102,6 +98,109 @@ fn primary_endpoint_with_all_default_labels() {
     );
     assert!(!g.labels.contains_key("metrics_endpoint"));
     assert!(!g.labels.contains_key("__scheme__"));
+    assert!(
+        !g.labels.contains_key("__address__"),
+        "Prometheus sets __address__ from targets"
+    );
+}
+
+/// The labels of the one target of `s` labelled with `meta`.
+fn labels_with(meta: MetaLabels, style: LabelStyle, s: ServiceData) -> BTreeMap<String, String> {
+    let o = TargetOptions {
+        meta_labels: meta,
+        label_style: style,
+        ..opts()
+    };
+    let snapshot = Snapshot {
+        services: vec![s],
+        ..Snapshot::default()
+    };
+    let b = build(&snapshot, &o);
+    let mut rendered = Vec::new();
+    render_to(&snapshot, &o, &mut rendered).unwrap();
+    assert_eq!(
+        rendered,
+        to_json(&b.groups),
+        "render_to is build, byte for byte"
+    );
+    b.groups[0].labels.clone()
+}
+
+#[test]
+fn meta_labels_choose_which_families_are_written() {
+    let s = || {
+        svc(
+            "web",
+            &[("METRICS_PATH", "/metrics"), ("team", "blue")],
+            vec![ecs_instance("task1", "10.0.0.1", Some("8080"))],
+        )
+    };
+    let meta = |l: &BTreeMap<String, String>| -> Vec<String> {
+        l.keys()
+            .filter(|k| k.starts_with("__meta_"))
+            .cloned()
+            .collect()
+    };
+    let plain = |l: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        l.iter()
+            .filter(|(k, _)| !k.starts_with("__meta_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let all = labels_with(MetaLabels::All, LabelStyle::Default, s());
+    assert_eq!(
+        meta(&all),
+        vec![
+            "__meta_cloudmap_instance_attribute_AVAILABILITY_ZONE",
+            "__meta_cloudmap_instance_attribute_AWS_INSTANCE_IPV4",
+            "__meta_cloudmap_instance_attribute_AWS_INSTANCE_PORT",
+            "__meta_cloudmap_instance_attribute_ECS_CLUSTER_NAME",
+            "__meta_cloudmap_instance_attribute_ECS_SERVICE_NAME",
+            "__meta_cloudmap_instance_attribute_ECS_TASK_DEFINITION_FAMILY",
+            "__meta_cloudmap_service_tag_METRICS_PATH",
+            "__meta_cloudmap_service_tag_team",
+        ]
+    );
+    let tags = labels_with(MetaLabels::Tags, LabelStyle::Default, s());
+    assert_eq!(
+        meta(&tags),
+        vec![
+            "__meta_cloudmap_service_tag_METRICS_PATH",
+            "__meta_cloudmap_service_tag_team",
+        ]
+    );
+    assert_eq!(tags["__meta_cloudmap_service_tag_team"], "blue");
+    let none = labels_with(MetaLabels::None, LabelStyle::Default, s());
+    assert!(meta(&none).is_empty(), "{none:?}");
+    // The plain labels are the same whatever the choice.
+    assert_eq!(plain(&all), plain(&tags));
+    assert_eq!(plain(&all), plain(&none));
+    // The reloader style has no __meta_* labels at all.
+    let reloader = labels_with(MetaLabels::All, LabelStyle::Reloader, s());
+    assert!(meta(&reloader).is_empty(), "{reloader:?}");
+}
+
+#[test]
+fn every_meta_family_is_decided_in_one_place() {
+    use super::plan::MetaFamily;
+    let o = |meta_labels, label_style| TargetOptions {
+        meta_labels,
+        label_style,
+        ..opts()
+    };
+    for (family, tags) in [
+        (MetaFamily::InstanceAttribute, false),
+        (MetaFamily::ServiceTag, true),
+        (MetaFamily::EcsServiceTag, true),
+    ] {
+        assert!(family.written(&o(MetaLabels::All, LabelStyle::Default)));
+        assert_eq!(
+            family.written(&o(MetaLabels::Tags, LabelStyle::Default)),
+            tags
+        );
+        assert!(!family.written(&o(MetaLabels::None, LabelStyle::Default)));
+        assert!(!family.written(&o(MetaLabels::All, LabelStyle::Reloader)));
+    }
 }
 
 #[test]
@@ -312,7 +411,7 @@ fn reloader_style_emits_exactly_the_old_labels() {
     );
     let o = TargetOptions {
         label_style: LabelStyle::Reloader,
-        default_port: None,
+        ..opts()
     };
     let b = build(
         &Snapshot {
@@ -326,7 +425,6 @@ fn reloader_style_emits_exactly_the_old_labels() {
     assert_eq!(
         keys,
         vec![
-            "__address__",
             "__metrics_path__",
             "__scheme__",
             "cluster",
@@ -483,6 +581,7 @@ fn host_groups_use_the_name_tag_as_instance() {
     assert_eq!(g[0].labels["ecs_cluster"], "prod");
     assert_eq!(g[0].labels["ec2_instance_type"], "t3.small");
     assert!(!g[2].labels.contains_key("ec2_name"));
+    assert!(g.iter().all(|g| !g.labels.contains_key("__address__")));
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 pub mod events;
 pub mod http;
+pub mod load;
 pub mod moto;
 pub mod process;
 pub mod prometheus;
@@ -19,10 +20,14 @@ pub mod topology;
 pub mod wait;
 
 pub use events::{EventQueue, TaskState};
-pub use http::{get_status, http_get, http_post, post_blocking};
+pub use http::{Answer, get_status, http_get, http_get_with, http_post, post_blocking};
+pub use load::{LoadReport, load};
 pub use moto::Moto;
 pub use process::{Proc, free_port, venv, which};
-pub use prometheus::{prometheus, prometheus_bin, prometheus_on};
+pub use prometheus::{
+    FileSdStats, Mode, active_targets, file_sd_config, http_sd_job, prometheus, prometheus_bin,
+    prometheus_in, prometheus_on,
+};
 pub use proxy::{
     AWS_DISCOVER_INSTANCES_DEFAULT_MAX, Fault, MOTO_ACCOUNT, Proxy, diff, operation_of,
 };

@@ -153,6 +153,38 @@ impl Seeder {
         req.send().await.unwrap();
     }
 
+    /// Registers `per_service` tasks in each of `services` new services of `ns`
+    /// (`svc00`, ...; tagged METRICS_PATH=/metrics, METRICS_PORT=9100; task `s<i>t<t>`
+    /// at 10.<i>.<t/200>.<t%200+1>), eight calls in flight; returns the service ids.
+    pub async fn services_with_tasks(
+        &self,
+        ns: &str,
+        services: usize,
+        per_service: usize,
+    ) -> Vec<String> {
+        use futures::StreamExt;
+        let mut ids = Vec::new();
+        for i in 0..services {
+            let tags = [("METRICS_PATH", "/metrics"), ("METRICS_PORT", "9100")];
+            ids.push(self.service(ns, &format!("svc{i:02}"), &tags).await);
+        }
+        let tasks: Vec<(usize, usize)> = (0..services)
+            .flat_map(|i| (0..per_service).map(move |t| (i, t)))
+            .collect();
+        futures::stream::iter(tasks)
+            .map(|(i, t)| {
+                let svc = ids[i].clone();
+                async move {
+                    let ip = format!("10.{i}.{}.{}", t / 200, t % 200 + 1);
+                    self.task(&svc, &format!("s{i}t{t}"), &ip, None).await;
+                }
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<()>>()
+            .await;
+        ids
+    }
+
     pub async fn deregister(&self, service_id: &str, id: &str) {
         self.sd
             .deregister_instance()

@@ -57,6 +57,12 @@ impl Sidecar {
         Sidecar::start_writing(dir, &dir.join("targets.json"), aws_url, extra)
     }
 
+    /// Starts `cloudmap-sd run --output none`: no file, the targets served at
+    /// /sd/targets only; its log in `dir`.
+    pub fn start_serving(dir: &Path, aws_url: &str, extra: &[&str]) -> Sidecar {
+        Sidecar::start_writing(dir, Path::new("none"), aws_url, extra)
+    }
+
     /// Starts `cloudmap-sd run` writing `output`, its log in `dir`.
     pub fn start_writing(dir: &Path, output: &Path, aws_url: &str, extra: &[&str]) -> Sidecar {
         let port = free_port();
@@ -100,6 +106,17 @@ impl Sidecar {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The sidecar's resident memory (VmRSS of /proc/PID/status), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.pid()))
+            .expect("the sidecar runs");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line")
     }
 
     /// Sum of one metric's samples (all label sets).

@@ -364,10 +364,9 @@ async fn once_writes_both_accounts_or_nothing() {
     assert!(!file.exists(), "nothing written");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shards_split_the_accounts_by_keys_that_start_with_the_account() {
-    let st = stack().await;
-    // The same service names in both accounts.
+/// The same service names in both accounts: `svc-0` ... `svc-5` of namespace `apps`,
+/// one task each (`t<net><i>` at 10.<net>.0.<i>:8080; net 0 own, 1 other).
+async fn same_names_in_both(st: &Stack) {
     for (s, net) in [(&st.own, 0), (&st.other, 1)] {
         let ns = s.http_namespace("apps").await;
         for i in 0..6 {
@@ -382,6 +381,12 @@ async fn shards_split_the_accounts_by_keys_that_start_with_the_account() {
             .await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_split_the_accounts_by_keys_that_start_with_the_account() {
+    let st = stack().await;
+    same_names_in_both(&st).await;
     let mut seen: Vec<(String, String)> = Vec::new();
     for index in 0..2 {
         let shard = format!("{index}/2");
@@ -425,6 +430,71 @@ async fn shards_split_the_accounts_by_keys_that_start_with_the_account() {
     );
     seen.dedup();
     assert_eq!(seen.len(), 12);
+}
+
+/// Without a file (`--output none`), /sd/targets serves both accounts' targets, each
+/// with its `aws_account_id`, and each `?shard=I/N` share is byte for byte what
+/// `once --shard I/N` prints with the same role, by either key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sd_targets_without_a_file_serves_every_account_and_shares_as_shard_does() {
+    let st = stack().await;
+    same_names_in_both(&st).await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = role_args(&["--interval", "1s", "--ecs-enrichment", "false"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sc = Sidecar::start_serving(dir.path(), &st.proxy.url, &args);
+    sc.wait_ready(T).await;
+    let (status, body) = http_get(&sc.url("/sd/targets")).await.expect("/sd/targets");
+    assert_eq!(status, 200, "{body}");
+    let groups: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let t = by_address(&groups);
+    assert_eq!(t.len(), 12, "{body}");
+    for i in 0..6 {
+        assert_eq!(t[&format!("10.0.0.{i}:8080")]["aws_account_id"], OWN);
+        assert_eq!(t[&format!("10.1.0.{i}:8080")]["aws_account_id"], OTHER);
+    }
+    for account in [OWN, OTHER] {
+        let series = format!("cloudmap_sd_account_targets{{account=\"{account}\"}}");
+        assert_eq!(sample(&sc, &series).await, 6.0, "{series}");
+    }
+    assert_eq!(
+        sc.metric("cloudmap_sd_file_writes_total").await,
+        0.0,
+        "no file written"
+    );
+    let mut seen = 0;
+    for key in ["service", "task"] {
+        for index in 0..2 {
+            let shard = format!("{index}/2");
+            let url = sc.url(&format!("/sd/targets?shard={shard}&shard_key={key}"));
+            let (status, share) = http_get(&url).await.expect("a share");
+            assert_eq!(status, 200, "{url}: {share}");
+            let once = [
+                "once",
+                "--output",
+                "-",
+                "--shard",
+                &shard,
+                "--shard-key",
+                key,
+                "--ecs-enrichment",
+                "false",
+            ];
+            let out = run_with_role(&st.proxy, &once);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                share,
+                String::from_utf8_lossy(&out.stdout),
+                "?shard={shard}&shard_key={key} equals --shard {shard} --shard-key {key}"
+            );
+            seen += serde_json::from_str::<Vec<Value>>(&share).unwrap().len();
+        }
+    }
+    assert_eq!(seen, 24, "each key's shares hold the 12 targets once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,8 +12,8 @@ use cloudmap_sd::model::{
     EcsService, Instance, PortBinding, ServiceData, Snapshot, TaskFacts, attr, tags,
 };
 use cloudmap_sd::targets::{
-    Built, LabelStyle, SkipReason, Skipped, TargetGroup, TargetOptions, build, render_to,
-    summarize, to_json,
+    Built, LabelStyle, MetaLabels, SkipReason, Skipped, TargetGroup, TargetOptions, build,
+    render_to, summarize, to_json,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -350,10 +350,16 @@ fn options() -> impl Strategy<Value = TargetOptions> {
     (
         prop_oneof![Just(LabelStyle::Default), Just(LabelStyle::Reloader)],
         prop::option::of(prop_oneof![select(BOUND_PORTS.to_vec()), 1u16..=u16::MAX]),
+        prop_oneof![
+            Just(MetaLabels::All),
+            Just(MetaLabels::Tags),
+            Just(MetaLabels::None)
+        ],
     )
-        .prop_map(|(label_style, default_port)| TargetOptions {
+        .prop_map(|(label_style, default_port, meta_labels)| TargetOptions {
             label_style,
             default_port,
+            meta_labels,
         })
 }
 
@@ -437,10 +443,9 @@ fn check_built(built: &Built) -> Result<(), TestCaseError> {
     );
     for g in &built.groups {
         prop_assert_eq!(g.targets.len(), 1);
-        prop_assert_eq!(
-            g.labels.get("__address__"),
-            Some(&g.targets[0]),
-            "target and __address__ differ"
+        prop_assert!(
+            !g.labels.contains_key("__address__"),
+            "__address__ repeated in labels (Prometheus takes it from targets)"
         );
         check_address(&g.targets[0])?;
         let path = g.labels.get("__metrics_path__");
@@ -905,7 +910,24 @@ proptest! {
         );
         prop_assert_eq!(&built.skipped, &other_order.skipped);
 
-        if matches!(opts.label_style, LabelStyle::Default) {
+        // --meta-labels: `tags` writes no instance attribute, `none` (and the
+        // reloader style) no __meta_* label at all.
+        for g in &built.groups {
+            let has = |prefix: &str| g.labels.keys().any(|k| k.starts_with(prefix));
+            let (attrs, tags) = match (opts.label_style, opts.meta_labels) {
+                (LabelStyle::Reloader, _) | (_, MetaLabels::None) => (false, false),
+                (_, MetaLabels::Tags) => (false, true),
+                (_, MetaLabels::All) => (true, true),
+            };
+            if !attrs {
+                prop_assert!(!has("__meta_cloudmap_instance_attribute_"), "{:?}", g);
+            }
+            if !tags {
+                prop_assert!(!has("__meta_"), "{:?}", g);
+            }
+        }
+
+        if matches!(opts.label_style, LabelStyle::Default) && opts.meta_labels != MetaLabels::None {
             // Tag and attribute keys are sanitised into label names, but their values
             // are kept verbatim as label values.
             let by_label = |prefix: &str, map: &BTreeMap<String, String>| {
@@ -1110,7 +1132,7 @@ fn one_service(
 fn opts(label_style: LabelStyle) -> TargetOptions {
     TargetOptions {
         label_style,
-        default_port: None,
+        ..TargetOptions::default()
     }
 }
 
@@ -1207,8 +1229,8 @@ fn thousand_instances_give_a_thousand_targets() {
         .collect();
     let snap = one_service("ns", "big", &[(tags::METRICS_PATH, "/metrics")], instances);
     let o = TargetOptions {
-        label_style: LabelStyle::Default,
         default_port: Some(8080),
+        ..TargetOptions::default()
     };
     let built = build(&snap, &o);
     check_built(&built).unwrap();

@@ -14,6 +14,7 @@ mod ecs_service_tags;
 mod enrichment;
 mod events;
 mod faults;
+mod http_sd;
 mod ports;
 mod prometheus;
 mod remote_write;

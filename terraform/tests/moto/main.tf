@@ -37,6 +37,7 @@ provider "aws" {
     events           = var.moto_endpoint
     iam              = var.moto_endpoint
     logs             = var.moto_endpoint
+    secretsmanager   = var.moto_endpoint
     servicediscovery = var.moto_endpoint
     sqs              = var.moto_endpoint
     sts              = var.moto_endpoint
@@ -172,6 +173,58 @@ module "prometheus_migration" {
   scrape_relabel_configs = [
     { action = "labeldrop", regex = "namespace|taskid" },
   ]
+}
+
+# Agent mode: Prometheus keeps a write-ahead log only, the sidecar expects an agent.
+# A task definition only; verify.py checks the flags and the environment.
+module "prometheus_agent" {
+  source = "../.."
+
+  name             = "prom-agent"
+  cluster_arn      = aws_ecs_cluster.test.arn
+  create_service   = false
+  create_workspace = false
+  workspace_id     = module.prometheus_fargate.workspace_id
+  sidecar_image    = "registry.example.test/cloudmap-sd:test"
+  prometheus_mode  = "agent"
+}
+
+# cloudmap-sd as its own service, registered in a private DNS namespace, its token
+# created in Secrets Manager; and one ADOT collector reading shard 1/2 by task from it.
+resource "aws_service_discovery_private_dns_namespace" "sd" {
+  name        = "sd.moto.test"
+  description = "Discovery services of the moto test"
+  vpc         = aws_vpc.test.id
+}
+
+module "discovery_service" {
+  source = "../../modules/discovery-service"
+
+  name               = "moto-sd"
+  cluster_arn        = aws_ecs_cluster.test.arn
+  subnet_ids         = [aws_subnet.test.id]
+  security_group_ids = [aws_security_group.prometheus.id]
+  sidecar_image      = "registry.example.test/cloudmap-sd:test"
+  namespaces         = [aws_service_discovery_http_namespace.apps.name]
+  ec2_hosts_ports    = [9100]
+
+  registry = {
+    namespace_id   = aws_service_discovery_private_dns_namespace.sd.id
+    namespace_name = aws_service_discovery_private_dns_namespace.sd.name
+  }
+}
+
+module "collector_shard" {
+  source = "../../modules/adot-collector"
+
+  name               = "moto-collector-1"
+  cluster_arn        = aws_ecs_cluster.test.arn
+  subnet_ids         = [aws_subnet.test.id]
+  security_group_ids = [aws_security_group.prometheus.id]
+  targets_url        = module.discovery_service.targets_url
+  token_secret_arn   = module.discovery_service.token_secret_arn
+  shard              = { index = 1, count = 2, key = "task" }
+  workspace_id       = module.prometheus_fargate.workspace_id
 }
 
 # A central Prometheus that also discovers in two other accounts, and the role one of
@@ -363,5 +416,38 @@ output "events" {
     queue_urls           = module.prometheus_events.events_queue_urls
     rule_arn             = module.prometheus_events.events_rule_arn
     cluster_arn          = aws_ecs_cluster.test.arn
+  }
+}
+
+output "agent" {
+  value = {
+    task_definition_arn = module.prometheus_agent.task_definition_arn
+    replica_placeholder = module.prometheus_agent.replica_placeholder
+  }
+}
+
+output "discovery_service" {
+  value = {
+    service_name         = module.discovery_service.service_name
+    task_definition_arn  = module.discovery_service.task_definition_arn
+    task_role_name       = module.discovery_service.task_role_name
+    execution_role_name  = module.discovery_service.execution_role_name
+    cloud_map_service_id = module.discovery_service.cloud_map_service_id
+    dns_name             = module.discovery_service.dns_name
+    targets_url          = module.discovery_service.targets_url
+    hosts_url            = module.discovery_service.hosts_url
+    token_secret_arn     = module.discovery_service.token_secret_arn
+    sd_namespace_id      = aws_service_discovery_private_dns_namespace.sd.id
+  }
+}
+
+output "collector" {
+  value = {
+    service_name        = module.collector_shard.service_name
+    task_definition_arn = module.collector_shard.task_definition_arn
+    task_role_name      = module.collector_shard.task_role_name
+    execution_role_name = module.collector_shard.execution_role_name
+    sd_url              = module.collector_shard.sd_url
+    remote_write_url    = module.collector_shard.remote_write_url
   }
 }
