@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
+use aws_credential_types::provider::error::CredentialsError;
 
+use crate::aws::error::Cause;
 use crate::aws::{AwsMetrics, sdk};
 use crate::file_sd;
 use crate::prom_config::PromConfig;
@@ -93,11 +95,15 @@ pub fn deadline(options: &CheckOptions) -> Duration {
 fn region_row(region: Option<&str>) -> Row {
     match region {
         Some(r) => Row::new("aws region", Status::Pass, r),
-        None => Row::new(
-            "aws region",
-            Status::Fail,
-            "no Region: set AWS_REGION (ECS sets it for tasks)",
-        ),
+        None => Row::new("aws region", Status::Fail, Cause::NoRegion.to_string()),
+    }
+}
+
+/// The one line of a failed credentials lookup, as `once` says it.
+fn credentials_failure(e: &CredentialsError) -> String {
+    match Cause::of_credentials(e) {
+        (cause, detail) if detail.is_empty() => cause.to_string(),
+        (cause, detail) => format!("{} ({detail}): {}", cause.what(), cause.remedy()),
     }
 }
 
@@ -109,13 +115,13 @@ async fn credentials_row(sdk: &SdkConfig, timeout: Duration) -> Row {
         Err(_) => Row::new(
             "aws credentials",
             Status::Fail,
-            "the credentials provider did not answer in time",
+            format!(
+                "{}: no answer within {timeout:?}: {}",
+                Cause::CredentialsUnavailable.what(),
+                Cause::CredentialsUnavailable.remedy()
+            ),
         ),
-        Ok(Err(e)) => Row::new(
-            "aws credentials",
-            Status::Fail,
-            format!("cannot load credentials: {e}"),
-        ),
+        Ok(Err(e)) => Row::new("aws credentials", Status::Fail, credentials_failure(&e)),
         Ok(Ok(c)) => {
             let shown: String = c.access_key_id().chars().take(4).collect();
             let temporary = if c.session_token().is_some() {

@@ -30,6 +30,13 @@ pub enum Fault {
     Drop,
     /// Never answer; the connection stays open.
     Stall,
+    /// Refuse the credentials as AWS does for an access key it does not know (moto
+    /// accepts any key): 400 `UnrecognizedClientException` for the JSON services,
+    /// 401 `AuthFailure` in EC2's XML.
+    RefuseCredentials,
+    /// Refuse expired temporary credentials as AWS does: 400
+    /// `ExpiredTokenException` for the JSON services, `ExpiredToken` in EC2's XML.
+    ExpiredCredentials,
 }
 
 /// A fault and the share of requests it hits (1.0: every request), picked
@@ -360,28 +367,44 @@ async fn forward(
     let fault = state.faults.lock().unwrap().pick(&op);
     let ec2 = target.is_empty();
     *state.counts.lock().unwrap().entry(op.clone()).or_default() += 1;
-    let json = |status: u16, ty: &str| {
-        Ok(Response::builder()
-            .status(status)
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amzn-errortype", ty)
-            .body(Full::new(Bytes::from(format!(
-                r#"{{"__type":"{ty}","message":"injected by the test proxy"}}"#
-            ))))
-            .unwrap())
+    let answer = |status: u16, code: &str, message: &str| {
+        Ok(if ec2 {
+            error_xml(status, code, message)
+        } else {
+            error_json(status, code, message)
+        })
     };
-    let xml = |status: u16, code: &str| {
-        Ok(Response::builder()
-            .status(status)
-            .header("content-type", "text/xml;charset=UTF-8")
-            .body(Full::new(Bytes::from(format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>\
-                 <Code>{code}</Code><Message>injected by the test proxy</Message></Error>\
-                 </Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
-            ))))
-            .unwrap())
-    };
+    let json = |status: u16, ty: &str| Ok(error_json(status, ty, INJECTED));
+    let xml = |status: u16, code: &str| Ok(error_xml(status, code, INJECTED));
     match fault {
+        Fault::RefuseCredentials if ec2 => {
+            return answer(
+                401,
+                "AuthFailure",
+                "AWS was not able to validate the provided access credentials",
+            );
+        }
+        Fault::RefuseCredentials => {
+            return answer(
+                400,
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            );
+        }
+        Fault::ExpiredCredentials if ec2 => {
+            return answer(
+                400,
+                "ExpiredToken",
+                "The security token included in the request is expired",
+            );
+        }
+        Fault::ExpiredCredentials => {
+            return answer(
+                400,
+                "ExpiredTokenException",
+                "The security token included in the request is expired",
+            );
+        }
         Fault::ServerError if ec2 => return xml(500, "InternalError"),
         Fault::ServerError => return json(500, "InternalFailure"),
         Fault::Unavailable if ec2 => return xml(503, "Unavailable"),
@@ -440,6 +463,34 @@ async fn forward(
         rp.headers.remove("content-length");
     }
     Ok(Response::from_parts(rp, Full::new(rb)))
+}
+
+/// The message of an error the proxy makes up.
+const INJECTED: &str = "injected by the test proxy";
+
+/// An error answer of the JSON protocols (Cloud Map, ECS).
+fn error_json(status: u16, ty: &str, message: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amzn-errortype", ty)
+        .body(Full::new(Bytes::from(
+            serde_json::json!({"__type": ty, "message": message}).to_string(),
+        )))
+        .unwrap()
+}
+
+/// An error answer of EC2's XML protocol.
+fn error_xml(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/xml;charset=UTF-8")
+        .body(Full::new(Bytes::from(format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>\
+             <Code>{code}</Code><Message>{message}</Message></Error>\
+             </Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
+        ))))
+        .unwrap()
 }
 
 /// moto writes a task's container `cpu` / `memory` as JSON numbers where the ECS

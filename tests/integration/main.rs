@@ -10,6 +10,7 @@ mod bad_input;
 mod check;
 mod cloudmap;
 mod enrichment;
+mod errors;
 mod faults;
 mod prometheus;
 mod remote_write;
