@@ -173,8 +173,9 @@ impl Publisher {
                 namespace = %s.namespace,
                 service = %s.service,
                 tag = %s.tag,
-                value = s.value.as_deref().unwrap_or(""),
-                instance = s.instance.as_deref().unwrap_or(""),
+                // Left out when there is none (an Option field records nothing).
+                value = s.value.as_deref(),
+                instance = s.instance.as_deref(),
                 reason = %s.reason,
                 "endpoint skipped: {}",
                 s.reason.explain()
@@ -214,9 +215,9 @@ impl Publisher {
     }
 
     /// A successful publish of the targets file.
-    pub(super) fn published(&self, cycle: &Cycle, summary: &Summary, outcome: Publish) {
+    pub(super) fn published(&self, summary: &Summary, outcome: Publish) {
         self.metrics.targets.set(summary.targets as i64);
-        self.metrics.services.set(cycle.stats.tagged as i64);
+        self.metrics.services.set(summary.services as i64);
         self.metrics.last_success.set(unix_now());
         self.metrics
             .writes

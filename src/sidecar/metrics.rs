@@ -52,7 +52,7 @@ pub struct RunMetrics {
     pub cycles: Family<OutcomeLabels, Counter>,
     /// Targets in the last published file.
     pub targets: Gauge,
-    /// Cloud Map services contributing targets.
+    /// Cloud Map services with at least one target in the published file.
     pub services: Gauge,
     /// Unix time of the last successful publish (write, or content already current).
     pub last_success: Gauge<f64, AtomicU64>,
@@ -140,7 +140,7 @@ impl RunMetrics {
         );
         registry.register(
             "services",
-            "Cloud Map services contributing targets",
+            "Cloud Map services with at least one target in the published file",
             self.services.clone(),
         );
         registry.register(

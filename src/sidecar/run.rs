@@ -173,9 +173,7 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
     }
 
     fn published(&mut self, pass: &Pass, outcome: Publish) {
-        self.engine
-            .publisher
-            .published(&pass.cycle, &pass.summary, outcome);
+        self.engine.publisher.published(&pass.summary, outcome);
         self.pending = false;
         self.metrics.write_failing("targets", None);
         let first = !self.readiness.has_written();

@@ -64,6 +64,9 @@ pub struct Built {
 pub struct Summary {
     /// Target groups.
     pub targets: usize,
+    /// Services with at least one target (a tagged service whose tasks are all
+    /// held, gone or unaddressable has none).
+    pub services: usize,
     /// Sorted and de-duplicated.
     pub skipped: Vec<Skipped>,
 }
@@ -92,6 +95,7 @@ pub fn build(snapshot: &Snapshot, opts: &TargetOptions) -> Built {
 pub fn summarize(snapshot: &Snapshot, opts: &TargetOptions) -> Summary {
     with_plan(snapshot, opts, |plan| Summary {
         targets: plan.entries.len(),
+        services: plan.services(),
         skipped: plan.skipped,
     })
 }
