@@ -1,11 +1,13 @@
 //! Test harness of cloudmap-sd, shared by the integration tests, the benchmark and the
 //! demo: a real moto server, a counting/fault proxy in front of it, a seeder using the
-//! real AWS SDK, the real `cloudmap-sd` binary, and a real Prometheus. A missing tool
+//! real AWS SDK, stand-in metrics endpoints for a topology's tasks and hosts, the real
+//! `cloudmap-sd` binary, and a real Prometheus. A missing tool
 //! fails with instructions; nothing is skipped.
 //!
 //! It does not depend on the `cloudmap-sd` library (a dev-dependency cycle would build
 //! the library twice); it drives the binary.
 
+pub mod exporter;
 pub mod http;
 pub mod moto;
 pub mod process;
@@ -17,6 +19,7 @@ pub mod sigv4;
 pub mod topology;
 pub mod wait;
 
+pub use exporter::{Endpoint, Exporters};
 pub use http::{get_status, http_get, http_post, post_blocking};
 pub use moto::Moto;
 pub use process::{Proc, free_port, venv, which};
