@@ -72,7 +72,13 @@ pub async fn run(options: &CheckOptions, sdk: &SdkConfig) -> Report {
         rows.push(row);
     }
     let config = prometheus_config(options, &mut rows);
-    rows.push(probe_row(options, config.as_ref(), sdk).await);
+    let probe = probe_row(options, config.as_ref(), sdk).await;
+    rows.push(match probe.status {
+        // Without credentials the probe can only say so again: the row above says
+        // what to set.
+        Status::Fail if !creds_ok => Row::new(probe.check, Status::Skip, "needs AWS credentials"),
+        _ => probe,
+    });
     match &config {
         Some(c) => rows.extend(lint(c, &options.output)),
         None if options.prometheus_config.is_none() => rows.push(Row::new(

@@ -78,20 +78,20 @@ fn assert_short_lines(o: &Output) {
     }
 }
 
-/// `check --format json`: its rows as (check, status, detail); stderr is empty.
-fn check_rows(env: &[(&'static str, String)]) -> Vec<(String, String, String)> {
+/// `check --format json` (and `extra` args): its rows as (check, status, detail);
+/// stderr is empty.
+fn check_rows(env: &[(&'static str, String)], extra: &[&str]) -> Vec<(String, String, String)> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("targets.json");
-    let o = run_cli(
-        &[
-            "check",
-            "--format",
-            "json",
-            "--output",
-            out.to_str().unwrap(),
-        ],
-        env,
-    );
+    let mut args = vec![
+        "check",
+        "--format",
+        "json",
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = run_cli(&args, env);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "check fails; stderr:\n{stderr}");
     assert_eq!(stderr, "", "nothing on stderr by default");
@@ -126,7 +126,7 @@ fn no_region_is_one_line_exit_64() {
     let dir = tempfile::tempdir().unwrap();
     let env = env(dir.path(), &[]);
     assert_once_says(&env, NO_REGION, 64);
-    let rows = check_rows(&env);
+    let rows = check_rows(&env, &[]);
     let want = NO_REGION.trim_start_matches("cloudmap-sd: ");
     assert_eq!(row(&rows, "aws region"), ("fail".into(), want.into()));
 }
@@ -142,10 +142,16 @@ fn no_credentials_is_one_line_and_debug_shows_the_sdk() {
         ],
     );
     assert_once_says(&env, NO_CREDENTIALS, 1);
-    let rows = check_rows(&env);
+    let amp = format!("{}/api/v1/write", closed_url());
+    let rows = check_rows(&env, &["--amp-remote-write-url", &amp]);
     let want = "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
                 or AWS_PROFILE (in ECS: a task role)";
     assert_eq!(row(&rows, "aws credentials"), ("fail".into(), want.into()));
+    assert_eq!(
+        row(&rows, "amp remote_write probe"),
+        ("skip".into(), "needs AWS credentials".into()),
+        "the credentials row says it"
+    );
 
     // RUST_LOG=debug: the same line last, and the SDK's own account before it.
     let mut debug = env.clone();
@@ -177,7 +183,7 @@ async fn refused_credentials_are_one_line() {
     tokio::task::spawn_blocking(move || assert_once_says(&e, REFUSED, 1))
         .await
         .unwrap();
-    let rows = tokio::task::spawn_blocking(move || check_rows(&env))
+    let rows = tokio::task::spawn_blocking(move || check_rows(&env, &[]))
         .await
         .unwrap();
     assert_eq!(row(&rows, "aws credentials").0, "pass", "the keys load");
@@ -203,7 +209,7 @@ async fn expired_credentials_are_one_line() {
     tokio::task::spawn_blocking(move || assert_once_says(&e, EXPIRED, 1))
         .await
         .unwrap();
-    let rows = tokio::task::spawn_blocking(move || check_rows(&env))
+    let rows = tokio::task::spawn_blocking(move || check_rows(&env, &[]))
         .await
         .unwrap();
     assert_eq!(
@@ -217,7 +223,7 @@ fn an_unreachable_endpoint_is_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let env = env(dir.path(), &keys(&closed_url()));
     assert_once_says(&env, UNREACHABLE, 1);
-    let rows = check_rows(&env);
+    let rows = check_rows(&env, &[]);
     assert_eq!(
         row(&rows, "servicediscovery:GetService"),
         ("fail".into(), as_row(UNREACHABLE, "GetService"))
