@@ -184,13 +184,17 @@ fi
 
 # ---------------------------------------------------------------- build
 
-# Both binaries (the sidecar and the seeder the tests and the benchmark share) in one
-# workspace build: the same features as `cargo test --workspace`, so the suite and the
-# demo share one debug build of every dependency.
+# Both binaries (the sidecar and the seeder the tests and the benchmark share), built
+# with the dependencies' features of `cargo test --workspace`, so the suite and the
+# demo share one debug build of every dependency. A plain `cargo build --bins` leaves
+# the dev-dependencies out, and with them features they turn on in shared crates
+# (tokio's test-util): tokio and the whole AWS SDK above it would be compiled again.
+# Building the examples (the benchmark) too makes cargo resolve features as for the
+# tests.
 command -v cargo >/dev/null 2>&1 || fail build "cargo is not on PATH: install Rust (rustup) first"
-say "building: cargo build --workspace --bins (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$REPO_ROOT" && cargo build --workspace --bins --locked) \
-    || fail build "cargo build --workspace --bins failed (output above)"
+say "building: cargo build --workspace --bins --examples (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+(cd "$REPO_ROOT" && cargo build --workspace --bins --examples --locked) \
+    || fail build "cargo build --workspace --bins --examples failed (output above)"
 SEED="$CARGO_TARGET_DIR/debug/seed"
 [[ -x $SEED ]] || fail build "cargo build succeeded but $SEED is missing"
 if [[ -n $BIN ]]; then

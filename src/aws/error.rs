@@ -84,8 +84,17 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// The one line: what is wrong (with `context` in parentheses, when there is
+    /// some) and what to set.
+    pub fn line(self, context: &str) -> String {
+        match context {
+            "" => format!("{}: {}", self.what(), self.remedy()),
+            c => format!("{} ({c}): {}", self.what(), self.remedy()),
+        }
+    }
+
     /// What is wrong, in a few words.
-    pub fn what(self) -> &'static str {
+    fn what(self) -> &'static str {
         match self {
             Cause::NoRegion => "no AWS Region configured",
             Cause::NoCredentials => "no AWS credentials found",
@@ -97,7 +106,7 @@ impl Cause {
     }
 
     /// What to set.
-    pub fn remedy(self) -> &'static str {
+    fn remedy(self) -> &'static str {
         match self {
             Cause::NoRegion => "set AWS_REGION (ECS sets it for tasks)",
             Cause::NoCredentials => {
@@ -141,7 +150,7 @@ impl Cause {
 
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.what(), self.remedy())
+        f.write_str(&self.line(""))
     }
 }
 
@@ -162,8 +171,8 @@ impl fmt::Display for AwsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (op, kind, msg) = (self.operation, self.kind, &self.message);
         match self.cause {
-            Some(c) if msg.is_empty() => write!(f, "{} ({op}): {}", c.what(), c.remedy()),
-            Some(c) => write!(f, "{} ({op}: {msg}): {}", c.what(), c.remedy()),
+            Some(c) if msg.is_empty() => f.write_str(&c.line(op)),
+            Some(c) => f.write_str(&c.line(&format!("{op}: {msg}"))),
             None => write!(f, "{op} failed ({kind}): {msg}"),
         }
     }

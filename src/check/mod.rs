@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
-use aws_credential_types::provider::error::CredentialsError;
 
 use crate::aws::error::Cause;
 use crate::aws::{AwsMetrics, sdk};
@@ -105,14 +104,6 @@ fn region_row(region: Option<&str>) -> Row {
     }
 }
 
-/// The one line of a failed credentials lookup, as `once` says it.
-fn credentials_failure(e: &CredentialsError) -> String {
-    match Cause::of_credentials(e) {
-        (cause, detail) if detail.is_empty() => cause.to_string(),
-        (cause, detail) => format!("{} ({detail}): {}", cause.what(), cause.remedy()),
-    }
-}
-
 async fn credentials_row(sdk: &SdkConfig, timeout: Duration) -> Row {
     let Some(provider) = sdk.credentials_provider() else {
         return Row::new("aws credentials", Status::Fail, "no credentials provider");
@@ -121,13 +112,13 @@ async fn credentials_row(sdk: &SdkConfig, timeout: Duration) -> Row {
         Err(_) => Row::new(
             "aws credentials",
             Status::Fail,
-            format!(
-                "{}: no answer within {timeout:?}: {}",
-                Cause::CredentialsUnavailable.what(),
-                Cause::CredentialsUnavailable.remedy()
-            ),
+            Cause::CredentialsUnavailable.line(&format!("no answer within {timeout:?}")),
         ),
-        Ok(Err(e)) => Row::new("aws credentials", Status::Fail, credentials_failure(&e)),
+        Ok(Err(e)) => {
+            // The line `once` prints, without the call's name.
+            let (cause, detail) = Cause::of_credentials(&e);
+            Row::new("aws credentials", Status::Fail, cause.line(&detail))
+        }
         Ok(Ok(c)) => {
             let shown: String = c.access_key_id().chars().take(4).collect();
             let temporary = if c.session_token().is_some() {

@@ -138,11 +138,23 @@ impl Seeder {
 impl Seeder {
     /// Starts an EC2 instance, with a Name tag when given; returns (id, private IP).
     pub async fn host(&self, name: Option<&str>) -> (String, String) {
+        self.run_instance(name, None).await
+    }
+
+    /// Starts an EC2 instance at a chosen private IP (moto takes any, a loopback
+    /// address included, so something on this machine can answer for the host),
+    /// with a Name tag when given; returns its id.
+    pub async fn host_at(&self, name: Option<&str>, ip: &str) -> String {
+        self.run_instance(name, Some(ip)).await.0
+    }
+
+    async fn run_instance(&self, name: Option<&str>, ip: Option<&str>) -> (String, String) {
         let mut req = self
             .ec2
             .run_instances()
             .image_id("ami-12c6146b")
             .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
+            .set_private_ip_address(ip.map(str::to_string))
             .min_count(1)
             .max_count(1);
         if let Some(n) = name {
@@ -164,35 +176,6 @@ impl Seeder {
             i.instance_id().unwrap().to_string(),
             i.private_ip_address().unwrap().to_string(),
         )
-    }
-
-    /// Starts an EC2 instance at a chosen private IP (moto takes any, a loopback
-    /// address included, so something on this machine can answer for the host),
-    /// with a Name tag when given; returns its id.
-    pub async fn host_at(&self, name: Option<&str>, ip: &str) -> String {
-        let mut req = self
-            .ec2
-            .run_instances()
-            .image_id("ami-12c6146b")
-            .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
-            .private_ip_address(ip)
-            .min_count(1)
-            .max_count(1);
-        if let Some(n) = name {
-            req = req.tag_specifications(
-                aws_sdk_ec2::types::TagSpecification::builder()
-                    .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                    .tags(
-                        aws_sdk_ec2::types::Tag::builder()
-                            .key("Name")
-                            .value(n)
-                            .build(),
-                    )
-                    .build(),
-            );
-        }
-        let out = req.send().await.unwrap();
-        out.instances()[0].instance_id().unwrap().to_string()
     }
 
     pub async fn rename(&self, instance_id: &str, name: &str) {

@@ -448,10 +448,73 @@ mod tests {
                 .unwrap_err()
                 .contains("no namespace other")
         );
+        let bad_port = text.replace("${PORT}", "http");
+        assert!(Topology::parse(&bad_port, &vars).is_err());
         let mut ids = TaskIds::new(7);
         let a = ids.next_id();
         assert_eq!(a.len(), 32);
         assert_ne!(a, ids.next_id());
         assert_eq!(TaskIds::new(7).next_id(), a);
+    }
+
+    #[test]
+    fn stand_ins_answer_for_served_tasks_spare_addresses_and_hosts() {
+        let task = |id: &str, ip: &str| SeededTask {
+            id: id.into(),
+            ip: ip.into(),
+            port: 8080,
+        };
+        let service = |name: &str, serves: Option<Vec<(u16, String)>>| SeededService {
+            namespace: "apps".into(),
+            service: name.into(),
+            service_id: format!("srv-{name}"),
+            cluster: "c".into(),
+            launch_type: Some(LaunchType::Ec2),
+            tags: BTreeMap::new(),
+            tasks: vec![task(&format!("{name}-1"), "127.9.0.2")],
+            serves,
+            spare: vec![],
+            expected_targets: 1,
+            note: String::new(),
+            broken: None,
+        };
+        let mut web = service("web", Some(vec![(9100, "/metrics".into())]));
+        web.spare = vec!["127.9.0.100".into()];
+        let summary = Summary {
+            endpoint: "http://127.0.0.1:5000".into(),
+            aws_endpoint: None,
+            region: REGION.into(),
+            hosts: vec![SeededHost {
+                instance_id: "i-1".into(),
+                name: Some("h1".into()),
+                cluster: "c".into(),
+                ip: "127.9.0.201".into(),
+            }],
+            host_serves: vec![(9101, "/metrics".into())],
+            namespaces: BTreeMap::new(),
+            // A service of real processes (serves: None) gets no stand-in.
+            services: vec![web, service("real", None)],
+            expected_targets: 2,
+            expected_services: vec![],
+        };
+        let got: Vec<(String, String, String)> = summary
+            .endpoints()
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                let who = e.labels.get("task_id").or(e.labels.get("host")).cloned();
+                (e.addr.to_string(), e.path, who.unwrap_or_default())
+            })
+            .collect();
+        let want = [
+            ("127.9.0.2:9100", "/metrics", "web-1"),
+            ("127.9.0.100:9100", "/metrics", "spare"),
+            ("127.9.0.201:9101", "/metrics", "h1"),
+        ];
+        let want: Vec<(String, String, String)> = want
+            .iter()
+            .map(|(a, p, w)| (a.to_string(), p.to_string(), w.to_string()))
+            .collect();
+        assert_eq!(got, want);
     }
 }
