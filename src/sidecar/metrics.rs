@@ -56,7 +56,7 @@ pub struct RunMetrics {
     pub services: Gauge,
     /// Unix time of the last successful publish (write, or content already current).
     pub last_success: Gauge<f64, AtomicU64>,
-    /// File publishes by outcome: `written`, `unchanged`, `failed`.
+    /// Publishes of the targets file by outcome: `written`, `unchanged`, `failed`.
     pub writes: Family<OutcomeLabels, Counter>,
     /// Failed reads of one service's tags or instances.
     pub service_failures: Family<ServiceLabels, Counter>,
@@ -150,7 +150,7 @@ impl RunMetrics {
         );
         registry.register(
             "file_writes",
-            "Publishes of the file by outcome (written, unchanged, failed)",
+            "Publishes of the targets file by outcome (written, unchanged, failed)",
             self.writes.clone(),
         );
         registry.register(
@@ -201,9 +201,10 @@ impl RunMetrics {
     }
 
     /// Marks the write-failure gauges of `file`: `reason` set, the others cleared; a
-    /// failure also counts in the writes counter.
+    /// failure of the targets file also counts in the writes counter (it counts the
+    /// targets file's publishes, whose successes are counted where they happen).
     pub fn write_failing(&self, file: &'static str, reason: Option<WriteReason>) {
-        if reason.is_some() {
+        if reason.is_some() && file == "targets" {
             self.writes
                 .get_or_create(&OutcomeLabels { outcome: "failed" })
                 .inc();
