@@ -1,9 +1,14 @@
 //! Benchmark of cloudmap-sd at 100 and 1000 Cloud Map services: API calls per cycle,
-//! cycle wall and CPU time, peak RSS, output size, and time from a task's
-//! registration to its target in the file.
+//! cycle wall and CPU time, peak RSS, output size, time from a task's registration to
+//! its target in the file, what reading the file costs a real Prometheus (its
+//! file_sd scans and scan seconds per change, its memory, bytes per target, for each
+//! `--meta-labels` and for temporary files beside the file), and the http_sd endpoint
+//! under load from a second process (requests per second, latency, memory).
 //!
 //!   cargo run --release --example bench -- [--against fake|moto] [--services 100,1000]
 //!       [--tasks 10] [--namespaces 10] [--hosts 20] [--ttt-runs 5] [--ttt-interval 5s]
+//!       [--parts cycles,ttt,prometheus,http-sd] [--prometheus-changes 5]
+//!       [--sd-requests 2000] [--sd-concurrency 8]
 //!
 //! `--against fake`: an in-process fake of Cloud Map, ECS and EC2 that answers at once,
 //! generates its answers on demand (a few bytes of state per task) and counts calls
@@ -36,21 +41,38 @@ use cloudmap_sd::aws::ec2::SdkEc2;
 use cloudmap_sd::aws::ecs::SdkEcs;
 use cloudmap_sd::aws::sdk::{self as aws_sdk, load_sdk_config};
 use cloudmap_sd::aws::{
-    AwsError, Clients, CloudMap, Ec2, Ecs, EcsTask, ErrorKind, Namespace, ServicePage,
-    ServiceSummary,
+    AwsError, Clients, CloudMap, Ec2, Ecs, EcsServices, EcsTask, ErrorKind, Namespace,
+    SERVICES_BATCH, ServicePage, ServiceSummary, ServiceTags,
 };
 use cloudmap_sd::config::{Cli, Config};
+use cloudmap_sd::http_sd::{HttpSd, Published};
 use cloudmap_sd::metrics::Metrics;
 use cloudmap_sd::model::{HealthStatus, Host, Instance, attr};
-use cloudmap_sd::server::Readiness;
+use cloudmap_sd::server::{self, Readiness};
 use cloudmap_sd::sidecar::{self, Engine};
 use cloudmap_sd::targets;
-use cloudmap_sd_test_support::{Moto, Seeder};
+use cloudmap_sd_test_support::{
+    FileSdStats, LoadReport, Moto, Seeder, file_sd_config, free_port, http_get, load,
+    prometheus_bin, prometheus_on,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Against {
     Fake,
     Moto,
+}
+
+/// The parts of the benchmark, each run for every topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// (a)-(c): API calls, cycle time, memory and output size.
+    Cycles,
+    /// (d): time from a registration to the target in the file.
+    Ttt,
+    /// (e): what reading the file costs a real Prometheus.
+    Prometheus,
+    /// (f): the http_sd endpoint under load from a second process.
+    HttpSd,
 }
 
 /// cloudmap-sd benchmark: API calls, CPU, memory and time to target.
@@ -84,6 +106,29 @@ struct Args {
     /// Seed of the random registration offsets (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
+    /// Which parts to run.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "cycles,ttt,prometheus,http-sd"
+    )]
+    parts: Vec<Part>,
+    /// Cloud Map changes (one new task each) timed with a real Prometheus reading the
+    /// file, in part `prometheus`.
+    #[arg(long, default_value_t = 5)]
+    prometheus_changes: usize,
+    /// Requests of each whole-list round of the http_sd load (part `http-sd`; at
+    /// least 4: the shard round sends a quarter as many to each of 4 shards).
+    #[arg(long, default_value_t = 2000)]
+    sd_requests: usize,
+    /// Requests in flight during the http_sd load.
+    #[arg(long, default_value_t = 8)]
+    sd_concurrency: usize,
+    /// Internal: be the load client of the http_sd load (a second process), GET these
+    /// URLs and print the report as JSON.
+    #[arg(long, hide = true)]
+    load_client: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------
@@ -283,6 +328,7 @@ impl CloudMap for Fake {
                     svc_id(i)
                 ),
                 name: svc_name(i),
+                owner: None,
             })
             .collect();
         Ok(ServicePage {
@@ -307,7 +353,12 @@ impl CloudMap for Fake {
             .collect())
     }
 
-    async fn instances_revision(&self, _ns: &str, service: &str) -> Result<i64, AwsError> {
+    async fn instances_revision(
+        &self,
+        _ns: &str,
+        service: &str,
+        _owner: Option<&str>,
+    ) -> Result<i64, AwsError> {
         let _t = self.timed();
         const OP: &str = "DiscoverInstancesRevision";
         self.count(OP, 1);
@@ -319,6 +370,7 @@ impl CloudMap for Fake {
         &self,
         _ns: &str,
         service: &str,
+        _owner: Option<&str>,
         _health: HealthStatus,
     ) -> Result<Vec<Instance>, AwsError> {
         let _t = self.timed();
@@ -336,6 +388,21 @@ impl CloudMap for Fake {
                     .collect(),
             })
             .collect())
+    }
+}
+
+impl EcsServices for Fake {
+    /// The bench's services are tagged in Cloud Map: no ECS service has tags.
+    async fn service_tags(
+        &self,
+        _cluster: &str,
+        services: &[String],
+    ) -> Result<ServiceTags, AwsError> {
+        let _t = self.timed();
+        let mut s = self.state.lock().unwrap();
+        *s.calls.entry("DescribeServices").or_default() +=
+            services.len().div_ceil(SERVICES_BATCH).max(1) as u64;
+        Ok(Vec::new())
     }
 }
 
@@ -358,6 +425,7 @@ impl Ecs for Fake {
                     container_instance_arn: Some(
                         Fake::ci_arn(c, self.topo.host_of(c, serial)).into(),
                     ),
+                    bindings: Default::default(),
                 };
                 Some((id.clone(), task))
             })
@@ -858,25 +926,24 @@ impl<W: World> Sampler<'_, W> {
         let (cpu0, wall0) = (cpu_time(), std::time::Instant::now());
         let (targets, bytes) = match engine.pass(self.t0 + at).await {
             Ok(p) => {
-                if !p.cycle.complete {
-                    let first = p.cycle.failures.first().map(|f| f.error.to_string());
+                if !p.complete() {
                     problems.push(format!(
-                        "incomplete cycle: {} failed services (first: {})",
-                        p.cycle.failures.len(),
-                        first.unwrap_or_default()
+                        "incomplete cycle: {} failed reads (first: {})",
+                        p.failed(),
+                        p.describe_failures().split("; ").next().unwrap_or_default()
                     ));
                 }
-                if p.cycle.deadline_exceeded {
+                if p.deadline_exceeded() {
                     problems.push("cycle deadline exceeded".into());
                 }
-                if let Some(e) = p.enriched.errors.first() {
+                if let Some(e) = p.enrich_errors().next() {
                     problems.push(format!(
                         "{} enrichment errors (first: {e})",
-                        p.enriched.errors.len()
+                        p.enrich_errors().count()
                     ));
                 }
-                if !p.cycle.snapshot.held.is_empty() {
-                    problems.push(format!("{} tasks held", p.cycle.snapshot.held.len()));
+                if !p.snapshot.held.is_empty() {
+                    problems.push(format!("{} tasks held", p.snapshot.held.len()));
                 }
                 if !p.summary.skipped.is_empty() {
                     problems.push(format!("{} endpoints skipped", p.summary.skipped.len()));
@@ -885,7 +952,7 @@ impl<W: World> Sampler<'_, W> {
                 // snapshot changed, as the sidecar writes it.
                 let bytes = if p.fresh {
                     let mut n = Counter(0);
-                    targets::render_to(&p.cycle.snapshot, &p.targets, &mut n)
+                    targets::render_to(&p.snapshot, &p.targets, &mut n)
                         .expect("a counter takes every byte");
                     Some(n.0)
                 } else {
@@ -987,9 +1054,9 @@ async fn cycles<W: World>(w: &W, topo: &Topo, config: &Config) -> anyhow::Result
         Ok(p) => {
             let topts = opts.targets.clone();
             let c0 = cpu_time();
-            let summary = targets::summarize(&p.cycle.snapshot, &topts);
+            let summary = targets::summarize(&p.snapshot, &topts);
             let c1 = cpu_time();
-            targets::render_to(&p.cycle.snapshot, &topts, &mut Counter(0))
+            targets::render_to(&p.snapshot, &topts, &mut Counter(0))
                 .expect("a counter takes every byte");
             drop(summary);
             Some([c1 - c0, cpu_time() - c1])
@@ -1298,6 +1365,67 @@ fn report_cycles(c: &Cycles, topo: &Topo, config: &Config, against: Against) {
 // ---------------------------------------------------------------------------------
 // (d) time to target: the sidecar loop in-process, a new task, the file polled.
 
+/// What the in-process loop shares with a measurement: its metrics, its readiness
+/// (without a file when `--output none`) and what it publishes for `/sd/*`.
+struct InProcess {
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    published: Arc<Published>,
+}
+
+impl InProcess {
+    fn new(opts: &Config) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let gauge = metrics.run.ready.clone();
+        let readiness = match opts.sidecar.output {
+            Some(_) => Readiness::new(gauge),
+            None => Readiness::without_file(gauge),
+        };
+        InProcess {
+            metrics,
+            readiness: Arc::new(readiness),
+            published: Arc::new(Published::new(opts.http_sd.hosts)),
+        }
+    }
+}
+
+/// Runs `sidecar::run` in-process with `opts` while `measure` runs, then stops it (a
+/// write in progress finishes). Err when the loop stopped first.
+async fn with_loop<W: World, T>(
+    w: &W,
+    opts: &Config,
+    measure: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    with_loop_in(w, opts, &InProcess::new(opts), measure).await
+}
+
+/// [`with_loop`] with the loop's metrics, readiness and publication given, for a
+/// measurement that serves them too.
+async fn with_loop_in<W: World, T>(
+    w: &W,
+    opts: &Config,
+    parts: &InProcess,
+    measure: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let clients = w.clients(&parts.metrics).await;
+    let shutdown = CancellationToken::new();
+    let mut run = pin!(sidecar::run(
+        clients,
+        &opts.sidecar,
+        parts.metrics.run.clone(),
+        parts.readiness.clone(),
+        parts.published.clone(),
+        shutdown.clone()
+    ));
+    let measured = tokio::select! {
+        () = &mut run => bail!("the sidecar stopped early"),
+        r = measure => r,
+    };
+    shutdown.cancel();
+    (&mut run).await;
+    measured
+}
+
 /// Polls `path` every 20 ms until it contains `needle`; the time since `since`.
 async fn wait_for_text(
     path: &Path,
@@ -1350,18 +1478,7 @@ async fn time_to_target<W: World>(
     ])?;
     trim_heap();
     let reset = reset_peak_rss();
-    let metrics = Arc::new(Metrics::new());
-    let clients = w.clients(&metrics).await;
-    let shutdown = CancellationToken::new();
     let started = std::time::Instant::now();
-    let readiness = Arc::new(Readiness::new(metrics.run.ready.clone()));
-    let mut run = pin!(sidecar::run(
-        clients,
-        &opts.sidecar,
-        metrics.run.clone(),
-        readiness,
-        shutdown.clone()
-    ));
     let measure = async {
         // The first write comes after a complete cycle: it holds every target.
         if wait_for_text(&out, "\"targets\"", started, Duration::from_secs(300))
@@ -1395,15 +1512,10 @@ async fn time_to_target<W: World>(
         }
         anyhow::Ok(results)
     };
-    let results = tokio::select! {
-        () = &mut run => bail!("the sidecar stopped early"),
-        r = measure => r,
-    };
-    shutdown.cancel();
-    (&mut run).await;
+    let results = with_loop(w, &opts, measure).await?;
     Ok(Ttt {
         interval,
-        runs: results?,
+        runs: results,
         peak_rss_kib: if reset { vm_kib("VmHWM") } else { None },
     })
 }
@@ -1461,6 +1573,451 @@ fn report_ttt(t: &Ttt) {
 }
 
 // ---------------------------------------------------------------------------------
+// (e) what reading the file costs Prometheus: the sidecar loop in-process, writing
+// into a directory that a real Prometheus watches through file_sd.
+
+/// One way of writing the file, measured with Prometheus reading it.
+struct Variant {
+    name: &'static str,
+    /// Extra flags of the sidecar.
+    flags: &'static [&'static str],
+    /// A file is put where the staging directory goes, so the writer falls back to
+    /// temporary files beside the file (how every write went before the staging
+    /// directory).
+    beside: bool,
+}
+
+/// The variants measured: the fallback (as before), then each `--meta-labels`.
+fn label_variants() -> Vec<Variant> {
+    vec![
+        Variant {
+            name: "all, temp beside the file (fallback, as before)",
+            flags: &["--meta-labels", "all"],
+            beside: true,
+        },
+        Variant {
+            name: "all (default)",
+            flags: &["--meta-labels", "all"],
+            beside: false,
+        },
+        Variant {
+            name: "tags",
+            flags: &["--meta-labels", "tags"],
+            beside: false,
+        },
+        Variant {
+            name: "none",
+            flags: &["--meta-labels", "none"],
+            beside: false,
+        },
+    ]
+}
+
+/// Changes settle when Prometheus's scan count has not moved for this long (and for
+/// four times its mean scan).
+const QUIET: Duration = Duration::from_secs(3);
+
+/// What one label choice costs a real Prometheus.
+struct PromCost {
+    variant: &'static str,
+    targets: usize,
+    bytes: u64,
+    /// Prometheus watching the still empty directory, then with our file loaded
+    /// (settled: every scan the first writes caused is over).
+    idle: FileSdStats,
+    loaded: FileSdStats,
+    /// After the last change.
+    end: FileSdStats,
+    /// Per change: file_sd scans and the seconds they took.
+    changes: Vec<(f64, f64)>,
+}
+
+/// Starts Prometheus on an empty directory, then the sidecar loop writing into it;
+/// once the file is loaded, makes `changes` changes (a new task each) and counts
+/// Prometheus's scans for each.
+async fn prometheus_cost<W: World>(
+    w: &W,
+    topo: &Topo,
+    v: &Variant,
+    enrichment: bool,
+    changes: usize,
+) -> anyhow::Result<PromCost> {
+    let variant = v.name;
+    let dir = tempfile::tempdir()?;
+    let sd = dir.path().join("sd");
+    std::fs::create_dir(&sd)?;
+    if v.beside {
+        std::fs::write(sd.join(cloudmap_sd::file_sd::STAGING_DIR), b"in the way")?;
+    }
+    let out = sd.join("targets.json");
+    let port = free_port();
+    let config = file_sd_config("cloudmap", &sd.join("*.json"), "1h");
+    let _prometheus = prometheus_on(&dir.path().join("prometheus"), port, &config, &[]);
+    let url = format!("http://127.0.0.1:{port}");
+    let long = Duration::from_secs(300);
+    let idle = FileSdStats::settled(&url, 0, QUIET, long).await;
+    let idle = after_gc(&url).await.unwrap_or(idle);
+
+    let mut args = vec![
+        "--interval".into(),
+        "1s".into(),
+        "--output".into(),
+        out.display().to_string(),
+        "--ecs-enrichment".into(),
+        enrichment.to_string(),
+    ];
+    args.extend(v.flags.iter().map(|f| f.to_string()));
+    let opts = options(&args)?;
+    let measure = async {
+        let started = std::time::Instant::now();
+        if wait_for_text(&out, "\"targets\"", started, long)
+            .await
+            .is_none()
+        {
+            bail!("the sidecar wrote no file within {long:?}");
+        }
+        let text = std::fs::read_to_string(&out)?;
+        // Earlier parts may have added tasks: the file says how many there are.
+        let mut targets = text.matches("\"targets\"").count();
+        let bytes = text.len() as u64;
+        drop(text);
+        let settled = FileSdStats::settled(&url, targets, QUIET, long).await;
+        let loaded = after_gc(&url).await.unwrap_or(settled);
+        let mut last = settled;
+        let mut done = Vec::new();
+        for k in 0..changes {
+            let id = w.add(k * 7919 % topo.services).await?;
+            let at = std::time::Instant::now();
+            if wait_for_text(&out, &format!("\"{id}\""), at, Duration::from_secs(60))
+                .await
+                .is_none()
+            {
+                bail!("task {id} not in the file within 60 s");
+            }
+            targets += 1;
+            let now = FileSdStats::settled(&url, targets, QUIET, long).await;
+            done.push((now.scans - last.scans, now.scan_seconds - last.scan_seconds));
+            eprintln!(
+                "bench: prometheus ({variant}): change {} of {changes}: {} scans, {:.2} s",
+                k + 1,
+                now.scans - last.scans,
+                now.scan_seconds - last.scan_seconds
+            );
+            last = now;
+        }
+        anyhow::Ok((targets, bytes, loaded, last, done))
+    };
+    let (targets, bytes, loaded, end, changes) = with_loop(w, &opts, measure).await?;
+    Ok(PromCost {
+        variant,
+        targets,
+        bytes,
+        idle,
+        loaded,
+        end,
+        changes,
+    })
+}
+
+/// Prometheus's figures just after a garbage collection (its pprof heap handler with
+/// `gc=1` runs one), so the heap in use is the live heap: what it keeps, not the
+/// garbage of its last parse.
+async fn after_gc(url: &str) -> Option<FileSdStats> {
+    let (status, _) = http_get(&format!("{url}/debug/pprof/heap?gc=1")).await?;
+    if status != 200 {
+        eprintln!("bench: {url}/debug/pprof/heap answered {status}: memory read without a GC");
+        return None;
+    }
+    FileSdStats::read(url).await
+}
+
+fn prometheus_version() -> String {
+    std::process::Command::new(prometheus_bin())
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown version".into())
+}
+
+fn report_prometheus(costs: &[PromCost], changes: usize) {
+    println!(
+        "(e) what reading the file costs Prometheus ({}): file_sd on `DIR/*.json`, \
+         refresh_interval 1h; sidecar::run in-process, --interval 1s; {changes} changes, one \
+         new task each; a change is over when Prometheus discovered it and its scan count \
+         stood still for {} s (and 4x its mean scan); memory read after a forced GC \
+         (/debug/pprof/heap?gc=1), once the file was loaded",
+        prometheus_version(),
+        QUIET.as_secs()
+    );
+    let mib = |b: f64| format!("{:.1}", b / 1024.0 / 1024.0);
+    let rows: Vec<Vec<String>> = costs
+        .iter()
+        .map(|c| {
+            let n = c.changes.len().max(1) as f64;
+            let scans: f64 = c.changes.iter().map(|x| x.0).sum();
+            let secs: f64 = c.changes.iter().map(|x| x.1).sum();
+            let each: Vec<String> = c.changes.iter().map(|x| x.0.to_string()).collect();
+            vec![
+                c.variant.to_string(),
+                c.targets.to_string(),
+                format!("{}", c.bytes / c.targets.max(1) as u64),
+                format!("{:.1}", scans / n),
+                format!("[{}]", each.join(" ")),
+                format!("{:.3}", secs / n),
+                format!("{} -> {}", mib(c.idle.rss_bytes), mib(c.loaded.rss_bytes)),
+                format!(
+                    "{} -> {}",
+                    mib(c.idle.heap_inuse_bytes),
+                    mib(c.loaded.heap_inuse_bytes)
+                ),
+                c.end.read_errors.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "labels",
+            "targets",
+            "bytes/target",
+            "scans/change",
+            "each",
+            "scan s/change",
+            "RSS MiB empty -> loaded",
+            "live heap MiB empty -> loaded",
+            "read errors",
+        ]
+        .map(String::from),
+        &rows,
+    );
+    println!();
+}
+
+// ---------------------------------------------------------------------------------
+// (f) http_sd under load: sidecar::run in-process without a file (--output none), the
+// HTTP server on a multi-threaded runtime of its own as in `main`, and the requests
+// from a second process (this benchmark run with --load-client).
+
+/// One round of requests and the RSS after it.
+struct Round {
+    name: String,
+    report: LoadReport,
+    rss_kib: Option<u64>,
+}
+
+struct SdLoad {
+    /// RSS once the first discovery was published, before any request.
+    published_rss_kib: Option<u64>,
+    rounds: Vec<Round>,
+    peak_rss_kib: Option<u64>,
+    whole_bytes: u64,
+}
+
+/// Runs the load client in a child process; its JSON report.
+fn load_in_child(
+    urls: &[String],
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<LoadReport> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    for u in urls {
+        cmd.arg("--load-client").arg(u);
+    }
+    cmd.args(["--sd-requests", &requests.to_string()])
+        .args(["--sd-concurrency", &concurrency.to_string()]);
+    let out = cmd.output().context("cannot start the load client")?;
+    if !out.status.success() {
+        bail!(
+            "the load client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The load client (`--load-client URL...`): the report on stdout, as JSON.
+fn load_client(args: &Args) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(load(
+        &args.load_client,
+        &[],
+        args.sd_requests,
+        args.sd_concurrency,
+        Duration::from_secs(60),
+    ));
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+async fn http_sd_load<W: World>(w: &W, enrichment: bool, args: &Args) -> anyhow::Result<SdLoad> {
+    let opts = options(&[
+        "--interval".into(),
+        "5s".into(),
+        "--output".into(),
+        "none".into(),
+        "--ecs-enrichment".into(),
+        enrichment.to_string(),
+    ])?;
+    trim_heap();
+    let reset = reset_peak_rss();
+    let parts = InProcess::new(&opts);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let stop_server = CancellationToken::new();
+    let server = {
+        let (readiness, shutdown) = (parts.readiness.clone(), stop_server.clone());
+        let sd = HttpSd::new(parts.published.clone(), None, parts.metrics.http_sd.clone())?;
+        let m = parts.metrics.clone();
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let exposition: server::Exposition = Arc::new(move || m.encode());
+                server::serve(listener, readiness, exposition, sd, shutdown).await
+            })?;
+            Ok(())
+        })
+    };
+    let readiness = parts.readiness.clone();
+    let measure = async {
+        let started = std::time::Instant::now();
+        while readiness.readiness().is_err() {
+            if started.elapsed() > Duration::from_secs(300) {
+                bail!("no complete discovery within 300s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let published_rss_kib = vm_kib("VmRSS");
+        let whole = vec![format!("{base}/sd/targets")];
+        let shards: Vec<String> = (0..4)
+            .map(|i| format!("{base}/sd/targets?shard={i}/4"))
+            .collect();
+        let (n, c) = (args.sd_requests, args.sd_concurrency);
+        let plan = [
+            (
+                "whole list, first request (renders it)".to_string(),
+                &whole,
+                1,
+                1,
+            ),
+            (format!("whole list x{n}"), &whole, n, c),
+            (format!("shards 0-3 of 4 x{}", n / 4), &shards, n / 4, c),
+            (format!("whole list x{n}, again"), &whole, n, c),
+        ];
+        let mut rounds = Vec::new();
+        for (name, urls, requests, concurrency) in plan {
+            let urls = urls.clone();
+            eprintln!("bench: http_sd load: {name}");
+            let report =
+                tokio::task::spawn_blocking(move || load_in_child(&urls, requests, concurrency))
+                    .await??;
+            rounds.push(Round {
+                name,
+                report,
+                rss_kib: vm_kib("VmRSS"),
+            });
+        }
+        let whole_bytes = rounds[0].report.bytes;
+        anyhow::Ok(SdLoad {
+            published_rss_kib,
+            rounds,
+            peak_rss_kib: None,
+            whole_bytes,
+        })
+    };
+    let result = with_loop_in(w, &opts, &parts, measure).await;
+    stop_server.cancel();
+    server
+        .join()
+        .map_err(|_| anyhow!("the server thread panicked"))??;
+    let mut result = result?;
+    result.peak_rss_kib = if reset { vm_kib("VmHWM") } else { None };
+    Ok(result)
+}
+
+fn report_sd_load(l: &SdLoad, args: &Args) {
+    println!(
+        "(f) http_sd under load: sidecar::run in-process with --output none, the HTTP server \
+         on its own 2-worker runtime, GET /sd/targets from a second process on loopback \
+         ({} in flight); the whole list is {:.1} MB",
+        args.sd_concurrency,
+        l.whole_bytes as f64 / 1e6
+    );
+    let rows: Vec<Vec<String>> = l
+        .rounds
+        .iter()
+        .map(|r| {
+            let bad: usize = r
+                .report
+                .statuses
+                .iter()
+                .filter(|(k, _)| k.as_str() != "200")
+                .map(|(_, v)| v)
+                .sum();
+            vec![
+                r.name.clone(),
+                format!("{:.1}", r.report.rps),
+                format!("{:.1}", r.report.p50_ms),
+                format!("{:.1}", r.report.p99_ms),
+                format!("{:.1}", r.report.max_ms),
+                bad.to_string(),
+                r.rss_kib.map(mib).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "round",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "not 200",
+            "RSS after MiB",
+        ]
+        .map(String::from),
+        &rows,
+    );
+    if let Some(r) = l.published_rss_kib {
+        println!(
+            "  RSS once the first discovery was published, before any request: {} MiB",
+            mib(r)
+        );
+    }
+    if let Some(p) = l.peak_rss_kib {
+        println!(
+            "  peak RSS over the loop and every round (VmHWM; the load client is another process): {} MiB",
+            mib(p)
+        );
+    }
+    if let (Some(a), Some(b)) = (
+        l.rounds.get(1).and_then(|r| r.rss_kib),
+        l.rounds.get(3).and_then(|r| r.rss_kib),
+    ) {
+        println!(
+            "  RSS after the first and the second {}-request round of the whole list: {} and {} MiB",
+            args.sd_requests,
+            mib(a),
+            mib(b)
+        );
+    }
+    println!();
+}
+
+// ---------------------------------------------------------------------------------
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -1475,6 +2032,63 @@ fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{cpu}, {cores} cores")
+}
+
+/// The parts asked for, on one topology.
+async fn run_parts<W: World>(
+    w: &W,
+    topo: &Topo,
+    args: &Args,
+    opts: &Config,
+    rng: &mut Rng,
+) -> anyhow::Result<()> {
+    let enrichment = args.against == Against::Fake;
+    let mut steady = None;
+    if args.parts.contains(&Part::Cycles) {
+        let c = cycles(w, topo, opts).await?;
+        report_cycles(&c, topo, opts, args.against);
+        steady = Some(median(
+            &c.steady
+                .iter()
+                .chain(&c.listed)
+                .map(|s| s.wall)
+                .collect::<Vec<_>>(),
+        ));
+    }
+    if args.parts.contains(&Part::Ttt) {
+        // Against moto: 5s or 3x the measured steady cycle, whichever is longer.
+        let chosen = match (args.against, steady) {
+            (Against::Moto, Some(st)) => {
+                Duration::from_secs((st.as_secs_f64() * 3.0).ceil() as u64)
+                    .max(Duration::from_secs(5))
+            }
+            _ => Duration::from_secs(5),
+        };
+        let interval = args.ttt_interval.unwrap_or(chosen);
+        let t = time_to_target(w, topo, interval, enrichment, args.ttt_runs, rng).await?;
+        report_ttt(&t);
+        if let (None, Against::Moto, Some(st)) = (args.ttt_interval, args.against, steady) {
+            println!(
+                "  (interval chosen as 5s or 3x the median steady cycle of {} ms, whichever is longer)",
+                ms(st)
+            );
+            println!();
+        }
+    }
+    if args.parts.contains(&Part::Prometheus) {
+        let mut costs = Vec::new();
+        for variant in &label_variants() {
+            costs.push(
+                prometheus_cost(w, topo, variant, enrichment, args.prometheus_changes).await?,
+            );
+        }
+        report_prometheus(&costs, args.prometheus_changes);
+    }
+    if args.parts.contains(&Part::HttpSd) {
+        let l = http_sd_load(w, enrichment, args).await?;
+        report_sd_load(&l, args);
+    }
+    Ok(())
 }
 
 async fn bench(args: &Args, moto: Option<&Moto>) -> anyhow::Result<()> {
@@ -1527,13 +2141,7 @@ async fn bench(args: &Args, moto: Option<&Moto>) -> anyhow::Result<()> {
                 let fake = Fake::new(topo);
                 println!("{title}");
                 println!("backend: {}", fake.describe());
-                let c = cycles(&fake, &topo, &opts).await?;
-                report_cycles(&c, &topo, &opts, args.against);
-                drop(c);
-                let interval = args.ttt_interval.unwrap_or(Duration::from_secs(5));
-                let t =
-                    time_to_target(&fake, &topo, interval, true, args.ttt_runs, &mut rng).await?;
-                report_ttt(&t);
+                run_parts(&fake, &topo, args, &opts, &mut rng).await?;
             }
             (Against::Moto, Some(moto)) => {
                 eprintln!(
@@ -1554,30 +2162,7 @@ async fn bench(args: &Args, moto: Option<&Moto>) -> anyhow::Result<()> {
                     seeding.as_secs_f64(),
                     args.seed_concurrency
                 );
-                let c = cycles(&world, &topo, &opts).await?;
-                report_cycles(&c, &topo, &opts, args.against);
-                let steady = median(
-                    &c.steady
-                        .iter()
-                        .chain(&c.listed)
-                        .map(|s| s.wall)
-                        .collect::<Vec<_>>(),
-                );
-                drop(c);
-                let interval = args.ttt_interval.unwrap_or_else(|| {
-                    Duration::from_secs((steady.as_secs_f64() * 3.0).ceil() as u64)
-                        .max(Duration::from_secs(5))
-                });
-                let t =
-                    time_to_target(&world, &topo, interval, false, args.ttt_runs, &mut rng).await?;
-                report_ttt(&t);
-                if args.ttt_interval.is_none() {
-                    println!(
-                        "  (interval chosen as 5s or 3x the median steady cycle of {} ms, whichever is longer)",
-                        ms(steady)
-                    );
-                    println!();
-                }
+                run_parts(&world, &topo, args, &opts, &mut rng).await?;
             }
             (Against::Moto, None) => bail!("moto was not started"),
         }
@@ -1587,8 +2172,14 @@ async fn bench(args: &Args, moto: Option<&Moto>) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if !args.load_client.is_empty() {
+        return load_client(&args);
+    }
     if args.services.is_empty() || args.tasks == 0 || args.ttt_runs == 0 {
         bail!("--services, --tasks and --ttt-runs must be positive");
+    }
+    if args.parts.contains(&Part::HttpSd) && (args.sd_requests < 4 || args.sd_concurrency == 0) {
+        bail!("--sd-requests must be at least 4 and --sd-concurrency positive");
     }
     // moto and its environment come first, while this process has a single thread.
     let moto = match args.against {

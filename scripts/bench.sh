@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The cloudmap-sd benchmark (examples/bench.rs): API calls per cycle, cycle wall and
-# CPU time, peak RSS, output size and time to target, for 100 and 1000 Cloud Map
-# services. Plain tables on stdout, progress on stderr.
+# CPU time, peak RSS, output size, time to target, and what reading the file costs a
+# real Prometheus (file_sd scans and scan seconds per change, its memory, bytes per
+# target for each --meta-labels), and the http_sd endpoint under load from a second
+# process, for 100 and 1000 Cloud Map services. Plain tables on stdout, progress on
+# stderr. Part `prometheus` needs Prometheus (scripts/stack.sh).
 #
 #   scripts/bench.sh [--against fake|moto] [--services 100,1000] [--tasks 10]
 #                    [--namespaces 10] [--hosts 20] [--ttt-runs 5] [--ttt-interval 5s]
+#                    [--parts cycles,ttt,prometheus,http-sd] [--prometheus-changes 5]
+#                    [--sd-requests 2000] [--sd-concurrency 8]
 #
 #   scripts/bench.sh --against fake --services 100,1000   in-process fake (instant answers)
 #   scripts/bench.sh --against moto --services 100,1000   moto server via the SDK adapters

@@ -12,7 +12,9 @@
 #   5. cloudmap-sd (CLOUDMAP_SD_BIN, or a cargo build output) discovers the target that
 #      the scrape-target module created, and run with the environment of a task
 #      definition that has EC2 hosts by tag writes both files, which Prometheus's
-#      promtool reads in their own jobs (relabel rules applied)
+#      promtool reads in their own jobs (relabel rules applied); run with the
+#      environment of the discovery-service module it serves /sd/* behind the token
+#      of the secret the module created
 #   6. terraform destroy
 #   7. a plan of terraform/tests/moto/refusals: every bad input refused with its
 #      message
@@ -166,6 +168,12 @@ expect = {
     "Module outputs": declared(src, "output"),
     "scrape-target inputs": declared(os.path.join(src, "modules/scrape-target"), "variable"),
     "scrape-target outputs": declared(os.path.join(src, "modules/scrape-target"), "output"),
+    "discovery-role inputs": declared(os.path.join(src, "modules/discovery-role"), "variable"),
+    "discovery-role outputs": declared(os.path.join(src, "modules/discovery-role"), "output"),
+    "discovery-service inputs": declared(os.path.join(src, "modules/discovery-service"), "variable"),
+    "discovery-service outputs": declared(os.path.join(src, "modules/discovery-service"), "output"),
+    "adot-collector inputs": declared(os.path.join(src, "modules/adot-collector"), "variable"),
+    "adot-collector outputs": declared(os.path.join(src, "modules/adot-collector"), "output"),
 }
 bad = 0
 for title, names in expect.items():
@@ -355,6 +363,12 @@ step_hosts() {
   "$PY" "$MOTO_DIR/verify.py" hosts "$WORK/outputs.json" "$bin"
 }
 
+step_service() {
+  local bin
+  bin=$(find_sidecar_bin) || return 1
+  "$PY" "$MOTO_DIR/verify.py" service "$WORK/outputs.json" "$bin"
+}
+
 REFUSALS_DIR="$TF/tests/moto/refusals"
 step_refusals() {
   local rc=0
@@ -387,6 +401,7 @@ moto_steps=(
   "init container script: __replica__ from task metadata, volume ownership|step_init_script"
   "cloudmap-sd discovers the module-created target|step_discover"
   "EC2 hosts file: sidecar with the module's environment, promtool reads both jobs|step_hosts"
+  "discovery service: its environment serves /sd/* with the secret's token|step_service"
   "moto: destroy|step_destroy"
   "moto: bad inputs refused at plan (tests/moto/refusals)|step_refusals"
 )

@@ -2,20 +2,23 @@
 //! `CLOUDMAP_SD_*` environment twin, validated once before any AWS call.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::aws::accounts::{AccountsOptions, RoleArn, check_external_id};
 use crate::check::CheckOptions;
 use crate::discovery::DiscoveryOptions;
 use crate::enrich::EnrichOptions;
 use crate::file_sd;
+use crate::http_sd::HttpSdOptions;
 pub use crate::model::{HealthStatus, Shard, ShardKey};
+pub use crate::prom_config::PrometheusMode;
 use crate::remote_write::{ProbeOptions, RemoteWriteOptions, WatchConfig};
 use crate::sidecar::{HostsFile, SidecarOptions};
-pub use crate::targets::LabelStyle;
 use crate::targets::TargetOptions;
+pub use crate::targets::{LabelStyle, MetaLabels};
 pub use crate::telemetry::LogFormat;
 
 /// Exit code for bad configuration (EX_USAGE from sysexits.h).
@@ -68,10 +71,34 @@ pub struct Options {
     )]
     pub namespaces: Vec<String>,
 
-    /// The file_sd JSON file to write. Its directory must exist. Give Prometheus a
-    /// file_sd glob that matches it (`*.json`); the temporary file written next to it
-    /// is hidden and ends in `.tmp`, so the glob never picks it up. `-` prints the JSON
-    /// to stdout (only with `once`).
+    /// An IAM role to assume, to discover in its account as in the sidecar's own:
+    /// Cloud Map, the ECS and EC2 enrichment and the hosts file. One role per
+    /// account; repeat the flag, or give a comma-separated list in the environment
+    /// variable. With any role, every target carries `aws_account_id`. The
+    /// sidecar's own role needs sts:AssumeRole on each; each role needs the
+    /// discovery permissions in its account.
+    #[arg(long = "role-arn", env = "CLOUDMAP_SD_ROLE_ARN", value_delimiter = ',', value_parser = clap::value_parser!(RoleArn), global = true)]
+    pub role_arns: Vec<RoleArn>,
+
+    /// The external id the trust policies of the --role-arn roles ask for.
+    #[arg(long, env = "CLOUDMAP_SD_ROLE_EXTERNAL_ID", value_parser = parse_external_id, global = true)]
+    pub role_external_id: Option<String>,
+
+    /// With --role-arn: also discover in the account of the sidecar's own
+    /// credentials. `false` discovers only in the roles' accounts.
+    #[arg(long, env = "CLOUDMAP_SD_OWN_ACCOUNT", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub own_account: bool,
+
+    /// The file_sd JSON file to write. Its directory must exist and be writable by
+    /// the sidecar: each write goes to a temporary file in the hidden subdirectory
+    /// `.cloudmap-sd-staging` it makes there, then is renamed over the file, so
+    /// Prometheus's watch of the directory sees one event per change. (When that
+    /// subdirectory cannot be made, temporary files go beside the file, with a warning.)
+    /// Give Prometheus a file_sd glob that matches the file (`*.json`); temporary files
+    /// are hidden and end in `.tmp`, so no glob picks them up. `-` prints the JSON to
+    /// stdout (only with `once`). `none` writes no file (only with `run`): the
+    /// targets are served at /sd/targets only, and /-/ready turns true after the
+    /// first complete discovery (a file named `none` is `./none`).
     #[arg(
         long,
         env = "CLOUDMAP_SD_OUTPUT",
@@ -85,7 +112,9 @@ pub struct Options {
     pub interval: Duration,
 
     /// Address of the HTTP server for /-/healthy (liveness), /-/ready (readiness: true
-    /// after the first successful write) and /metrics.
+    /// after the first successful write), /metrics, and the http_sd endpoints
+    /// /sd/targets and /sd/hosts. Loopback by default; to serve collectors in other
+    /// tasks, listen on `0.0.0.0:9469` and set --http-sd-bearer-token-file.
     #[arg(
         long,
         env = "CLOUDMAP_SD_LISTEN",
@@ -94,12 +123,30 @@ pub struct Options {
     )]
     pub listen: SocketAddr,
 
+    /// A file holding the bearer token that /sd/targets and /sd/hosts require
+    /// (`Authorization: Bearer <token>`; 401 without it). Read at start and again on
+    /// SIGHUP (a file that cannot be read then keeps the token in use); compared in
+    /// constant time. /-/healthy, /-/ready and /metrics stay open. Unset: /sd/* is
+    /// open to whoever reaches --listen.
+    #[arg(long, env = "CLOUDMAP_SD_HTTP_SD_BEARER_TOKEN_FILE", global = true)]
+    pub http_sd_bearer_token_file: Option<PathBuf>,
+
     /// Label set written for each target. `default`: cloudmap_* / ecs_* labels, never a
     /// bare `cluster` label. `reloader`: exactly the labels of prometheus-sdconfig-reloader
     /// (cluster, service, taskdefinition, namespace, taskid, instance) for a drop-in
     /// migration; its `cluster` label overrides a `cluster` external label.
     #[arg(long, env = "CLOUDMAP_SD_LABEL_STYLE", value_enum, default_value_t = LabelStyle::Default, global = true)]
     pub label_style: LabelStyle,
+
+    /// Which `__meta_*` labels each target carries (default label style; the reloader
+    /// style has none). `all`: every Cloud Map instance attribute
+    /// (`__meta_cloudmap_instance_attribute_<key>`) and service tag
+    /// (`__meta_cloudmap_service_tag_<key>`). `tags`: the service tags only. `none`:
+    /// neither, the plain labels only. Only relabel_configs can read them, yet
+    /// Prometheus keeps them in memory for every target and parses them on every
+    /// file_sd read: `none` makes the file about half as big (docs/labels.md).
+    #[arg(long, env = "CLOUDMAP_SD_META_LABELS", value_enum, default_value_t = MetaLabels::All, global = true)]
+    pub meta_labels: MetaLabels,
 
     /// Which instances DiscoverInstances returns, by Cloud Map health status.
     #[arg(long, env = "CLOUDMAP_SD_HEALTH_STATUS", value_enum, default_value_t = HealthStatus::HealthyOrElseAll, global = true)]
@@ -203,9 +250,28 @@ pub struct Options {
     #[arg(long, env = "CLOUDMAP_SD_PROMETHEUS_CONFIG", global = true)]
     pub prometheus_config: Option<PathBuf>,
 
+    /// How the Prometheus beside the sidecar runs. `agent` (`--enable-feature=agent`
+    /// in 2.x, `--agent` in 3.x) keeps no local TSDB: `check` then fails a
+    /// configuration with rule_files, alerting or remote_read (agent mode refuses
+    /// them), and the remote-write watch treats a missing remote_write queue as
+    /// samples lost. The watch warns when Prometheus runs in the other mode.
+    #[arg(long, env = "CLOUDMAP_SD_PROMETHEUS_MODE", value_enum, default_value_t = PrometheusMode::Server, global = true)]
+    pub prometheus_mode: PrometheusMode,
+
+    /// A Cloud Map service with no endpoint tag of its own (METRICS_*,
+    /// ECS_METRICS_*; e.g. one that ECS Service Connect owns) takes them from the
+    /// ECS service its instances name (ECS_CLUSTER_NAME, ECS_SERVICE_NAME), read with
+    /// DescribeServices on the --tags-refresh clock. Needs ecs:DescribeServices.
+    /// Cloud Map tags win when the Cloud Map service has any endpoint tag.
+    #[arg(long, env = "CLOUDMAP_SD_ECS_SERVICE_TAGS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub ecs_service_tags: bool,
+
     /// Add ECS and EC2 facts to each task's labels (ecs_launch_type,
-    /// ecs_task_revision, ec2_instance_id, ec2_name, ec2_instance_type). Needs
-    /// ecs:DescribeTasks, ecs:DescribeContainerInstances and ec2:DescribeInstances.
+    /// ecs_task_revision, ec2_instance_id, ec2_name, ec2_instance_type), and read its
+    /// port bindings, so that in bridge or host network mode a port tag (a container
+    /// port) is published at its host port. Needs ecs:DescribeTasks,
+    /// ecs:DescribeContainerInstances and ec2:DescribeInstances. `false`: ports are
+    /// used as they are.
     #[arg(long, env = "CLOUDMAP_SD_ECS_ENRICHMENT", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub ecs_enrichment: bool,
 
@@ -231,7 +297,10 @@ pub struct Options {
     /// container instances of every cluster in which a discovered task runs (listed
     /// again every --ec2-name-refresh; needs ecs:ListContainerInstances), or the
     /// running instances matching --ec2-hosts-tag. One target per host and
-    /// --ec2-hosts-port, `instance` set to the host's Name tag.
+    /// --ec2-hosts-port, `instance` set to the host's Name tag. Written as --output is
+    /// (its directory must be writable; the staging subdirectory is made there too).
+    /// The list is also served at /sd/hosts; `none` makes it for /sd/hosts only,
+    /// with no file (`run`).
     #[arg(long, env = "CLOUDMAP_SD_EC2_HOSTS_OUTPUT", global = true)]
     pub ec2_hosts_output: Option<PathBuf>,
 
@@ -250,6 +319,10 @@ pub struct Options {
 pub struct TagFilter {
     pub key: String,
     pub value: String,
+}
+
+fn parse_external_id(s: &str) -> Result<String, String> {
+    check_external_id(s).map(|()| s.to_string())
 }
 
 fn parse_tag_filter(s: &str) -> Result<TagFilter, String> {
@@ -301,9 +374,12 @@ pub struct Config {
     pub api_timeout: Duration,
     /// The HTTP server's address (and the one `healthcheck` asks).
     pub listen: SocketAddr,
+    /// The accounts to discover in.
+    pub accounts: AccountsOptions,
     pub sidecar: SidecarOptions,
     pub remote_write: RemoteWriteOptions,
     pub check: CheckOptions,
+    pub http_sd: HttpSdOptions,
 }
 
 /// What is wrong with a configuration, in one line.
@@ -320,6 +396,7 @@ impl Cli {
         check_clocks(o).map_err(ConfigError)?;
         check_urls(o).map_err(ConfigError)?;
         check_outputs(o, command).map_err(ConfigError)?;
+        check_accounts(o).map_err(ConfigError)?;
         Ok(build(command, normalized(self.options)))
     }
 }
@@ -379,6 +456,19 @@ fn check_urls(o: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// The value of --output and --ec2-hosts-output that writes no file.
+const NO_FILE: &str = "none";
+
+/// True for `--output none`: no file, the targets are only served over HTTP.
+fn is_no_file(path: &Path) -> bool {
+    path == Path::new(NO_FILE)
+}
+
+/// The file of an output flag; None for `none`.
+fn file_of(path: &Path) -> Option<PathBuf> {
+    (!is_no_file(path)).then(|| path.to_path_buf())
+}
+
 fn check_outputs(o: &Options, command: Command) -> Result<(), String> {
     if o.namespaces.iter().any(|n| n.trim().is_empty()) {
         return Err("--namespace: empty namespace name".into());
@@ -386,9 +476,18 @@ fn check_outputs(o: &Options, command: Command) -> Result<(), String> {
     if o.output.as_os_str().is_empty() {
         return Err("--output: empty path".into());
     }
+    let no_file = |flag: &str| {
+        format!(
+            "{flag} none (no file, served at /sd/*) works only with `run`: `once` writes a file, or prints it with --output -"
+        )
+    };
     if file_sd::is_stdout(&o.output) {
         if command != Command::Once {
             return Err("--output - (stdout) works only with `once`".into());
+        }
+    } else if is_no_file(&o.output) {
+        if command == Command::Once {
+            return Err(no_file("--output"));
         }
     } else if o.output.file_name().is_none() {
         return Err(format!("--output {}: not a file path", o.output.display()));
@@ -401,11 +500,40 @@ fn check_outputs(o: &Options, command: Command) -> Result<(), String> {
             "--ec2-hosts-output needs --ecs-enrichment true and --ec2-enrichment true".into(),
         );
     }
+    if is_no_file(hosts) {
+        return match command {
+            Command::Once => Err(no_file("--ec2-hosts-output")),
+            _ => Ok(()),
+        };
+    }
     if hosts == &o.output || file_sd::is_stdout(hosts) || hosts.file_name().is_none() {
         return Err(format!(
             "--ec2-hosts-output {}: must be a file path other than --output",
             hosts.display()
         ));
+    }
+    Ok(())
+}
+
+fn check_accounts(o: &Options) -> Result<(), String> {
+    if o.role_arns.is_empty() {
+        if o.role_external_id.is_some() {
+            return Err("--role-external-id needs a --role-arn".into());
+        }
+        if !o.own_account {
+            return Err(
+                "--own-account false leaves no account to discover: give a --role-arn".into(),
+            );
+        }
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for role in &o.role_arns {
+        if let Some(other) = seen.insert(role.account(), role) {
+            return Err(format!(
+                "--role-arn {other} and {role} are both in account {}: give one role per account",
+                role.account()
+            ));
+        }
     }
     Ok(())
 }
@@ -429,9 +557,22 @@ fn build(command: Command, o: Options) -> Config {
         log_format: o.log_format,
         api_timeout: o.api_timeout,
         listen: o.listen,
+        accounts: accounts_options(&o),
         sidecar: sidecar_options(command, &o),
         remote_write: remote_write_options(&o),
         check: check_options(&o),
+        http_sd: HttpSdOptions {
+            bearer_token_file: o.http_sd_bearer_token_file.clone(),
+            hosts: o.ec2_hosts_output.is_some(),
+        },
+    }
+}
+
+fn accounts_options(o: &Options) -> AccountsOptions {
+    AccountsOptions {
+        roles: o.role_arns.clone(),
+        external_id: o.role_external_id.clone(),
+        own: o.own_account,
     }
 }
 
@@ -446,6 +587,7 @@ fn sidecar_options(command: Command, o: &Options) -> SidecarOptions {
             concurrency: usize::from(o.concurrency),
             listing_pages: usize::from(o.listing_pages),
             shard: o.shard.map(|s| (s, o.shard_key)),
+            ecs_service_tags: o.ecs_service_tags,
         },
         enrich: o.ecs_enrichment.then(|| EnrichOptions {
             // One pass has no later cycle to wait for: a task whose host cannot
@@ -465,10 +607,11 @@ fn sidecar_options(command: Command, o: &Options) -> SidecarOptions {
         targets: TargetOptions {
             label_style: o.label_style,
             default_port: o.default_port,
+            meta_labels: o.meta_labels,
         },
-        output: o.output.clone(),
+        output: file_of(&o.output),
         hosts: o.ec2_hosts_output.as_ref().map(|path| HostsFile {
-            path: path.clone(),
+            path: file_of(path),
             ports: o.ec2_hosts_ports.clone(),
         }),
         interval: o.interval,
@@ -483,6 +626,7 @@ fn remote_write_options(o: &Options) -> RemoteWriteOptions {
             interval: o.remote_write_watch_interval,
             max_lag: o.remote_write_max_lag,
             timeout: o.remote_write_watch_interval.min(Duration::from_secs(10)),
+            mode: o.prometheus_mode,
         }),
         probe: (!o.amp_probe_interval.is_zero()).then(|| ProbeOptions {
             interval: o.amp_probe_interval,
@@ -496,14 +640,18 @@ fn remote_write_options(o: &Options) -> RemoteWriteOptions {
 fn check_options(o: &Options) -> CheckOptions {
     CheckOptions {
         namespaces: o.namespaces.clone(),
-        output: o.output.clone(),
-        hosts_output: o.ec2_hosts_output.clone(),
+        output: file_of(&o.output),
+        hosts_output: o.ec2_hosts_output.as_deref().and_then(file_of),
         ecs_enrichment: o.ecs_enrichment,
         ec2_enrichment: o.ec2_enrichment,
+        ecs_service_tags: o.ecs_service_tags,
         hosts_by_cluster: o.ec2_hosts_output.is_some() && o.ec2_hosts_tag.is_none(),
         amp_url: o.amp_remote_write_url.clone(),
         prometheus_config: o.prometheus_config.clone(),
         api_timeout: o.api_timeout,
+        prometheus_mode: o.prometheus_mode,
+        http_sd_token: o.http_sd_bearer_token_file.is_some(),
+        accounts: accounts_options(o),
     }
 }
 
@@ -525,8 +673,22 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:9469");
         assert_eq!(c.sidecar.discovery.health, HealthStatus::HealthyOrElseAll);
         assert_eq!(c.sidecar.targets.label_style, LabelStyle::Default);
+        assert_eq!(c.sidecar.targets.meta_labels, MetaLabels::All);
         assert!(c.sidecar.discovery.namespaces.is_empty());
         assert!(c.sidecar.enrich.is_some() && c.remote_write.watch.is_some());
+        assert!(c.sidecar.discovery.ecs_service_tags && c.check.ecs_service_tags);
+    }
+
+    #[test]
+    fn ecs_service_tags_can_be_turned_off() {
+        let c = parse(&["--ecs-service-tags", "false"]).unwrap();
+        assert!(!c.sidecar.discovery.ecs_service_tags);
+        assert!(!c.check.ecs_service_tags);
+        let c = parse(&["--ecs-enrichment", "false"]).unwrap();
+        assert!(
+            c.sidecar.discovery.ecs_service_tags,
+            "independent of enrichment"
+        );
     }
 
     #[test]
@@ -544,7 +706,7 @@ mod tests {
         assert_eq!(c.command, Command::Once);
         assert_eq!(c.sidecar.interval, Duration::from_secs(10));
         assert_eq!(c.sidecar.discovery.namespaces, vec!["a".to_string()]);
-        assert!(file_sd::is_stdout(&c.sidecar.output));
+        assert!(file_sd::is_stdout(c.sidecar.output.as_deref().unwrap()));
         assert_eq!(
             c.sidecar.enrich.unwrap().hold,
             Duration::ZERO,
@@ -566,6 +728,58 @@ mod tests {
     }
 
     #[test]
+    fn output_none_serves_without_a_file_in_run_only() {
+        let c = parse(&["--output", "none", "--ec2-hosts-output", "none"]).unwrap();
+        assert_eq!(c.sidecar.output, None);
+        assert_eq!(c.sidecar.hosts.as_ref().unwrap().path, None);
+        assert!(c.http_sd.hosts, "the hosts list is on, for /sd/hosts");
+        assert_eq!(
+            (c.check.output.clone(), c.check.hosts_output.clone()),
+            (None, None)
+        );
+        let c = parse(&["--output", "./none"]).unwrap();
+        assert_eq!(
+            c.sidecar.output,
+            Some(PathBuf::from("./none")),
+            "a file named none"
+        );
+        let c = parse(&["--output", "none", "check"]).unwrap();
+        assert_eq!(c.check.output, None);
+        for args in [
+            &["once", "--output", "none"][..],
+            &["once", "--ec2-hosts-output", "none"][..],
+        ] {
+            let e = parse(args).unwrap_err();
+            assert!(e.contains("works only with `run`"), "{args:?}: {e}");
+        }
+        let c = parse(&[]).unwrap();
+        assert!(!c.http_sd.hosts && c.http_sd.bearer_token_file.is_none());
+    }
+
+    #[test]
+    fn token_file_and_prometheus_mode() {
+        let c = parse(&[
+            "--http-sd-bearer-token-file",
+            "/run/token",
+            "--prometheus-mode",
+            "agent",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.http_sd.bearer_token_file,
+            Some(PathBuf::from("/run/token"))
+        );
+        assert!(c.check.http_sd_token);
+        assert_eq!(c.check.prometheus_mode, PrometheusMode::Agent);
+        assert_eq!(c.remote_write.watch.unwrap().mode, PrometheusMode::Agent);
+        assert_eq!(
+            parse(&[]).unwrap().check.prometheus_mode,
+            PrometheusMode::Server
+        );
+        assert!(parse(&["--prometheus-mode", "shard"]).is_err());
+    }
+
+    #[test]
     fn namespaces_repeat_and_dedup() {
         let c = parse(&["--namespace", "b", "--namespace", "a,b"]).unwrap();
         assert_eq!(
@@ -576,10 +790,50 @@ mod tests {
     }
 
     #[test]
+    fn meta_labels_choose_the_families() {
+        for (arg, want) in [
+            ("all", MetaLabels::All),
+            ("tags", MetaLabels::Tags),
+            ("none", MetaLabels::None),
+        ] {
+            let c = parse(&["--meta-labels", arg]).unwrap();
+            assert_eq!(c.sidecar.targets.meta_labels, want);
+        }
+        let e = parse(&["--meta-labels", "some"]).unwrap_err();
+        assert!(e.contains("--meta-labels"), "{e}");
+    }
+
+    #[test]
     fn health_status_uses_the_api_spelling() {
         let c = parse(&["--health-status", "ALL"]).unwrap();
         assert_eq!(c.sidecar.discovery.health, HealthStatus::All);
         assert!(parse(&["--health-status", "sometimes"]).is_err());
+    }
+
+    #[test]
+    fn roles_their_external_id_and_the_own_account() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.accounts, AccountsOptions::default());
+        assert!(!c.accounts.labelled() && c.accounts.own);
+        let c = parse(&[
+            "--role-arn",
+            "arn:aws:iam::111111111111:role/a",
+            "--role-arn",
+            "arn:aws:iam::222222222222:role/b,arn:aws:iam::333333333333:role/c",
+            "--role-external-id",
+            "central-prometheus",
+            "--own-account",
+            "false",
+        ])
+        .unwrap();
+        let accounts: Vec<&str> = c.accounts.roles.iter().map(|r| r.account()).collect();
+        assert_eq!(accounts, ["111111111111", "222222222222", "333333333333"]);
+        assert_eq!(
+            c.accounts.external_id.as_deref(),
+            Some("central-prometheus")
+        );
+        assert!(c.accounts.labelled() && !c.accounts.own);
+        assert_eq!(c.check.accounts, c.accounts);
     }
 
     #[test]
@@ -617,6 +871,29 @@ mod tests {
             (
                 &["--ec2-enrichment", "false", "--ec2-hosts-output", "h.json"][..],
                 "--ec2-enrichment true",
+            ),
+            (&["--role-arn", "my-role"][..], "not an IAM role ARN"),
+            (
+                &["--role-arn", "arn:aws:iam::12345:role/x"][..],
+                "12 digits",
+            ),
+            (&["--role-external-id", "abc"][..], "needs a --role-arn"),
+            (&["--own-account", "false"][..], "leaves no account"),
+            (
+                &[
+                    "--role-arn",
+                    "arn:aws:iam::111111111111:role/x",
+                    "--role-external-id",
+                    "a b",
+                ][..],
+                "--role-external-id",
+            ),
+            (
+                &[
+                    "--role-arn",
+                    "arn:aws:iam::111111111111:role/x,arn:aws:iam::111111111111:role/y",
+                ][..],
+                "one role per account",
             ),
         ] {
             let e = parse(args).unwrap_err();

@@ -17,7 +17,8 @@
 //! | [`prom_config`] | a typed reading of prometheus.yml |
 //! | [`remote_write`] | remote_write health: Prometheus metrics watch, AMP SigV4 probe |
 //! | [`check`] | `check`: permissions, output directory, AMP probe, config lint |
-//! | [`server`] | `/-/healthy`, `/-/ready`, `/metrics` |
+//! | [`http_sd`] | `/sd/targets`, `/sd/hosts`: what the loop published, rendered on request, shards, token |
+//! | [`server`] | `/-/healthy`, `/-/ready`, `/metrics`, and the http_sd routes |
 //! | [`sidecar`] | the `run` loop and the `once` pass |
 //! | [`metrics`] | puts every part's metrics in one registry |
 //! | [`config`] | command line (clap), validation, every part's options built once |
@@ -32,6 +33,7 @@ pub mod config;
 pub mod discovery;
 pub mod enrich;
 pub mod file_sd;
+pub mod http_sd;
 pub mod metrics;
 pub mod model;
 pub mod prom_config;

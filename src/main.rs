@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use cloudmap_sd::aws::error::Cause;
 use cloudmap_sd::aws::sdk;
 use cloudmap_sd::config::{CheckFormat, Cli, Command, Config, EXIT_CONFIG};
+use cloudmap_sd::http_sd::{BearerToken, HttpSd, HttpSdMetrics, Published};
 use cloudmap_sd::metrics::Metrics;
 use cloudmap_sd::remote_write::{self, Signing};
 use cloudmap_sd::server::{self, Readiness};
@@ -94,7 +95,8 @@ async fn start(config: &Config) -> Result<(aws_config::SdkConfig, Arc<Metrics>),
     if sdk.region().is_none() {
         return Err(config_error(&Cause::NoRegion.to_string()));
     }
-    Ok((sdk, Arc::new(Metrics::new())))
+    let metrics = Metrics::with_accounts(config.accounts.labelled());
+    Ok((sdk, Arc::new(metrics)))
 }
 
 /// `once`: one pass. Its failure is the command's answer: one plain line, like a
@@ -104,8 +106,14 @@ async fn once_main(config: Config) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let clients = sdk::clients(&sdk, metrics.aws.clone());
-    match sidecar::once(clients, &config.sidecar, metrics.run.clone()).await {
+    let accounts = match sdk::accounts(&sdk, &config.accounts, &metrics.aws).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot tell the account of the sidecar's own credentials; nothing written");
+            return ExitCode::FAILURE;
+        }
+    };
+    match sidecar::once(accounts, &config.sidecar, metrics.run.clone()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cloudmap-sd: {e}");
@@ -117,6 +125,14 @@ async fn once_main(config: Config) -> ExitCode {
 /// `run`: the HTTP server, the remote-write watch and probe, and the loop, until
 /// SIGTERM or SIGINT; then each is given a few seconds to stop.
 async fn run_main(config: Config) -> ExitCode {
+    // A token that cannot be read is bad configuration: exit 64 before anything.
+    let token = match &config.http_sd.bearer_token_file {
+        Some(path) => match BearerToken::load(path) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => return config_error(&format!("--http-sd-bearer-token-file: {e}")),
+        },
+        None => None,
+    };
     let (sdk, metrics) = match start(&config).await {
         Ok(s) => s,
         Err(code) => return code,
@@ -128,18 +144,31 @@ async fn run_main(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    log_start(&config);
+    log_start(&config, token.is_some());
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    let readiness = Arc::new(Readiness::new(metrics.run.ready.clone()));
+    tokio::spawn(reload_on_sighup(token.clone(), metrics.http_sd.clone()));
+    let readiness = Arc::new(match config.sidecar.output {
+        Some(_) => Readiness::new(metrics.run.ready.clone()),
+        None => Readiness::without_file(metrics.run.ready.clone()),
+    });
+    let published = Arc::new(Published::new(config.http_sd.hosts));
     let exposition: server::Exposition = {
         let metrics = metrics.clone();
         Arc::new(move || metrics.encode())
+    };
+    let http_sd = match HttpSd::new(published.clone(), token, metrics.http_sd.clone()) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %format!("cannot start the http_sd render thread: {e}"), "cloudmap-sd failed");
+            return ExitCode::FAILURE;
+        }
     };
     let server = tokio::spawn(server::serve(
         listener,
         readiness.clone(),
         exposition,
+        http_sd,
         shutdown.clone(),
     ));
     let watch = remote_write::spawn(
@@ -148,17 +177,40 @@ async fn run_main(config: Config) -> ExitCode {
         metrics.remote_write.clone(),
         shutdown.clone(),
     );
-    let clients = sdk::clients(&sdk, metrics.aws.clone());
-    sidecar::run(
-        clients,
-        &config.sidecar,
-        metrics.run.clone(),
-        readiness,
-        shutdown.clone(),
-    )
-    .await;
+    if let Some(accounts) = accounts(&sdk, &config, &metrics, &shutdown).await {
+        sidecar::run(
+            accounts,
+            &config.sidecar,
+            metrics.run.clone(),
+            readiness,
+            published,
+            shutdown.clone(),
+        )
+        .await;
+    }
     shutdown.cancel();
     drain(server, watch).await
+}
+
+/// Every account's clients; with roles and the own account, asks the own
+/// account's id again every --interval until it comes or `shutdown` (None).
+async fn accounts(
+    sdk: &aws_config::SdkConfig,
+    config: &Config,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Option<sdk::SidecarAccounts> {
+    loop {
+        match sdk::accounts(sdk, &config.accounts, &metrics.aws).await {
+            Ok(a) => return Some(a),
+            Err(e) => tracing::error!(error = %e,
+                "cannot tell the account of the sidecar's own credentials (sts:GetCallerIdentity); not ready, trying again next interval"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(config.sidecar.interval) => {}
+        }
+    }
 }
 
 /// Waits for the server (5 s) and the remote-write tasks (2 s) to stop.
@@ -184,15 +236,53 @@ async fn drain(
     code
 }
 
-fn log_start(config: &Config) {
+fn log_start(config: &Config, token: bool) {
     let s = &config.sidecar;
     let d = &s.discovery;
-    tracing::info!(listen = %config.listen, output = %s.output.display(),
+    if !config.listen.ip().is_loopback() && !token {
+        tracing::warn!(listen = %config.listen,
+            "/sd/targets and /sd/hosts are open to whoever reaches this address: set --http-sd-bearer-token-file");
+    }
+    let output = s
+        .output
+        .as_ref()
+        .map_or("none (served at /sd/targets only)".to_string(), |o| {
+            o.display().to_string()
+        });
+    tracing::info!(listen = %config.listen, output = %output,
+        http_sd_token = token,
         interval = %humantime::format_duration(s.interval),
         cycle_timeout = %humantime::format_duration(s.cycle_timeout),
         namespaces = %if d.namespaces.is_empty() { "(all)".to_string() } else { d.namespaces.join(",") },
         shard = %d.shard.map_or("(none)".to_string(), |(s, key)| format!("{s} by {key:?}").to_lowercase()),
         "cloudmap-sd starting");
+}
+
+/// Reads the http_sd bearer token file again on every SIGHUP; a file that cannot
+/// be read keeps the token in use. Without a token SIGHUP is only logged (it no
+/// longer ends the process).
+async fn reload_on_sighup(token: Option<Arc<BearerToken>>, metrics: Arc<HttpSdMetrics>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; the bearer token is not reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let Some(token) = &token else {
+            tracing::info!("SIGHUP: nothing to reload (no --http-sd-bearer-token-file)");
+            continue;
+        };
+        match token.reload() {
+            Ok(()) => {
+                metrics.token_reload(true);
+                tracing::info!(file = %token.path().display(), "SIGHUP: bearer token reloaded");
+            }
+            Err(e) => {
+                metrics.token_reload(false);
+                tracing::error!(error = %e, "SIGHUP: bearer token not reloaded; the previous token stays in use");
+            }
+        }
+    }
 }
 
 /// Cancels `token` on the first SIGTERM or SIGINT.

@@ -1,5 +1,5 @@
 //! The sidecar's metrics, served on `/metrics`: each part owns its own
-//! ([`AwsMetrics`], [`RunMetrics`], [`RemoteWriteMetrics`]); this module only puts
+//! ([`AwsMetrics`], [`RunMetrics`], [`RemoteWriteMetrics`], [`HttpSdMetrics`]); this module only puts
 //! them in one registry. Every name starts with `cloudmap_sd_`; label values come
 //! from small fixed sets, except the per-service families, which are bounded by the
 //! number of Cloud Map services discovered.
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use prometheus_client::registry::Registry;
 
 use crate::aws::AwsMetrics;
+use crate::http_sd::HttpSdMetrics;
 use crate::remote_write::RemoteWriteMetrics;
 use crate::sidecar::RunMetrics;
 
@@ -17,6 +18,7 @@ pub struct Metrics {
     pub aws: Arc<AwsMetrics>,
     pub run: Arc<RunMetrics>,
     pub remote_write: Arc<RemoteWriteMetrics>,
+    pub http_sd: Arc<HttpSdMetrics>,
     registry: Registry,
 }
 
@@ -27,18 +29,30 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The metrics of a sidecar that discovers in its own account only.
     pub fn new() -> Self {
+        Self::with_accounts(false)
+    }
+
+    /// With `accounts` (some --role-arn), the per-account families too.
+    pub fn with_accounts(accounts: bool) -> Self {
         let mut registry = Registry::with_prefix("cloudmap_sd");
         let aws = Arc::new(AwsMetrics::default());
         let run = Arc::new(RunMetrics::default());
         let remote_write = Arc::new(RemoteWriteMetrics::default());
         run.register(&mut registry);
+        if accounts {
+            run.register_accounts(&mut registry);
+        }
         aws.register(&mut registry);
         remote_write.register(&mut registry);
+        let http_sd = Arc::new(HttpSdMetrics::default());
+        http_sd.register(&mut registry);
         Metrics {
             aws,
             run,
             remote_write,
+            http_sd,
             registry,
         }
     }

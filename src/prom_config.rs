@@ -1,6 +1,7 @@
 //! A typed reading of `prometheus.yml`, as far as the sidecar cares: the
-//! remote_write URLs (and their sigv4 Region), the external labels, and every
-//! file_sd pattern. Used by the AMP probe and by `check`'s lint.
+//! remote_write URLs (and their sigv4 Region), the external labels, every file_sd
+//! pattern and http_sd URL, and the sections agent mode refuses. Used by the AMP
+//! probe and by `check`'s lint.
 //!
 //! Only these fields are declared; serde ignores everything else in the file, so a
 //! configuration of any Prometheus version reads.
@@ -9,6 +10,27 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+/// How Prometheus runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrometheusMode {
+    /// A local TSDB, rules and alerting (the default).
+    #[default]
+    Server,
+    /// Agent mode (`--enable-feature=agent` in 2.x, `--agent` in 3.x): scrapes and
+    /// remote-writes, keeps no TSDB, refuses rule_files, alerting and remote_read.
+    Agent,
+}
+
+impl PrometheusMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrometheusMode::Server => "server",
+            PrometheusMode::Agent => "agent",
+        }
+    }
+}
 
 /// The parts of a Prometheus configuration file that are declared here.
 #[derive(Debug, Default, Deserialize)]
@@ -19,6 +41,20 @@ struct File {
     remote_write: Vec<RemoteWrite>,
     #[serde(default)]
     scrape_configs: Vec<ScrapeConfig>,
+    #[serde(default)]
+    rule_files: Option<Vec<IgnoredAny>>,
+    #[serde(default)]
+    alerting: Option<Alerting>,
+    #[serde(default)]
+    remote_read: Option<Vec<IgnoredAny>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Alerting {
+    #[serde(default)]
+    alertmanagers: Option<Vec<IgnoredAny>>,
+    #[serde(default)]
+    alert_relabel_configs: Option<Vec<IgnoredAny>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +80,48 @@ struct ScrapeConfig {
     job_name: String,
     #[serde(default)]
     file_sd_configs: Vec<FileSdConfig>,
+    #[serde(default)]
+    http_sd_configs: Vec<HttpSdConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HttpSdConfig {
+    url: Option<String>,
+    authorization: Option<Authorization>,
+    bearer_token: Option<IgnoredAny>,
+    bearer_token_file: Option<IgnoredAny>,
+    basic_auth: Option<IgnoredAny>,
+    oauth2: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Authorization {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+impl HttpSdConfig {
+    /// How the request is authorised. Prometheus's `authorization` type defaults
+    /// to Bearer.
+    fn auth(&self) -> HttpSdAuth {
+        if let Some(a) = &self.authorization {
+            return match a.kind.as_deref() {
+                None => HttpSdAuth::Bearer,
+                Some(k) if k.eq_ignore_ascii_case("bearer") => HttpSdAuth::Bearer,
+                Some(k) => HttpSdAuth::Other(format!("authorization type {k}")),
+            };
+        }
+        if self.bearer_token.is_some() || self.bearer_token_file.is_some() {
+            return HttpSdAuth::Bearer;
+        }
+        if self.basic_auth.is_some() {
+            return HttpSdAuth::Other("basic_auth".into());
+        }
+        if self.oauth2.is_some() {
+            return HttpSdAuth::Other("oauth2".into());
+        }
+        HttpSdAuth::None
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +159,24 @@ pub struct RemoteWriteEntry {
     pub sigv4: Option<Option<String>>,
 }
 
+/// How one `http_sd_configs` entry authorises its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpSdAuth {
+    None,
+    /// `authorization` (type Bearer, the default) or `bearer_token(_file)`.
+    Bearer,
+    /// Anything else, named (`basic_auth`, `oauth2`, `authorization type Basic`).
+    Other(String),
+}
+
+/// One `http_sd_configs` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSdEntry {
+    pub job: String,
+    pub url: String,
+    pub auth: HttpSdAuth,
+}
+
 /// What the lint and the probe read from a Prometheus configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PromConfig {
@@ -89,6 +185,13 @@ pub struct PromConfig {
     /// Every `file_sd_configs` pattern, with its job name, relative patterns resolved
     /// against the configuration file's directory.
     pub file_sd: Vec<(String, PathBuf)>,
+    /// Every `http_sd_configs` entry.
+    pub http_sd: Vec<HttpSdEntry>,
+    /// Entries of `rule_files`, `remote_read`, and whether `alerting` names an
+    /// Alertmanager or a relabel rule: what agent mode refuses.
+    pub rule_files: usize,
+    pub remote_read: usize,
+    pub alerting: bool,
 }
 
 /// Why a Prometheus configuration could not be read.
@@ -156,19 +259,38 @@ impl PromConfig {
             .collect();
         let file_sd = file
             .scrape_configs
-            .into_iter()
+            .iter()
             .flat_map(|sc| {
-                let job = sc.job_name;
+                let job = &sc.job_name;
                 sc.file_sd_configs
-                    .into_iter()
-                    .flat_map(|f| f.files)
+                    .iter()
+                    .flat_map(|f| &f.files)
                     .map(move |pat| (job.clone(), base.join(pat)))
             })
             .collect();
+        let http_sd = file
+            .scrape_configs
+            .iter()
+            .flat_map(|sc| {
+                sc.http_sd_configs.iter().filter_map(|h| {
+                    Some(HttpSdEntry {
+                        job: sc.job_name.clone(),
+                        url: h.url.clone()?,
+                        auth: h.auth(),
+                    })
+                })
+            })
+            .collect();
+        let count = |v: Option<Vec<IgnoredAny>>| v.map_or(0, |v| v.len());
+        let alerting = file.alerting.unwrap_or_default();
         Ok(PromConfig {
             remote_write,
             external_labels,
             file_sd,
+            http_sd,
+            rule_files: count(file.rule_files),
+            remote_read: count(file.remote_read),
+            alerting: count(alerting.alertmanagers) + count(alerting.alert_relabel_configs) > 0,
         })
     }
 
@@ -230,6 +352,58 @@ scrape_configs:
                 .unwrap()
                 .url
                 .starts_with("http://127")
+        );
+    }
+
+    #[test]
+    fn reads_http_sd_and_what_agent_mode_refuses() {
+        let c = PromConfig::parse(
+            r#"
+rule_files: [a.yml, b.yml]
+alerting:
+  alertmanagers:
+    - static_configs: [{targets: ['am:9093']}]
+remote_read:
+  - url: http://r/read
+scrape_configs:
+  - job_name: ecs
+    http_sd_configs:
+      - url: http://cloudmap-sd:9469/sd/targets?shard=0/2
+        authorization: {type: Bearer, credentials_file: /t}
+        refresh_interval: 30s
+      - url: http://a/sd/targets
+        authorization: {credentials: x}
+      - url: http://b/sd/targets
+        bearer_token_file: /t
+      - url: http://c/sd/targets
+        basic_auth: {username: u, password: p}
+      - url: http://d/sd/targets
+"#,
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!((c.rule_files, c.remote_read, c.alerting), (2, 1, true));
+        let auth: Vec<_> = c.http_sd.iter().map(|h| h.auth.clone()).collect();
+        assert_eq!(
+            auth,
+            [
+                HttpSdAuth::Bearer,
+                HttpSdAuth::Bearer,
+                HttpSdAuth::Bearer,
+                HttpSdAuth::Other("basic_auth".into()),
+                HttpSdAuth::None
+            ]
+        );
+        assert_eq!(c.http_sd[0].job, "ecs");
+        assert!(c.http_sd[0].url.ends_with("shard=0/2"));
+        let empty = PromConfig::parse(
+            "rule_files:\nalerting:\n  alertmanagers: []\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(
+            (empty.rule_files, empty.remote_read, empty.alerting),
+            (0, 0, false)
         );
     }
 

@@ -1,7 +1,10 @@
 //! The HTTP server on `--listen`: `/-/healthy` (liveness), `/-/ready` (readiness:
 //! true after the first successful write, false again while the file cannot be
-//! written) and `/metrics`, the paths Prometheus itself uses. It only reads what the
-//! run loop publishes ([`Readiness`]) and the metrics it is handed.
+//! written; without a file, true after the first complete discovery) and
+//! `/metrics`, the paths Prometheus itself uses, plus the http_sd routes
+//! (`/sd/targets`, `/sd/hosts`, [`HttpSd`]). It only reads what the run loop
+//! publishes ([`Readiness`], [`crate::http_sd::Published`]) and the metrics it is
+//! handed. `/-/healthy`, `/-/ready` and `/metrics` never ask for the http_sd token.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +24,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::http_sd::HttpSd;
+
 /// Readiness: the run loop sets it after each write, the server reads it.
 #[derive(Debug, Default)]
 pub struct Readiness {
@@ -29,6 +34,8 @@ pub struct Readiness {
     write_error: Mutex<Option<String>>,
     /// `cloudmap_sd_ready`, kept equal to what `/-/ready` says.
     gauge: Gauge,
+    /// Without a file: ready means the first complete discovery was published.
+    no_file: bool,
 }
 
 impl Readiness {
@@ -40,8 +47,18 @@ impl Readiness {
         }
     }
 
-    /// Records a successful write: the sidecar is ready, and stays so until a
-    /// write fails.
+    /// Readiness of a sidecar that writes no file (`--output none`): ready once the
+    /// first complete discovery is published, and no write can fail.
+    pub fn without_file(gauge: Gauge) -> Self {
+        Readiness {
+            gauge,
+            no_file: true,
+            ..Readiness::default()
+        }
+    }
+
+    /// Records a successful write (without a file: a publish): the sidecar is
+    /// ready, and stays so until a write fails.
     pub fn set_ready(&self) {
         *self.write_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.ready.store(true, Ordering::Release);
@@ -65,6 +82,9 @@ impl Readiness {
     pub fn readiness(&self) -> Result<(), String> {
         if let Some(e) = &*self.write_error.lock().unwrap_or_else(|e| e.into_inner()) {
             return Err(format!("the last write failed: {e}"));
+        }
+        if !self.has_written() && self.no_file {
+            return Err("no complete discovery yet".to_string());
         }
         if !self.has_written() {
             return Err("no successful write yet".to_string());
@@ -134,6 +154,7 @@ pub async fn serve(
     listener: TcpListener,
     readiness: Arc<Readiness>,
     exposition: Exposition,
+    http_sd: HttpSd,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let shared = Shared {
@@ -145,14 +166,15 @@ pub async fn serve(
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(shared);
+        .with_state(shared)
+        .merge(http_sd.routes());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
 
 async fn index() -> &'static str {
-    "cloudmap-sd\n/-/healthy  liveness\n/-/ready    readiness (a write succeeded and the last one did not fail)\n/metrics    metrics\n"
+    "cloudmap-sd\n/-/healthy  liveness\n/-/ready    readiness (a write succeeded and the last one did not fail)\n/metrics    metrics\n/sd/targets the targets for http_sd_configs (?shard=INDEX/COUNT&shard_key=service|task)\n/sd/hosts   the EC2 hosts, when that list is on\n"
 }
 
 async fn healthy() -> &'static str {

@@ -12,6 +12,17 @@
 # storage, on EC2 in a directory the agent creates; both disappear with the task.
 
 locals {
+  # Agent mode keeps a write-ahead log only: 2.x spells the switch
+  # --enable-feature=agent, 3.x --agent; both refuse --storage.tsdb.* flags then.
+  prometheus_agent_flag = can(regex(":v2\\.", var.prometheus_image)) ? "--enable-feature=agent" : "--agent"
+  prometheus_storage_args = var.prometheus_mode == "agent" ? [
+    local.prometheus_agent_flag,
+    "--storage.agent.path=${local.data_dir}",
+    ] : [
+    "--storage.tsdb.path=${local.data_dir}",
+    "--storage.tsdb.retention.time=${var.retention_time}",
+  ]
+
   volumes = {
     config  = { name = "prometheus-config", path = local.config_dir }
     file_sd = { name = "file-sd", path = local.file_sd_dir }
@@ -30,10 +41,18 @@ locals {
       # Off: no ecs:DescribeContainerInstances or ec2:DescribeInstances call (the
       # task role lacks them then) and no EC2 host labels; ECS task facts stay.
       CLOUDMAP_SD_EC2_ENRICHMENT = tostring(var.enable_ec2_enrichment)
-      AWS_REGION                 = local.region
+      # Off: no ecs:DescribeServices call (the task role lacks it then), and a
+      # Cloud Map service without METRICS_* tags is not scraped.
+      CLOUDMAP_SD_ECS_SERVICE_TAGS = tostring(var.enable_ecs_service_tags)
+      # What the remote-write watch and `check` expect of Prometheus.
+      CLOUDMAP_SD_PROMETHEUS_MODE = var.prometheus_mode
+      AWS_REGION                  = local.region
     },
     # No variable at all (rather than an empty one) means every namespace.
     length(var.namespaces) > 0 ? { CLOUDMAP_SD_NAMESPACE = join(",", var.namespaces) } : {},
+    # Other accounts: one role each, assumed with the task role.
+    length(var.discovery_role_arns) > 0 ? { CLOUDMAP_SD_ROLE_ARN = join(",", var.discovery_role_arns) } : {},
+    var.discovery_role_external_id == null ? {} : { CLOUDMAP_SD_ROLE_EXTERNAL_ID = var.discovery_role_external_id },
     var.shard == null ? {} : {
       CLOUDMAP_SD_SHARD     = "${var.shard.index}/${var.shard.count}"
       CLOUDMAP_SD_SHARD_KEY = var.shard.key
@@ -117,12 +136,12 @@ locals {
     essential              = true
     user                   = var.run_as_user
     readonlyRootFilesystem = true
-    command = concat([
-      "--config.file=${local.config_dir}/prometheus.yml",
-      "--storage.tsdb.path=${local.data_dir}",
-      "--storage.tsdb.retention.time=${var.retention_time}",
-      "--web.listen-address=:9090",
-    ], var.prometheus_extra_args)
+    command = concat(
+      ["--config.file=${local.config_dir}/prometheus.yml"],
+      local.prometheus_storage_args,
+      ["--web.listen-address=:9090"],
+      var.prometheus_extra_args,
+    )
     portMappings = [{ containerPort = 9090, protocol = "tcp" }]
     mountPoints = [
       { sourceVolume = local.volumes.config.name, containerPath = local.volumes.config.path, readOnly = true },
@@ -207,6 +226,11 @@ resource "aws_ecs_task_definition" "this" {
     precondition {
       condition     = length(var.ec2_hosts_ports) == 0 || var.job_name != local.ec2_hosts_job_name
       error_message = "job_name must not be ec2-hosts when ec2_hosts_ports is set: that is the name of the hosts' scrape job."
+    }
+    # The sidecar refuses --role-external-id without a --role-arn (exit 64).
+    precondition {
+      condition     = var.discovery_role_external_id == null || length(var.discovery_role_arns) > 0
+      error_message = "discovery_role_external_id is for the roles of discovery_role_arns: give those too, or leave it null."
     }
   }
 }

@@ -96,6 +96,18 @@ resource "aws_iam_role_policy" "execution" {
 # Task role: exactly the calls cloudmap-sd and Prometheus make
 # ---------------------------------------------------------------------------
 
+module "discovery_policy" {
+  source = "./modules/discovery-policy"
+
+  partition               = local.partition
+  region                  = local.region
+  account_id              = local.account_id
+  namespaces              = var.namespaces
+  enable_ec2_enrichment   = var.enable_ec2_enrichment
+  enable_ecs_service_tags = var.enable_ecs_service_tags
+  ec2_hosts_by_cluster    = local.ec2_hosts_enabled && var.ec2_hosts_tag == null
+}
+
 resource "aws_iam_role" "task" {
   name                 = "${var.name}-task"
   description          = "Task role of ${var.name}: Cloud Map discovery, ECS/EC2 enrichment, AMP remote write"
@@ -105,94 +117,18 @@ resource "aws_iam_role" "task" {
 }
 
 data "aws_iam_policy_document" "task" {
-  # ListNamespaces, ListServices, DiscoverInstances and DiscoverInstancesRevision have
-  # no resource-level permissions in IAM: the Resource must be "*".
-  statement {
-    sid       = "CloudMapList"
-    effect    = "Allow"
-    actions   = ["servicediscovery:ListNamespaces", "servicediscovery:ListServices"]
-    resources = ["*"]
-  }
+  # The sidecar's discovery in this account (modules/discovery-policy).
+  source_policy_documents = [module.discovery_policy.json]
 
-  # DiscoverInstances* accept the servicediscovery:NamespaceName condition key: when
-  # the namespaces are known, the role can read instances of those namespaces only.
-  statement {
-    sid       = "CloudMapDiscover"
-    effect    = "Allow"
-    actions   = ["servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision"]
-    resources = ["*"]
-
-    dynamic "condition" {
-      for_each = length(var.namespaces) > 0 ? [1] : []
-      content {
-        test     = "StringEquals"
-        variable = "servicediscovery:NamespaceName"
-        values   = var.namespaces
-      }
-    }
-  }
-
-  # GetService and ListTagsForResource act on a service ARN: limited to this account
-  # and Region (a service ARN does not name its namespace, so no narrower pattern).
-  statement {
-    sid     = "CloudMapReadServices"
-    effect  = "Allow"
-    actions = ["servicediscovery:GetService", "servicediscovery:ListTagsForResource"]
-    resources = [
-      "arn:${local.partition}:servicediscovery:${local.region}:${local.account_id}:service/*",
-    ]
-  }
-
-  # Task facts (cluster, service, task definition, container instance) for labels.
-  statement {
-    sid       = "EcsDescribeTasks"
-    effect    = "Allow"
-    actions   = ["ecs:DescribeTasks"]
-    resources = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:task/*"]
-  }
-
+  # Other accounts (discovery_role_arns): the roles the sidecar assumes, exactly
+  # those; each role's own policy says what it may do in its account.
   dynamic "statement" {
-    for_each = var.enable_ec2_enrichment ? [1] : []
+    for_each = length(var.discovery_role_arns) > 0 ? [1] : []
     content {
-      sid       = "EcsDescribeContainerInstances"
+      sid       = "AssumeDiscoveryRoles"
       effect    = "Allow"
-      actions   = ["ecs:DescribeContainerInstances"]
-      resources = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:container-instance/*"]
-    }
-  }
-
-  # The hosts file by cluster (ec2_hosts_ports without ec2_hosts_tag): the sidecar
-  # lists the container instances of every cluster a discovered task runs in.
-  # ListContainerInstances takes the cluster ARN as its resource, but those clusters
-  # are the applications' (any cluster of the account whose tasks are in Cloud Map),
-  # not known to this module, so the narrowest pattern is every cluster of this
-  # account and Region; no "*". With a tag filter the hosts come from
-  # ec2:DescribeInstances alone and this statement is left out.
-  dynamic "statement" {
-    for_each = local.ec2_hosts_enabled && var.ec2_hosts_tag == null && var.enable_ec2_enrichment ? [1] : []
-    content {
-      sid       = "EcsListContainerInstances"
-      effect    = "Allow"
-      actions   = ["ecs:ListContainerInstances"]
-      resources = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:cluster/*"]
-    }
-  }
-
-  # ec2:DescribeInstances has no resource-level permissions; it is read-only and
-  # limited to this Region by the condition.
-  dynamic "statement" {
-    for_each = var.enable_ec2_enrichment ? [1] : []
-    content {
-      sid       = "Ec2DescribeHosts"
-      effect    = "Allow"
-      actions   = ["ec2:DescribeInstances"]
-      resources = ["*"]
-
-      condition {
-        test     = "StringEquals"
-        variable = "aws:RequestedRegion"
-        values   = [local.region]
-      }
+      actions   = ["sts:AssumeRole"]
+      resources = var.discovery_role_arns
     }
   }
 

@@ -182,6 +182,33 @@ variable "namespaces" {
   }
 }
 
+variable "discovery_role_arns" {
+  description = "IAM roles in other accounts to discover in as well (CLOUDMAP_SD_ROLE_ARN), one per account; every target then carries aws_account_id. The task role gets sts:AssumeRole on exactly these ARNs. Create each role with modules/discovery-role in its account. Empty: the own account only."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for a in var.discovery_role_arns : can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$", a))])
+    error_message = "discovery_role_arns must be IAM role ARNs (arn:aws:iam::ACCOUNT:role/NAME)."
+  }
+
+  validation {
+    condition     = length(distinct([for a in var.discovery_role_arns : split(":", a)[4]])) == length(var.discovery_role_arns)
+    error_message = "discovery_role_arns must name one role per account."
+  }
+}
+
+variable "discovery_role_external_id" {
+  description = "The external id the trust policies of discovery_role_arns ask for (CLOUDMAP_SD_ROLE_EXTERNAL_ID; modules/discovery-role's external_id). null: none."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.discovery_role_external_id == null ? true : (length(var.discovery_role_external_id) >= 2 && length(var.discovery_role_external_id) <= 1224 && can(regex("^[A-Za-z0-9+=,.@:/_-]+$", var.discovery_role_external_id)))
+    error_message = "discovery_role_external_id must be 2-1224 of A-Z a-z 0-9 + = , . @ : / _ -."
+  }
+}
+
 variable "discovery_interval" {
   description = "Time between discovery cycles (CLOUDMAP_SD_INTERVAL, humantime such as 30s or 1m)."
   type        = string
@@ -242,6 +269,12 @@ variable "sidecar_environment" {
 
 variable "enable_ec2_enrichment" {
   description = "Label targets that run on EC2 container instances with their host: grants ecs:DescribeContainerInstances and ec2:DescribeInstances and sets CLOUDMAP_SD_EC2_ENRICHMENT. false (a Fargate-only fleet) drops both and makes the sidecar skip those calls."
+  type        = bool
+  default     = true
+}
+
+variable "enable_ecs_service_tags" {
+  description = "A Cloud Map service without METRICS_* tags of its own (ECS Service Connect's) takes them from the ECS service its tasks belong to: grants ecs:DescribeServices and sets CLOUDMAP_SD_ECS_SERVICE_TAGS. false drops both (such services are then not scraped)."
   type        = bool
   default     = true
 }
@@ -338,9 +371,20 @@ variable "extra_scrape_configs" {
 }
 
 variable "retention_time" {
-  description = "Local TSDB retention (--storage.tsdb.retention.time). AMP keeps the long-term data."
+  description = "Local TSDB retention (--storage.tsdb.retention.time). AMP keeps the long-term data. Ignored when prometheus_mode is agent (no TSDB)."
   type        = string
   default     = "1d"
+}
+
+variable "prometheus_mode" {
+  description = "server: Prometheus keeps a local TSDB (--storage.tsdb.*). agent: Prometheus's agent mode, which AMP's documentation recommends for remote-write-only setups: a write-ahead log only (--storage.agent.path), no queries, rules or alerting; --agent on 3.x images, --enable-feature=agent on 2.x images (a prometheus_image tag starting with v2.). The sidecar gets CLOUDMAP_SD_PROMETHEUS_MODE so its watch and `check` expect that mode."
+  type        = string
+  default     = "server"
+
+  validation {
+    condition     = contains(["server", "agent"], var.prometheus_mode)
+    error_message = "prometheus_mode must be server or agent."
+  }
 }
 
 variable "prometheus_extra_args" {

@@ -1,30 +1,48 @@
 //! Call accounting: every AWS API call is counted by operation and outcome
 //! (`success`, an error kind, or `abandoned` when the cycle deadline dropped it),
-//! in the adapters' own metrics; and the cycle deadline itself ([`by_deadline`]).
+//! and by account when the sidecar discovers in other accounts, in the adapters'
+//! own metrics; and the cycle deadline itself ([`by_deadline`]).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use aws_sdk_servicediscovery::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::http::Response as HttpResponse;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use super::AwsError;
 
-/// `operation` and `outcome` of one AWS API call.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// `operation` and `outcome` of one AWS API call, and its `account` when calls
+/// are counted per account (no `account` label otherwise).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct ApiCallLabels {
     pub operation: &'static str,
     pub outcome: &'static str,
+    pub account: Option<Arc<str>>,
 }
 
-/// The adapters' metrics: `cloudmap_sd_aws_api_calls_total`.
+impl EncodeLabelSet for ApiCallLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("operation", self.operation).encode(encoder.encode_label())?;
+        ("outcome", self.outcome).encode(encoder.encode_label())?;
+        if let Some(account) = &self.account {
+            ("account", &**account).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// The adapters' metrics: `cloudmap_sd_aws_api_calls_total`. One per account the
+/// sidecar discovers in ([`AwsMetrics::for_account`]), all counting into one family.
 #[derive(Debug, Default)]
 pub struct AwsMetrics {
     /// AWS API calls by operation and outcome (`success`, an error kind, `abandoned`).
     pub api_calls: Family<ApiCallLabels, Counter>,
+    /// The `account` label of the calls counted here; None: no label.
+    account: Option<Arc<str>>,
 }
 
 impl AwsMetrics {
@@ -39,9 +57,20 @@ impl AwsMetrics {
 
     /// Counts one AWS API call.
     pub fn api_call(&self, operation: &'static str, outcome: &'static str) {
-        self.api_calls
-            .get_or_create(&ApiCallLabels { operation, outcome })
-            .inc();
+        let labels = ApiCallLabels {
+            operation,
+            outcome,
+            account: self.account.clone(),
+        };
+        self.api_calls.get_or_create(&labels).inc();
+    }
+
+    /// The same family, counting calls with `account` as their `account` label.
+    pub fn for_account(&self, account: Arc<str>) -> AwsMetrics {
+        AwsMetrics {
+            api_calls: self.api_calls.clone(),
+            account: Some(account),
+        }
     }
 }
 
@@ -165,5 +194,25 @@ mod tests {
             r#"cloudmap_sd_aws_api_calls_total{operation="ListServices",outcome="success"} 1"#
         ));
         assert!(!text.contains("ListNamespaces"), "{text}");
+    }
+
+    #[test]
+    fn calls_of_an_account_carry_its_id_and_others_none() {
+        let metrics = AwsMetrics::default();
+        let other = metrics.for_account("111111111111".into());
+        metrics.api_call("ListServices", "success");
+        other.api_call("ListServices", "success");
+        other.api_call("AssumeRole", "access_denied");
+        let mut registry = Registry::with_prefix("cloudmap_sd");
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"cloudmap_sd_aws_api_calls_total{operation="ListServices",outcome="success"} 1"#,
+            r#"cloudmap_sd_aws_api_calls_total{operation="ListServices",outcome="success",account="111111111111"} 1"#,
+            r#"cloudmap_sd_aws_api_calls_total{operation="AssumeRole",outcome="access_denied",account="111111111111"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
     }
 }

@@ -76,6 +76,7 @@ impl CloudMap for SdkCloudMap {
                 id: id.to_string(),
                 arn: arn.to_string(),
                 name: name.to_string(),
+                owner: s.resource_owner().map(str::to_string),
             });
         }
         Ok(ServicePage {
@@ -125,7 +126,12 @@ impl CloudMap for SdkCloudMap {
         call.end(r)
     }
 
-    async fn instances_revision(&self, namespace: &str, service: &str) -> Result<i64, AwsError> {
+    async fn instances_revision(
+        &self,
+        namespace: &str,
+        service: &str,
+        owner: Option<&str>,
+    ) -> Result<i64, AwsError> {
         const OP: &str = "DiscoverInstancesRevision";
         let call = InFlight::start(&self.metrics, OP);
         let r = self
@@ -133,6 +139,7 @@ impl CloudMap for SdkCloudMap {
             .discover_instances_revision()
             .namespace_name(namespace)
             .service_name(service)
+            .set_owner_account(owner.map(str::to_string))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk(OP, e))
@@ -147,6 +154,7 @@ impl CloudMap for SdkCloudMap {
         &self,
         namespace: &str,
         service: &str,
+        owner: Option<&str>,
         health: HealthStatus,
     ) -> Result<Vec<Instance>, AwsError> {
         const OP: &str = "DiscoverInstances";
@@ -162,6 +170,7 @@ impl CloudMap for SdkCloudMap {
             .discover_instances()
             .namespace_name(namespace)
             .service_name(service)
+            .set_owner_account(owner.map(str::to_string))
             .max_results(DISCOVER_MAX)
             .health_status(filter)
             .send()

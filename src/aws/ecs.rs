@@ -1,12 +1,17 @@
-//! The Amazon ECS adapter: DescribeTasks and DescribeContainerInstances, batched, and
-//! ListContainerInstances, paginated.
+//! The Amazon ECS adapter: DescribeTasks, DescribeContainerInstances and
+//! DescribeServices, batched, and ListContainerInstances, paginated.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_sdk_ecs::Client;
+use aws_sdk_ecs::types::{Container, ServiceField, TransportProtocol};
 
 use super::calls::{counted, next_page};
-use super::{AwsError, AwsMetrics, BATCH, Ecs, EcsTask, ErrorKind};
+use super::{
+    AwsError, AwsMetrics, BATCH, Ecs, EcsServices, EcsTask, ErrorKind, SERVICES_BATCH, ServiceTags,
+};
+use crate::model::PortBinding;
 
 /// ECS through the SDK; counts every call in `metrics`.
 #[derive(Clone)]
@@ -24,6 +29,44 @@ impl SdkEcs {
 /// The last `/`-separated part of an ARN (a task id from a task ARN).
 pub fn arn_id(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
+}
+
+/// The TCP host ports the containers of a task bind, one per container and
+/// container port (ECS may report a port twice, bound on IPv4 and IPv6: the IPv4
+/// binding is kept). Bindings of port ranges, which name no single port, are left
+/// out.
+fn bindings(containers: &[Container]) -> Arc<[PortBinding]> {
+    let mut out: BTreeMap<(&str, u16), (u16, bool)> = BTreeMap::new();
+    for c in containers {
+        let Some(name) = c.name() else { continue };
+        for b in c.network_bindings() {
+            if b.protocol().is_some_and(|p| *p != TransportProtocol::Tcp) {
+                continue;
+            }
+            let port = |p: Option<i32>| p.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0);
+            let (Some(container_port), Some(host_port)) =
+                (port(b.container_port()), port(b.host_port()))
+            else {
+                continue;
+            };
+            let ipv4 = !b.bind_ip().is_some_and(|ip| ip.contains(':'));
+            let slot = out
+                .entry((name, container_port))
+                .or_insert((host_port, ipv4));
+            if ipv4 && !slot.1 {
+                *slot = (host_port, ipv4);
+            }
+        }
+    }
+    out.into_iter()
+        .map(
+            |((container, container_port), (host_port, _))| PortBinding {
+                container: container.into(),
+                container_port,
+                host_port,
+            },
+        )
+        .collect()
 }
 
 /// The revision from a task definition ARN (`...:task-definition/family:7`).
@@ -54,6 +97,7 @@ impl Ecs for SdkEcs {
                     launch_type: t.launch_type().map(|l| l.as_str().into()),
                     revision: t.task_definition_arn().and_then(revision),
                     container_instance_arn: t.container_instance_arn().map(Into::into),
+                    bindings: bindings(t.containers()),
                 };
                 out.push((arn_id(arn).to_string(), task));
             }
@@ -107,6 +151,44 @@ impl Ecs for SdkEcs {
     }
 }
 
+impl EcsServices for SdkEcs {
+    async fn service_tags(
+        &self,
+        cluster: &str,
+        services: &[String],
+    ) -> Result<ServiceTags, AwsError> {
+        const OP: &str = "DescribeServices";
+        let mut out = Vec::with_capacity(services.len());
+        for chunk in services.chunks(SERVICES_BATCH) {
+            let request = self
+                .client
+                .describe_services()
+                .cluster(cluster)
+                .set_services(Some(chunk.to_vec()))
+                .include(ServiceField::Tags)
+                .send();
+            let page = match counted(&self.metrics, OP, request).await {
+                Ok(page) => page,
+                Err(e) if e.kind == ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            // A service ECS does not know is in `failures` (MISSING): left out.
+            for s in page.services() {
+                let Some(name) = s.service_name() else {
+                    continue;
+                };
+                let tags = s
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                    .collect();
+                out.push((name.to_string(), tags));
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +205,40 @@ mod tests {
             Some("17")
         );
         assert_eq!(revision("web"), None);
+    }
+
+    #[test]
+    fn bindings_keep_tcp_ports_once_per_container_port() {
+        use aws_sdk_ecs::types::NetworkBinding;
+        let binding = |ip: &str, c: i32, h: i32, p: TransportProtocol| {
+            NetworkBinding::builder()
+                .bind_ip(ip)
+                .container_port(c)
+                .host_port(h)
+                .protocol(p)
+                .build()
+        };
+        let exporter = Container::builder()
+            .name("exporter")
+            .network_bindings(binding("::", 9100, 49154, TransportProtocol::Tcp))
+            .network_bindings(binding("0.0.0.0", 9100, 49153, TransportProtocol::Tcp))
+            .network_bindings(binding("0.0.0.0", 8125, 49160, TransportProtocol::Udp))
+            .build();
+        let app = Container::builder()
+            .name("app")
+            .network_bindings(binding("0.0.0.0", 8080, 8080, TransportProtocol::Tcp))
+            .network_bindings(
+                NetworkBinding::builder()
+                    .container_port_range("9000-9009")
+                    .build(),
+            )
+            .build();
+        let got = bindings(&[exporter, app]);
+        let want: Vec<(&str, u16, u16)> = vec![("app", 8080, 8080), ("exporter", 9100, 49153)];
+        let got: Vec<(&str, u16, u16)> = got
+            .iter()
+            .map(|b| (&*b.container, b.container_port, b.host_port))
+            .collect();
+        assert_eq!(got, want);
     }
 }

@@ -156,7 +156,7 @@ impl fmt::Display for Cause {
 
 /// A failed AWS call: which operation, what kind of failure, and the SDK's words.
 /// With a [`Cause`], it shows as one line that says what to set.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub struct AwsError {
     pub operation: &'static str,
     pub kind: ErrorKind,
@@ -225,16 +225,28 @@ impl AwsError {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        tracing::debug!(operation, error = %DisplayErrorContext(&err), "AWS call failed");
-        if let SdkError::ServiceError(ctx) = &err {
+        Self::from_sdk_ref(operation, &err)
+    }
+
+    /// Classifies an SDK error that someone else owns (one inside a credentials
+    /// provider's error, say).
+    pub fn from_sdk_ref<E>(operation: &'static str, err: &SdkError<E, HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        tracing::debug!(operation, error = %DisplayErrorContext(err), "AWS call failed");
+        if let SdkError::ServiceError(ctx) = err {
             let (e, status) = (ctx.err(), ctx.raw().status().as_u16());
             if let Some(code) = e.code() {
                 return AwsError::service(operation, code, e.message().unwrap_or(""), status);
             }
             let kind = classify(None, status);
-            return AwsError::new(operation, kind, format!("HTTP {status}: {}", chain(&err)));
+            return AwsError::new(operation, kind, format!("HTTP {status}: {}", chain(err)));
         }
-        if let Some(creds) = find::<CredentialsError>(&err) {
+        if let Some(role) = find::<AwsError>(err) {
+            return AwsError::through_role(operation, role);
+        }
+        if let Some(creds) = find::<CredentialsError>(err) {
             let (cause, detail) = Cause::of_credentials(creds);
             let kind = match cause {
                 Cause::NoCredentials => ErrorKind::AccessDenied,
@@ -245,19 +257,34 @@ impl AwsError {
                 ..AwsError::new(operation, kind, detail)
             };
         }
-        let kind = match &err {
+        let kind = match err {
             SdkError::TimeoutError(_) => ErrorKind::Timeout,
             SdkError::DispatchFailure(d) if d.is_timeout() => ErrorKind::Timeout,
             SdkError::DispatchFailure(d) if d.is_io() => ErrorKind::Network,
             SdkError::ResponseError(_) => ErrorKind::Server,
             _ => ErrorKind::Other,
         };
-        match connect_failure(&err) {
+        match connect_failure(err) {
             Some(why) => AwsError {
                 cause: Some(Cause::Unreachable),
                 ..AwsError::new(operation, kind, why)
             },
-            None => AwsError::new(operation, kind, chain(&err)),
+            None => AwsError::new(operation, kind, chain(err)),
+        }
+    }
+
+    /// A call of another account that failed because its role could not be
+    /// assumed (`role`: that AssumeRole's failure, which the account's credentials
+    /// provider hands on, see `accounts::RoleSession`): what to fix is the
+    /// AssumeRole's, so a credentials problem keeps its cause and its one line.
+    fn through_role(operation: &'static str, role: &AwsError) -> Self {
+        let message = match role.cause {
+            Some(_) => role.message.clone(),
+            None => role.to_string(),
+        };
+        AwsError {
+            cause: role.cause,
+            ..AwsError::new(operation, ErrorKind::Other, message)
         }
     }
 }

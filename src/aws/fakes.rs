@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use super::{
-    AwsError, CloudMap, Ec2, Ecs, EcsTask, ErrorKind, Namespace, ServicePage, ServiceSummary,
+    AwsError, CloudMap, Ec2, Ecs, EcsServices, EcsTask, ErrorKind, Namespace, SERVICES_BATCH,
+    ServicePage, ServiceSummary, ServiceTags, Tags,
 };
 use crate::model::{HealthStatus, Host, Instance};
 
@@ -27,6 +28,8 @@ pub struct FakeCloudMapState {
     /// Services whose revision call never answers.
     pub stalling_services: BTreeSet<String>,
     pub calls: Vec<&'static str>,
+    /// The owner account each revision and instances call named.
+    pub owners_asked: Vec<Option<String>>,
 }
 
 fn err(op: &'static str) -> AwsError {
@@ -57,6 +60,7 @@ impl FakeCloudMap {
                 id: format!("srv-{name}"),
                 arn: format!("arn:srv-{name}"),
                 name: name.into(),
+                owner: None,
             },
             format!("ns-{ns}"),
             tags.iter()
@@ -64,6 +68,27 @@ impl FakeCloudMap {
                 .collect(),
         ));
         s.instances.insert(name.into(), (1, vec![]));
+    }
+    /// Lists the service as in a namespace `owner` shares with the account.
+    pub fn set_owner(&self, svc: &str, owner: &str) {
+        let mut s = self.state.lock().unwrap();
+        let entry = s.services.iter_mut().find(|x| x.0.name == svc).unwrap();
+        entry.0.owner = Some(owner.into());
+    }
+    /// Registers an ECS task of `cluster` (no ECS service) with an IPv4 address; the
+    /// revision moves.
+    pub fn register_cluster_task(&self, svc: &str, id: &str, ip: &str, cluster: &str) {
+        let mut s = self.state.lock().unwrap();
+        let e = s.instances.get_mut(svc).unwrap();
+        e.0 += 1;
+        e.1.push(Instance {
+            id: id.into(),
+            attributes: [
+                ("AWS_INSTANCE_IPV4".to_string(), ip.to_string()),
+                ("ECS_CLUSTER_NAME".to_string(), cluster.to_string()),
+            ]
+            .into(),
+        });
     }
     /// Registers an instance with an IPv4 address; the revision moves.
     pub fn register(&self, svc: &str, id: &str, ip: &str) {
@@ -74,6 +99,31 @@ impl FakeCloudMap {
             id: id.into(),
             attributes: [("AWS_INSTANCE_IPV4".to_string(), ip.to_string())].into(),
         });
+    }
+    /// Registers an instance as ECS registers a task of ECS service `ecs_service`
+    /// in `cluster`; the revision moves.
+    pub fn register_task(&self, svc: &str, id: &str, ip: &str, cluster: &str, ecs_service: &str) {
+        let mut s = self.state.lock().unwrap();
+        let e = s.instances.get_mut(svc).unwrap();
+        e.0 += 1;
+        e.1.push(Instance {
+            id: id.into(),
+            attributes: [
+                ("AWS_INSTANCE_IPV4", ip),
+                ("ECS_CLUSTER_NAME", cluster),
+                ("ECS_SERVICE_NAME", ecs_service),
+            ]
+            .into(),
+        });
+    }
+    /// Replaces the tags of Cloud Map service `name`.
+    pub fn retag(&self, name: &str, tags: &[(&str, &str)]) {
+        let mut s = self.state.lock().unwrap();
+        let svc = s.services.iter_mut().find(|x| x.0.name == name).unwrap();
+        svc.2 = tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     }
     /// The calls made since the last look, sorted.
     pub fn take_calls(&self) -> Vec<&'static str> {
@@ -115,7 +165,17 @@ impl CloudMap for FakeCloudMap {
             .2
             .clone())
     }
-    async fn instances_revision(&self, _ns: &str, svc: &str) -> Result<i64, AwsError> {
+    async fn instances_revision(
+        &self,
+        _ns: &str,
+        svc: &str,
+        owner: Option<&str>,
+    ) -> Result<i64, AwsError> {
+        self.state
+            .lock()
+            .unwrap()
+            .owners_asked
+            .push(owner.map(str::to_string));
         self.call("DiscoverInstancesRevision", Some(svc))?;
         let stall = self.state.lock().unwrap().stalling_services.contains(svc);
         if stall {
@@ -135,8 +195,14 @@ impl CloudMap for FakeCloudMap {
         &self,
         _ns: &str,
         svc: &str,
+        owner: Option<&str>,
         _h: HealthStatus,
     ) -> Result<Vec<Instance>, AwsError> {
+        self.state
+            .lock()
+            .unwrap()
+            .owners_asked
+            .push(owner.map(str::to_string));
         self.call("DiscoverInstances", Some(svc))?;
         Ok(self.state.lock().unwrap().instances[svc].1.clone())
     }
@@ -156,6 +222,10 @@ pub struct FakeEcs {
     pub fail_ec2: Mutex<bool>,
     /// DescribeTasks fails for a batch holding this task id.
     pub fail_tasks_with: Mutex<Option<String>>,
+    /// ECS services: (cluster, name, tags).
+    pub services: Mutex<Vec<(String, String, Tags)>>,
+    /// DescribeServices fails.
+    pub fail_services: Mutex<bool>,
     pub calls: Mutex<Vec<(&'static str, usize)>>,
 }
 
@@ -217,6 +287,46 @@ impl Ecs for &FakeEcs {
             .iter()
             .filter(|(c, _)| c == cluster)
             .map(|(_, a)| a.clone())
+            .collect())
+    }
+}
+
+impl FakeEcs {
+    /// Creates (or re-tags) ECS service `name` of `cluster`.
+    pub fn tag_service(&self, cluster: &str, name: &str, tags: &[(&str, &str)]) {
+        let tags: BTreeMap<String, String> = tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut s = self.services.lock().unwrap();
+        s.retain(|(c, n, _)| !(c == cluster && n == name));
+        s.push((cluster.into(), name.into(), tags));
+    }
+}
+
+impl EcsServices for &FakeEcs {
+    /// One call per batch of 10, as the adapter makes them.
+    async fn service_tags(&self, cluster: &str, names: &[String]) -> Result<ServiceTags, AwsError> {
+        for chunk in names.chunks(SERVICES_BATCH) {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(("DescribeServices", chunk.len()));
+        }
+        if *self.fail_services.lock().unwrap() {
+            return Err(AwsError::new(
+                "DescribeServices",
+                ErrorKind::Throttled,
+                "slow down",
+            ));
+        }
+        Ok(self
+            .services
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(c, n, _)| c == cluster && names.contains(n))
+            .map(|(_, n, t)| (n.clone(), t.clone()))
             .collect())
     }
 }

@@ -1,5 +1,6 @@
 //! The AWS SDK configuration, loaded once by `main`; the three adapters built from
-//! it; and the custom-endpoint fix for Cloud Map's `data-` host prefix.
+//! it, for the own account and for each role's; and the custom-endpoint fix for
+//! Cloud Map's `data-` host prefix.
 //!
 //! DiscoverInstances and DiscoverInstancesRevision are modelled with the host prefix
 //! `data-`: against AWS they go to `data-servicediscovery.<region>.amazonaws.com`.
@@ -20,10 +21,11 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::endpoint::EndpointPrefix;
 use aws_types::endpoint_config::EndpointUrl;
 
+use super::accounts::{AccountsOptions, own_account, role_config};
 use super::cloudmap::SdkCloudMap;
 use super::ec2::SdkEc2;
 use super::ecs::SdkEcs;
-use super::{AwsMetrics, Clients};
+use super::{AccountClients, Accounts, AwsError, AwsMetrics, Clients};
 
 /// Loads the standard AWS configuration chain with the sidecar's timeouts and
 /// retries (standard mode: exponential backoff with jitter, throttling retried).
@@ -71,6 +73,9 @@ pub fn servicediscovery_client(sdk: &SdkConfig) -> aws_sdk_servicediscovery::Cli
     aws_sdk_servicediscovery::Client::from_conf(conf)
 }
 
+/// Every account's SDK adapters.
+pub type SidecarAccounts = Accounts<SdkCloudMap, SdkEcs, SdkEc2>;
+
 /// The three adapters over one SDK configuration, counting their calls in `metrics`.
 pub fn clients(sdk: &SdkConfig, metrics: Arc<AwsMetrics>) -> Clients<SdkCloudMap, SdkEcs, SdkEc2> {
     Clients {
@@ -78,4 +83,45 @@ pub fn clients(sdk: &SdkConfig, metrics: Arc<AwsMetrics>) -> Clients<SdkCloudMap
         ecs: SdkEcs::new(aws_sdk_ecs::Client::new(sdk), metrics.clone()),
         ec2: SdkEc2::new(aws_sdk_ec2::Client::new(sdk), metrics),
     }
+}
+
+/// The SDK adapters of every account to discover in: without a role, the own
+/// account's alone, unlabelled and counted as before. With roles, each account's
+/// calls count under its id; the own account's id comes from
+/// sts:GetCallerIdentity (the only call made here; the roles are assumed on first
+/// use), which is the one way this fails.
+pub async fn accounts(
+    sdk: &SdkConfig,
+    opts: &AccountsOptions,
+    metrics: &Arc<AwsMetrics>,
+) -> Result<SidecarAccounts, AwsError> {
+    if !opts.labelled() {
+        return Ok(clients(sdk, metrics.clone()).into());
+    }
+    let mut out = Vec::new();
+    if opts.own {
+        let id = own_account(sdk, metrics).await?;
+        if opts.roles.iter().any(|r| r.account() == id) {
+            tracing::warn!(account = %id, "a --role-arn is in the account of the sidecar's own credentials; that account is discovered once, through the role");
+        } else {
+            let id: Arc<str> = id.into();
+            let m = Arc::new(metrics.for_account(id.clone()));
+            out.push(AccountClients {
+                id: Some(id),
+                role: None,
+                clients: clients(sdk, m),
+            });
+        }
+    }
+    for role in &opts.roles {
+        let id: Arc<str> = role.account().into();
+        let m = Arc::new(metrics.for_account(id.clone()));
+        let (conf, session) = role_config(sdk, role, opts.external_id.as_deref(), m.clone()).await;
+        out.push(AccountClients {
+            id: Some(id),
+            role: Some(session),
+            clients: clients(&conf, m),
+        });
+    }
+    Ok(Accounts(out))
 }

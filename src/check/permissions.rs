@@ -21,23 +21,25 @@ pub const CLOUDMAP_ACTIONS: [&str; 6] = [
     "servicediscovery:DiscoverInstances",
 ];
 
-/// The ECS and EC2 actions of the enrichment, by what is switched on.
-pub fn enrichment_actions(options: &CheckOptions) -> &'static [&'static str] {
-    if !options.ecs_enrichment {
-        &[]
-    } else if options.ec2_enrichment {
-        &[
-            "ecs:DescribeTasks",
-            "ecs:DescribeContainerInstances",
-            "ec2:DescribeInstances",
-        ]
-    } else {
-        &["ecs:DescribeTasks"]
+/// The ECS and EC2 actions of ECS service tags and of the enrichment, by what is
+/// switched on.
+pub fn enrichment_actions(options: &CheckOptions) -> Vec<&'static str> {
+    let mut actions = Vec::new();
+    if options.ecs_service_tags {
+        actions.push("ecs:DescribeServices");
     }
+    if options.ecs_enrichment {
+        actions.push("ecs:DescribeTasks");
+        if options.ec2_enrichment {
+            actions.extend(["ecs:DescribeContainerInstances", "ec2:DescribeInstances"]);
+        }
+    }
+    actions
 }
 
-/// A cluster, task, container instance and EC2 instance that do not exist.
+/// A cluster, service, task, container instance and EC2 instance that do not exist.
 const NO_CLUSTER: &str = "cloudmap-sd-check";
+const NO_SERVICE: &str = "cloudmap-sd-check";
 const NO_TASK: &str = "00000000000000000000000000000000";
 const NO_CONTAINER_INSTANCE: &str = "00000000-0000-0000-0000-000000000000";
 const NO_EC2_INSTANCE: &str = "i-00000000000000000";
@@ -56,55 +58,85 @@ pub struct Subject {
     pub real: bool,
 }
 
-/// The Cloud Map rows: every action in [`CLOUDMAP_ACTIONS`], on `subject`.
-pub async fn cloudmap_rows<C: CloudMap>(cm: &C, subject: &Subject) -> Vec<Row> {
+/// Who a denied action must be granted to, in the sidecar's own account.
+pub const TASK_ROLE: &str = "the task role";
+
+/// The Cloud Map rows: every action in [`CLOUDMAP_ACTIONS`], on `subject`;
+/// `principal` is who must be granted a denied action.
+pub async fn cloudmap_rows<C: CloudMap>(cm: &C, subject: &Subject, principal: &str) -> Vec<Row> {
     let s = subject;
     let results = [
         cm.namespaces().await.map(drop),
         cm.services_page(None).await.map(drop),
         cm.service_namespace(&s.service_id).await.map(drop),
         cm.tags(&s.service_arn).await.map(drop),
-        cm.instances_revision(&s.namespace, &s.service_name)
+        cm.instances_revision(&s.namespace, &s.service_name, None)
             .await
             .map(drop),
-        cm.instances(&s.namespace, &s.service_name, HealthStatus::All)
+        cm.instances(&s.namespace, &s.service_name, None, HealthStatus::All)
             .await
             .map(drop),
     ];
     CLOUDMAP_ACTIONS
         .iter()
         .zip(results)
-        .map(|(action, r)| subject_row(action, s, r))
+        .map(|(action, r)| subject_row_by(action, s, r, principal))
         .collect()
 }
 
-/// The ECS and EC2 rows of the enrichment: describing a task and a container
-/// instance that do not exist, an instance that does not exist, and (for a hosts
-/// file by cluster) listing a cluster's container instances.
-pub async fn enrichment_rows<E: Ecs, X: Ec2>(ecs: &E, ec2: &X, options: &CheckOptions) -> Vec<Row> {
-    if !options.ecs_enrichment {
-        return Vec::new();
-    }
-    // A missing cluster or task is an answer past authorisation: allowed.
-    let past_auth = |r: Result<(), AwsError>| match r {
+/// A missing cluster or task is an answer past authorisation: allowed.
+fn past_auth(r: Result<(), AwsError>) -> Result<(), AwsError> {
+    match r {
         Err(e) if matches!(e.kind, ErrorKind::Client) => Ok(()),
         other => other,
-    };
+    }
+}
+
+/// The ECS and EC2 rows: describing an ECS service (ECS service tags), a task and a
+/// container instance that do not exist, an instance that does not exist, and (for
+/// a hosts file by cluster) listing a cluster's container instances. `principal` is
+/// who must be granted a denied action.
+pub async fn enrichment_rows<E: Ecs, X: Ec2>(
+    ecs: &E,
+    ec2: &X,
+    options: &CheckOptions,
+    principal: &str,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    if options.ecs_service_tags {
+        let services = ecs
+            .service_tags(NO_CLUSTER, &[NO_SERVICE.to_string()])
+            .await;
+        rows.push(permission_row_by(
+            "ecs:DescribeServices",
+            past_auth(services.map(drop)),
+            principal,
+        ));
+    }
+    if !options.ecs_enrichment {
+        return rows;
+    }
     let tasks = ecs.tasks(NO_CLUSTER, &[NO_TASK.to_string()]).await;
-    let mut rows = vec![permission_row(
+    rows.push(permission_row_by(
         "ecs:DescribeTasks",
         past_auth(tasks.map(drop)),
-    )];
+        principal,
+    ));
     if options.ec2_enrichment {
         let cis = ecs
             .container_instances(NO_CLUSTER, &[NO_CONTAINER_INSTANCE.to_string()])
             .await;
-        rows.push(permission_row(
+        rows.push(permission_row_by(
             "ecs:DescribeContainerInstances",
             past_auth(cis.map(drop)),
+            principal,
         ));
         let hosts = ec2.hosts(&[NO_EC2_INSTANCE.to_string()]).await;
-        rows.push(permission_row("ec2:DescribeInstances", hosts.map(drop)));
+        rows.push(permission_row_by(
+            "ec2:DescribeInstances",
+            hosts.map(drop),
+            principal,
+        ));
     } else {
         for action in ["ecs:DescribeContainerInstances", "ec2:DescribeInstances"] {
             rows.push(Row::new(action, Status::Skip, "--ec2-enrichment false"));
@@ -112,9 +144,10 @@ pub async fn enrichment_rows<E: Ecs, X: Ec2>(ecs: &E, ec2: &X, options: &CheckOp
     }
     if options.hosts_by_cluster {
         let listed = ecs.list_container_instances(NO_CLUSTER).await;
-        rows.push(permission_row(
+        rows.push(permission_row_by(
             "ecs:ListContainerInstances",
             past_auth(listed.map(drop)),
+            principal,
         ));
     }
     rows
@@ -124,11 +157,21 @@ pub async fn enrichment_rows<E: Ecs, X: Ec2>(ecs: &E, ec2: &X, options: &CheckOp
 /// and turns a denial on made-up names for an action a policy may scope to real
 /// resources into a warning (the account has no service in the selection to try).
 pub fn subject_row(action: &str, subject: &Subject, r: Result<(), AwsError>) -> Row {
+    subject_row_by(action, subject, r, TASK_ROLE)
+}
+
+/// [`subject_row`], a denied action to be granted to `principal`.
+pub fn subject_row_by(
+    action: &str,
+    subject: &Subject,
+    r: Result<(), AwsError>,
+    principal: &str,
+) -> Row {
     let scoped = !matches!(
         action,
         "servicediscovery:ListNamespaces" | "servicediscovery:ListServices"
     );
-    let mut row = permission_row(action, r);
+    let mut row = permission_row_by(action, r, principal);
     if !scoped {
         return row;
     }
@@ -149,6 +192,11 @@ pub fn subject_row(action: &str, subject: &Subject, r: Result<(), AwsError>) -> 
 
 /// The verdict on one permission call.
 pub fn permission_row(action: &str, r: Result<(), AwsError>) -> Row {
+    permission_row_by(action, r, TASK_ROLE)
+}
+
+/// [`permission_row`], a denied action to be granted to `principal`.
+pub fn permission_row_by(action: &str, r: Result<(), AwsError>, principal: &str) -> Row {
     match r {
         Ok(()) => Row::new(action, Status::Pass, "allowed"),
         Err(e) if e.kind == ErrorKind::NotFound => Row::new(
@@ -161,7 +209,7 @@ pub fn permission_row(action: &str, r: Result<(), AwsError>) -> Row {
         Err(e) if e.kind == ErrorKind::AccessDenied => Row::new(
             action,
             Status::Fail,
-            format!("denied: grant {action} to the task role ({})", e.message),
+            format!("denied: grant {action} to {principal} ({})", e.message),
         ),
         Err(e) => Row::new(action, Status::Fail, format!("{} ({})", e.message, e.kind)),
     }

@@ -195,6 +195,30 @@ fn output_dir_checks() {
 }
 
 #[test]
+fn a_staging_directory_that_cannot_be_made_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = output_dir_row(&dir.path().join("t.json"));
+    assert!(
+        ok.detail.contains(crate::file_sd::STAGING_DIR),
+        "{}",
+        ok.detail
+    );
+    std::fs::write(dir.path().join(crate::file_sd::STAGING_DIR), b"").unwrap();
+    let warn = output_dir_row(&dir.path().join("t.json"));
+    assert_eq!(warn.status, Status::Warn, "{warn:?}");
+    assert!(
+        warn.detail.contains("is not a directory"),
+        "{}",
+        warn.detail
+    );
+    assert!(
+        warn.detail.contains("temporary files go beside the file"),
+        "{}",
+        warn.detail
+    );
+}
+
+#[test]
 fn table_and_json() {
     let r = Report {
         rows: vec![

@@ -10,9 +10,11 @@ use tracing::{debug, warn};
 
 use super::service::ServiceState;
 use super::{Discovery, ServiceFailure};
-use crate::aws::{AwsError, CloudMap, ErrorKind, Namespace, ServiceSummary, by_deadline};
+use crate::aws::{
+    AwsError, CloudMap, EcsServices, ErrorKind, Namespace, ServiceSummary, by_deadline,
+};
 use crate::model::clock::due;
-use crate::model::{Shard, ShardKey};
+use crate::model::{ShardKey, ShardTarget};
 
 /// A service listing spread over cycles.
 pub(super) struct Listing {
@@ -32,7 +34,7 @@ pub(super) enum Listed {
     Failed(AwsError),
 }
 
-impl<C: CloudMap> Discovery<C> {
+impl<C: CloudMap, S: EcsServices> Discovery<C, S> {
     /// Starts a listing when one is due and reads what this cycle's budget allows of
     /// the one in progress. `Err` only when no listing ever succeeded.
     pub(super) async fn list(
@@ -263,10 +265,16 @@ impl<C: CloudMap> Discovery<C> {
             else {
                 continue;
             };
-            if !self.selected(&ns_name) {
+            if !self.selected(&ns_name) || self.left_to_owner(&s) {
                 continue;
             }
-            if service_shard.is_some_and(|sh| !sh.keeps(&Shard::service_key(&ns_name, &s.name))) {
+            let target = ShardTarget {
+                account: self.account.as_deref(),
+                namespace: &ns_name,
+                service: &s.name,
+                instance: "",
+            };
+            if service_shard.is_some_and(|sh| !sh.keeps(&ShardKey::Service.of(&target))) {
                 self.excluded_services += 1;
                 continue;
             }
@@ -280,6 +288,17 @@ impl<C: CloudMap> Discovery<C> {
             next.insert(s.id, st);
         }
         self.services = next;
+    }
+
+    /// A service in a namespace shared by an account the sidecar discovers in
+    /// itself: that account's discovery has it.
+    fn left_to_owner(&self, s: &ServiceSummary) -> bool {
+        let left = s.owner.as_ref().is_some_and(|o| self.others.contains(o));
+        if left {
+            debug!(service = %s.name, owner = s.owner.as_deref().unwrap_or(""),
+                "service in a namespace shared by another discovered account; discovered there");
+        }
+        left
     }
 
     fn selected(&self, namespace: &str) -> bool {

@@ -14,6 +14,13 @@
 //! - ListTagsForResource only for a new service or when its tags are older than
 //!   `tags_refresh`; ListNamespaces likewise; GetService once per new service (a
 //!   service never moves to another namespace).
+//! - with ECS service tags on: a service without endpoint tags of its own has its
+//!   instances read when its tags are (DiscoverInstancesRevision, and
+//!   DiscoverInstances when the revision moved), to learn the ECS services that
+//!   registered them; DescribeServices (10 services of a cluster per call) for an
+//!   ECS service seen for the first time and when its tags are older than
+//!   `tags_refresh`. A service its ECS service's tags ask to scrape is then read
+//!   like any tagged service. A steady cycle makes no ECS call.
 //!
 //! What a failure does: a service whose calls fail keeps its last known tags and
 //! instances, and its data ages (exposed per service). A failed service listing
@@ -27,10 +34,17 @@
 //!
 //! Sharding by service: a service outside this shard is dropped right after the
 //! listing, so it costs no tag or instance call. Sharding by task filters the
-//! instances of each service.
+//! instances of each service. Either key starts with the account when targets
+//! carry one ([`ShardKey::of`]).
+//!
+//! Accounts: one `Discovery` per account, each with that account's adapter
+//! ([`Discovery::in_account`]). A namespace another account shares through AWS RAM
+//! is discovered like the account's own (its calls name the owner account), unless
+//! the sidecar also discovers in the owner account: then only there.
 //!
 //! - [`listing`]: namespaces and ListServices pages, spread over cycles;
-//! - [`service`]: one service's cache and its reads.
+//! - [`service`]: one service's cache and its reads;
+//! - [`ecs_services`]: ECS service tags, by the ECS services instances name.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -40,12 +54,17 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::aws::{AwsError, CloudMap};
+use crate::aws::{AwsError, CloudMap, EcsServices, NoEcs};
+#[cfg(doc)]
+use crate::model::ShardTarget;
+use crate::model::tags::wants_scraping;
 use crate::model::{HealthStatus, Interner, ServiceData, Shard, ShardKey, Snapshot};
 
+mod ecs_services;
 mod listing;
 mod service;
 
+use ecs_services::{EcsKey, EcsServiceTags};
 use listing::{Listed, Listing};
 use service::{Outcome, Read, ServiceState};
 
@@ -69,6 +88,9 @@ pub struct DiscoveryOptions {
     pub listing_pages: usize,
     /// Keep only this shard's services or instances.
     pub shard: Option<(Shard, ShardKey)>,
+    /// A service without endpoint tags of its own takes them from the ECS service
+    /// of its instances (needs an ECS client, see [`Discovery::with_ecs_services`]).
+    pub ecs_service_tags: bool,
 }
 
 /// A service whose read failed this cycle.
@@ -102,6 +124,17 @@ pub struct CycleStats {
     pub tag_reads: usize,
     /// Instances across tagged services.
     pub instances: usize,
+}
+
+impl std::ops::AddAssign<&CycleStats> for CycleStats {
+    /// Adds another cycle's counters (another account's, say).
+    fn add_assign(&mut self, other: &CycleStats) {
+        self.services += other.services;
+        self.tagged += other.tagged;
+        self.instance_reads += other.instance_reads;
+        self.tag_reads += other.tag_reads;
+        self.instances += other.instances;
+    }
 }
 
 /// The result of one cycle.
@@ -142,8 +175,10 @@ impl Cycle {
 }
 
 /// The discovery state machine. Call [`Discovery::cycle`] once per interval.
-pub struct Discovery<C> {
+pub struct Discovery<C, S = NoEcs> {
     client: C,
+    /// ECS service tags and their client; None when `ecs_service_tags` is off.
+    ecs: Option<EcsServiceTags<S>>,
     opts: DiscoveryOptions,
     /// Namespace id -> name, with the time it was read.
     namespaces: Option<(Instant, HashMap<String, String>)>,
@@ -161,12 +196,31 @@ pub struct Discovery<C> {
     missing_warned: BTreeSet<String>,
     /// Attribute names and values shared between instances.
     strings: Interner,
+    /// The account, when targets carry it (it leads the shard keys).
+    account: Option<Arc<str>>,
+    /// Other accounts the sidecar discovers in: namespaces they own and share with
+    /// this one are left to them.
+    others: BTreeSet<String>,
 }
 
 impl<C: CloudMap> Discovery<C> {
+    /// Discovery without ECS service tags (`ecs_service_tags` is ignored).
     pub fn new(client: C, opts: DiscoveryOptions) -> Self {
+        Discovery::with_ecs_services(client, None, opts)
+    }
+}
+
+impl<C: CloudMap, S: EcsServices> Discovery<C, S> {
+    /// Discovery that reads ECS service tags through `ecs` when
+    /// `opts.ecs_service_tags` is on (and `ecs` is given).
+    pub fn with_ecs_services(client: C, ecs: Option<S>, mut opts: DiscoveryOptions) -> Self {
+        let ecs = ecs
+            .filter(|_| opts.ecs_service_tags)
+            .map(EcsServiceTags::new);
+        opts.ecs_service_tags = ecs.is_some();
         Discovery {
             client,
+            ecs,
             opts,
             namespaces: None,
             service_namespace: HashMap::new(),
@@ -177,7 +231,19 @@ impl<C: CloudMap> Discovery<C> {
             excluded_services: 0,
             missing_warned: BTreeSet::new(),
             strings: Interner::default(),
+            account: None,
+            others: BTreeSet::new(),
         }
+    }
+
+    /// Discovery in one account of several: `account` starts this account's shard
+    /// keys (see [`ShardTarget`]), and services in namespaces owned by one of
+    /// `others` (shared with this account) are left to that account's discovery.
+    /// Call before the first cycle.
+    pub fn in_account(mut self, account: Arc<str>, others: BTreeSet<String>) -> Self {
+        self.account = Some(account);
+        self.others = others;
+        self
     }
 
     /// The adapter, for callers that need to look at it (tests count its calls).
@@ -197,6 +263,8 @@ impl<C: CloudMap> Discovery<C> {
         let reads = self.read_services(now, deadline).await;
         let mut stats = CycleStats::default();
         self.apply_reads(reads, &mut stats, &mut failures);
+        self.read_ecs_service_tags(now, deadline, &mut failures)
+            .await;
         warn_more_failures(&failures);
         Ok(self.finish(now, stats, failures, listing_error))
     }
@@ -206,17 +274,18 @@ impl<C: CloudMap> Discovery<C> {
     async fn read_services(&mut self, now: Instant, deadline: Instant) -> Vec<(String, Read)> {
         let client = &self.client;
         let opts = &self.opts;
+        let account = self.account.as_deref();
         futures::stream::iter(self.services.iter_mut())
             .map(|(id, st)| async move {
-                let read =
-                    match tokio::time::timeout_at(deadline, st.refresh(client, opts, now)).await {
-                        Ok(r) => r,
-                        Err(_) => Read {
-                            outcome: Outcome::Failed(AwsError::deadline("service read")),
-                            tags_read: false,
-                            full_read: false,
-                        },
-                    };
+                let refresh = st.refresh(client, opts, account, now);
+                let read = match tokio::time::timeout_at(deadline, refresh).await {
+                    Ok(r) => r,
+                    Err(_) => Read {
+                        outcome: Outcome::Failed(AwsError::deadline("service read")),
+                        tags_read: false,
+                        full_read: false,
+                    },
+                };
                 (id.clone(), read)
             })
             .buffer_unordered(self.opts.concurrency.max(1))
@@ -237,7 +306,12 @@ impl<C: CloudMap> Discovery<C> {
             stats.tag_reads += usize::from(read.tags_read);
             stats.instance_reads += usize::from(read.full_read);
             match read.outcome {
-                Outcome::Fresh => interned |= self.intern_new_list(&id),
+                Outcome::Fresh => {
+                    interned |= self.intern_new_list(&id);
+                    if let Some(st) = self.services.get_mut(&id) {
+                        st.regroup(&self.opts);
+                    }
+                }
                 Outcome::Gone => {
                     if let Some(st) = self.services.remove(&id) {
                         debug!(namespace = %st.namespace, service = %st.summary.name, "service is gone");
@@ -246,7 +320,7 @@ impl<C: CloudMap> Discovery<C> {
                 }
                 Outcome::Failed(error) => {
                     if let Some(st) = self.services.get(&id) {
-                        failures.push(failed(st, error, failures.len()));
+                        failures.push(failed(st, error, st.keeps_data(), failures.len()));
                     }
                 }
             }
@@ -271,6 +345,50 @@ impl<C: CloudMap> Discovery<C> {
             i.attributes.intern(&mut self.strings);
         }
         true
+    }
+
+    /// The tags of the ECS services that the candidates' instances name: read
+    /// when new or due, then handed to each candidate's groups. A candidate whose
+    /// ECS service's tags could not be read fails like a failed tag read (keeping
+    /// the last known tags, if any).
+    async fn read_ecs_service_tags(
+        &mut self,
+        now: Instant,
+        deadline: Instant,
+        failures: &mut Vec<ServiceFailure>,
+    ) {
+        let Some(ecs) = self.ecs.as_mut() else {
+            return;
+        };
+        let wanted: BTreeSet<EcsKey> = self
+            .services
+            .values()
+            .flat_map(|st| st.ecs_groups.iter().map(|g| g.key.clone()))
+            .collect();
+        let errors = ecs
+            .refresh(
+                &wanted,
+                self.opts.tags_refresh,
+                now,
+                deadline,
+                self.opts.concurrency,
+            )
+            .await;
+        for st in self.services.values_mut() {
+            let mut error = None;
+            for g in &mut st.ecs_groups {
+                g.service = ecs.get(&g.key).cloned();
+                error = error.or_else(|| errors.get(&g.key.cluster));
+            }
+            let Some(error) = error else { continue };
+            let already = failures
+                .iter()
+                .any(|f| f.namespace == st.namespace && f.service == st.summary.name);
+            if !already {
+                let kept = st.ecs_groups.iter().all(|g| g.service.is_some());
+                failures.push(failed(st, error.clone(), kept, failures.len()));
+            }
+        }
     }
 
     /// The snapshot of the scraped services, their ages and the cycle's counters.
@@ -302,12 +420,22 @@ impl<C: CloudMap> Discovery<C> {
                     .confirmed_at
                     .map_or(Duration::ZERO, |t| now.saturating_duration_since(t)),
             });
-            snapshot.services.push(ServiceData {
+            let data = |instances: &Arc<Vec<_>>, ecs_service| ServiceData {
                 namespace: st.namespace.clone(),
                 service: st.summary.name.clone(),
                 tags: tags.clone(),
                 instances: instances.clone(),
-            });
+                ecs_service,
+            };
+            if wants_scraping(tags) {
+                snapshot.services.push(data(instances, None));
+            } else {
+                // Described by its ECS services' tags: each one's own instances.
+                let groups = st.ecs_groups.iter().filter(|g| g.wants_scraping());
+                snapshot
+                    .services
+                    .extend(groups.map(|g| data(&g.instances, g.service.clone())));
+            }
         }
         snapshot
             .services
@@ -328,9 +456,9 @@ impl<C: CloudMap> Discovery<C> {
 }
 
 /// The failure of a service's read, logged: by name for the first few of a cycle
-/// (`earlier` failures came before it), at debug level after that.
-fn failed(st: &ServiceState, error: AwsError, earlier: usize) -> ServiceFailure {
-    let kept = st.keeps_data();
+/// (`earlier` failures came before it), at debug level after that. `kept`: its
+/// last known targets are still published.
+fn failed(st: &ServiceState, error: AwsError, kept: bool, earlier: usize) -> ServiceFailure {
     let what = if kept {
         "service read failed; keeping its last known targets"
     } else {

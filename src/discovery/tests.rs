@@ -23,6 +23,7 @@ fn opts(namespaces: &[&str]) -> DiscoveryOptions {
         concurrency: 4,
         listing_pages: 1,
         shard: None,
+        ecs_service_tags: false,
     }
 }
 
@@ -412,4 +413,256 @@ async fn removed_services_disappear_after_a_good_listing() {
     assert_eq!(ips(&c), vec!["10.0.0.1", "10.0.0.2"]);
     let c = d.cycle(t0 + Duration::from_secs(60), far()).await.unwrap();
     assert_eq!(ips(&c), vec!["10.0.0.1", "10.0.0.2"]);
+}
+
+// ---------------------------------------------------------------------------------
+// ECS service tags
+
+use crate::aws::fakes::FakeEcs;
+
+fn ecs_opts() -> DiscoveryOptions {
+    DiscoveryOptions {
+        ecs_service_tags: true,
+        ..opts(&[])
+    }
+}
+
+/// `sc`: a Service Connect service (no endpoint tag) of ECS service prod/api;
+/// `plain`: untagged, of ECS service prod/worker (no endpoint tags either); `web`:
+/// tagged in Cloud Map, its instances of ECS service prod/web.
+fn service_connect() -> (FakeCloudMap, FakeEcs) {
+    let f = FakeCloudMap::default();
+    f.add_service("apps", "sc", &[("AmazonECSManaged", "true")]);
+    f.add_service("apps", "plain", &[]);
+    f.add_service("apps", "web", &[("METRICS_PATH", "/cm")]);
+    f.register_task("sc", "t1", "10.0.0.1", "prod", "api");
+    f.register_task("sc", "t2", "10.0.0.2", "prod", "api");
+    f.register_task("plain", "t3", "10.0.0.3", "prod", "worker");
+    f.register_task("web", "t4", "10.0.0.4", "prod", "web");
+    let e = FakeEcs::default();
+    e.tag_service(
+        "prod",
+        "api",
+        &[("METRICS_PATH", "/ecs"), ("METRICS_PORT", "9100")],
+    );
+    e.tag_service("prod", "worker", &[("team", "x")]);
+    e.tag_service("prod", "web", &[("METRICS_PATH", "/ecs")]);
+    (f, e)
+}
+
+fn ecs_calls(e: &FakeEcs) -> Vec<(&'static str, usize)> {
+    std::mem::take(&mut *e.calls.lock().unwrap())
+}
+
+/// (service, path tag the endpoints come from, instance ids) of a snapshot.
+fn described(c: &Cycle) -> Vec<(String, String, Vec<String>)> {
+    c.snapshot
+        .services
+        .iter()
+        .map(|s| {
+            (
+                s.service.clone(),
+                s.endpoint_tags()["METRICS_PATH"].clone(),
+                s.instances.iter().map(|i| i.id.clone()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_untagged_service_takes_its_ecs_services_tags_and_steady_cycles_make_no_ecs_call() {
+    let (f, e) = service_connect();
+    let mut d = Discovery::with_ecs_services(f, Some(&e), ecs_opts());
+    let t0 = Instant::now();
+    let c = d.cycle(t0, far()).await.unwrap();
+    assert!(c.complete);
+    assert_eq!(
+        described(&c),
+        vec![
+            ("sc".into(), "/ecs".into(), vec!["t1".into(), "t2".into()]),
+            ("web".into(), "/cm".into(), vec!["t4".into()]),
+        ],
+        "the Cloud Map tag wins for web; plain's ECS service asks for nothing"
+    );
+    let sc = &c.snapshot.services[0];
+    let ecs = sc.ecs_service.as_ref().unwrap();
+    assert_eq!((ecs.cluster.as_str(), ecs.name.as_str()), ("prod", "api"));
+    assert_eq!(sc.tags["AmazonECSManaged"], "true", "its own tags stay");
+    assert_eq!(c.stats.tagged, 2);
+    // One call for both ECS services of the cluster; web is described by its own
+    // tags, so its ECS service is not asked for.
+    assert_eq!(ecs_calls(&e), vec![("DescribeServices", 2)]);
+    let cold = d.client().take_calls();
+    let count = |op| cold.iter().filter(|c| **c == op).count();
+    assert_eq!(count("DiscoverInstances"), 3, "{cold:?}");
+    assert_eq!(count("DiscoverInstancesRevision"), 3, "{cold:?}");
+
+    // Steady: a revision call per scraped service; plain costs nothing, no ECS call.
+    let c2 = d.cycle(t0 + Duration::from_secs(30), far()).await.unwrap();
+    assert_eq!(c2.snapshot, c.snapshot);
+    assert_eq!(
+        d.client().take_calls(),
+        vec!["DiscoverInstancesRevision", "DiscoverInstancesRevision"]
+    );
+    assert!(ecs_calls(&e).is_empty());
+
+    // The tags clock: Cloud Map tags, plain's revision, the ECS tags again. The
+    // ECS tags are gone: sc drops out.
+    e.tag_service("prod", "api", &[]);
+    let c3 = d.cycle(t0 + Duration::from_secs(300), far()).await.unwrap();
+    assert!(c3.complete);
+    assert_eq!(
+        described(&c3),
+        vec![("web".into(), "/cm".into(), vec!["t4".into()])]
+    );
+    assert_eq!(ecs_calls(&e), vec![("DescribeServices", 2)]);
+    let calls = d.client().take_calls();
+    let count = |op| calls.iter().filter(|c| **c == op).count();
+    assert_eq!(count("ListTagsForResource"), 3, "{calls:?}");
+    assert_eq!(count("DiscoverInstancesRevision"), 3, "{calls:?}");
+    assert_eq!(
+        count("DiscoverInstances"),
+        0,
+        "no revision moved: {calls:?}"
+    );
+
+    // Between tags refreshes a service no ECS tag asks for costs nothing (the
+    // service listing runs on its own clock).
+    d.cycle(t0 + Duration::from_secs(330), far()).await.unwrap();
+    let mut calls = d.client().take_calls();
+    calls.retain(|c| *c != "ListServices");
+    assert_eq!(calls, vec!["DiscoverInstancesRevision"]);
+    assert!(ecs_calls(&e).is_empty());
+}
+
+#[tokio::test]
+async fn a_cloud_map_endpoint_tag_of_any_kind_keeps_the_ecs_tags_out() {
+    let (f, e) = service_connect();
+    // A port tag alone is an endpoint tag: the service is described by its Cloud
+    // Map tags, which ask for nothing.
+    f.retag("sc", &[("METRICS_PORT", "8080")]);
+    let mut d = Discovery::with_ecs_services(f, Some(&e), ecs_opts());
+    let c = d.cycle(Instant::now(), far()).await.unwrap();
+    assert_eq!(
+        described(&c),
+        vec![("web".into(), "/cm".into(), vec!["t4".into()])]
+    );
+    assert_eq!(ecs_calls(&e), vec![("DescribeServices", 1)], "only worker");
+}
+
+#[tokio::test]
+async fn without_ecs_service_tags_an_untagged_service_costs_no_instance_call() {
+    let (f, e) = service_connect();
+    let o = DiscoveryOptions {
+        ecs_service_tags: false,
+        ..opts(&[])
+    };
+    let mut d = Discovery::with_ecs_services(f, Some(&e), o);
+    let c = d.cycle(Instant::now(), far()).await.unwrap();
+    assert_eq!(
+        described(&c),
+        vec![("web".into(), "/cm".into(), vec!["t4".into()])]
+    );
+    let cold = d.client().take_calls();
+    assert_eq!(
+        cold.iter().filter(|c| **c == "DiscoverInstances").count(),
+        1,
+        "{cold:?}"
+    );
+    assert!(ecs_calls(&e).is_empty());
+}
+
+#[tokio::test]
+async fn describe_services_failing_keeps_known_tags_and_fails_new_services() {
+    let (f, e) = service_connect();
+    *e.fail_services.lock().unwrap() = true;
+    let mut d = Discovery::with_ecs_services(f, Some(&e), ecs_opts());
+    let t0 = Instant::now();
+    let c = d.cycle(t0, far()).await.unwrap();
+    assert!(!c.complete);
+    let failed: Vec<(&str, bool)> = c
+        .failures
+        .iter()
+        .map(|f| (f.service.as_str(), f.kept))
+        .collect();
+    assert_eq!(failed, vec![("plain", false), ("sc", false)]);
+    assert_eq!(
+        described(&c),
+        vec![("web".into(), "/cm".into(), vec!["t4".into()])]
+    );
+    // It answers: sc is published; it fails again at the tags refresh: sc keeps
+    // its tags, and the failure says so.
+    *e.fail_services.lock().unwrap() = false;
+    let c = d.cycle(t0 + Duration::from_secs(30), far()).await.unwrap();
+    assert!(c.complete);
+    assert_eq!(c.snapshot.services.len(), 2);
+    *e.fail_services.lock().unwrap() = true;
+    let c = d.cycle(t0 + Duration::from_secs(330), far()).await.unwrap();
+    assert!(!c.complete);
+    assert!(c.failures.iter().all(|f| f.kept), "{:?}", c.failures);
+    assert_eq!(c.snapshot.services.len(), 2);
+}
+
+#[tokio::test]
+async fn ecs_services_are_described_ten_to_a_call_per_cluster() {
+    let f = FakeCloudMap::default();
+    let e = FakeEcs::default();
+    for i in 0..12 {
+        let name = format!("sc{i:02}");
+        f.add_service("apps", &name, &[]);
+        f.register_task(&name, &format!("t{i}"), "10.0.0.1", "prod", &name);
+        e.tag_service("prod", &name, &[("METRICS_PATH", "/m")]);
+    }
+    f.add_service("apps", "edge", &[]);
+    f.register_task("edge", "e1", "10.0.1.1", "edge", "edge");
+    e.tag_service("edge", "edge", &[("METRICS_PATH", "/m")]);
+    let mut d = Discovery::with_ecs_services(f, Some(&e), ecs_opts());
+    let c = d.cycle(Instant::now(), far()).await.unwrap();
+    assert_eq!(c.snapshot.services.len(), 13);
+    let mut calls = ecs_calls(&e);
+    calls.sort();
+    assert_eq!(
+        calls,
+        vec![
+            ("DescribeServices", 1),
+            ("DescribeServices", 2),
+            ("DescribeServices", 10)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn instances_of_two_ecs_services_each_take_their_own_services_tags() {
+    let f = FakeCloudMap::default();
+    f.add_service("apps", "shared", &[]);
+    f.register_task("shared", "a1", "10.0.0.1", "blue", "api");
+    f.register_task("shared", "b1", "10.0.0.2", "green", "api");
+    f.register_task("shared", "b2", "10.0.0.3", "green", "api");
+    f.register("shared", "by-hand", "10.0.0.4");
+    let e = FakeEcs::default();
+    e.tag_service("blue", "api", &[("METRICS_PATH", "/blue")]);
+    e.tag_service("green", "api", &[("METRICS_PATH", "/green")]);
+    let mut d = Discovery::with_ecs_services(f, Some(&e), ecs_opts());
+    let c = d.cycle(Instant::now(), far()).await.unwrap();
+    assert_eq!(
+        described(&c),
+        vec![
+            ("shared".into(), "/blue".into(), vec!["a1".into()]),
+            (
+                "shared".into(),
+                "/green".into(),
+                vec!["b1".into(), "b2".into()]
+            ),
+        ],
+        "an instance no ECS service registered is not described by any"
+    );
+    // An unchanged cycle gives the same snapshot, the same allocations.
+    let c2 = d
+        .cycle(Instant::now() + Duration::from_secs(30), far())
+        .await
+        .unwrap();
+    assert_eq!(c2.snapshot, c.snapshot);
+    for (a, b) in c.snapshot.services.iter().zip(&c2.snapshot.services) {
+        assert!(Arc::ptr_eq(&a.instances, &b.instances));
+    }
 }

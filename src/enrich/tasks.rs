@@ -1,6 +1,7 @@
 //! Tasks: which ECS tasks a snapshot holds, DescribeTasks for the new ones (one
 //! call per batch, so a failed batch holds only its own tasks), and the facts each
-//! task's labels get, held back within bounds while incomplete.
+//! task's labels and addresses get (its host port bindings too), held back within
+//! bounds while incomplete.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use tracing::warn;
 
 use super::{Enriched, Enricher, TaskEntry};
 use crate::aws::{BATCH, Ec2, Ecs, EcsTask, ErrorKind, by_deadline};
-use crate::model::{Snapshot, TaskFacts, attr};
+use crate::model::{PortBinding, Snapshot, TaskFacts, attr};
 
 /// A host's `Name` tag and instance type, as labels share them.
 type NameAndType = (Option<Arc<str>>, Option<Arc<str>>);
@@ -87,6 +88,14 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                 launch_type: t.launch_type.map(|s| self.strings.get(&s)),
                 revision: t.revision.map(|s| self.strings.get(&s)),
                 container_instance_arn: t.container_instance_arn.map(|s| self.strings.get(&s)),
+                bindings: t
+                    .bindings
+                    .iter()
+                    .map(|b| PortBinding {
+                        container: self.strings.get(&b.container),
+                        ..*b
+                    })
+                    .collect(),
             });
             let entry = TaskEntry {
                 cluster: cluster.clone(),
@@ -136,6 +145,7 @@ impl<E: Ecs, X: Ec2> Enricher<E, X> {
                 ec2_instance_id: ec2_id.cloned(),
                 ec2_name,
                 ec2_instance_type,
+                bindings: Some(f.bindings.clone()),
             };
             if complete {
                 Arc::make_mut(&mut out.tasks).insert(id.clone(), facts);

@@ -16,6 +16,7 @@ fn facts(id: &str, lt: &str, ci: Option<&str>) -> (String, EcsTask) {
         launch_type: Some(lt.into()),
         revision: Some("3".into()),
         container_instance_arn: ci.map(Into::into),
+        bindings: Default::default(),
     };
     (id.to_string(), task)
 }
@@ -58,6 +59,7 @@ fn snapshot(ids: &[&str]) -> Snapshot {
                     })
                     .collect(),
             ),
+            ecs_service: None,
         }],
         ..Snapshot::default()
     }
@@ -170,6 +172,48 @@ async fn a_failing_ecs_holds_new_tasks_for_a_bounded_time_only() {
         .await;
     assert!(r.held.is_empty(), "released after the hold time");
     assert_eq!(r.tasks["t1"], TaskFacts::default());
+    assert_eq!(
+        r.tasks["t1"].bindings, None,
+        "its port bindings are unknown"
+    );
+    assert_eq!(
+        r.tasks["t2"].bindings.as_deref(),
+        Some(&[][..]),
+        "a described task without bindings binds none"
+    );
+}
+
+#[tokio::test]
+async fn port_bindings_come_with_the_task_facts_once() {
+    use crate::model::PortBinding;
+    let mut f = fake();
+    let binding = |c: &str, cp, hp| PortBinding {
+        container: c.into(),
+        container_port: cp,
+        host_port: hp,
+    };
+    f.tasks[0].2.bindings = vec![
+        binding("app", 8080, 32768),
+        binding("exporter", 9100, 49153),
+    ]
+    .into();
+    let mut e = Enricher::new(&f, &f, opts());
+    let t0 = Instant::now();
+    let r = e.enrich(&snapshot(&["t1"]), t0, far()).await;
+    let b = r.tasks["t1"].bindings.as_deref().unwrap();
+    assert_eq!(
+        b,
+        &[
+            binding("app", 8080, 32768),
+            binding("exporter", 9100, 49153)
+        ]
+    );
+    take_calls(&f);
+    let again = e
+        .enrich(&snapshot(&["t1"]), t0 + Duration::from_secs(30), far())
+        .await;
+    assert_eq!(again.tasks["t1"], r.tasks["t1"]);
+    assert!(take_calls(&f).is_empty(), "read once per task");
 }
 
 #[tokio::test]

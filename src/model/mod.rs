@@ -15,7 +15,7 @@ mod shard;
 pub mod tags;
 
 pub use attributes::{Attributes, Interner};
-pub use shard::{Shard, ShardKey};
+pub use shard::{Shard, ShardKey, ShardTarget};
 
 /// Cloud Map instance attributes that ECS sets when it registers a task.
 pub mod attr {
@@ -44,6 +44,39 @@ pub struct ServiceData {
     /// Shared with discovery's cache: a snapshot costs no copy of them.
     pub tags: Arc<BTreeMap<String, String>>,
     pub instances: Arc<Vec<Instance>>,
+    /// The ECS service whose tags describe the endpoints, when the Cloud Map
+    /// service has no endpoint tag of its own (see [`ServiceData::endpoint_tags`]).
+    pub ecs_service: Option<Arc<EcsService>>,
+}
+
+impl ServiceData {
+    /// The tags the endpoints are read from: the ECS service's when there is one
+    /// (discovery sets it only for a Cloud Map service without endpoint tags), else
+    /// the Cloud Map service's.
+    pub fn endpoint_tags(&self) -> &BTreeMap<String, String> {
+        match &self.ecs_service {
+            Some(e) => &e.tags,
+            None => &self.tags,
+        }
+    }
+}
+
+/// An ECS service and its tags (DescribeServices).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EcsService {
+    /// The cluster name, as the instances' `ECS_CLUSTER_NAME` gives it.
+    pub cluster: String,
+    pub name: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A container port that a task's container binds on its host (bridge or host
+/// network mode), as ECS reports it in the task's `networkBindings` (TCP only).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortBinding {
+    pub container: Arc<str>,
+    pub container_port: u16,
+    pub host_port: u16,
 }
 
 /// The ECS and EC2 facts about one task that its labels show (see the enrich
@@ -55,6 +88,10 @@ pub struct TaskFacts {
     pub ec2_instance_id: Option<Arc<str>>,
     pub ec2_name: Option<Arc<str>>,
     pub ec2_instance_type: Option<Arc<str>>,
+    /// The host ports its containers bind (DescribeTasks `networkBindings`). None:
+    /// not known (the task was published without its ECS facts after the hold);
+    /// empty: it binds none (awsvpc, Fargate), so every port is the task's own.
+    pub bindings: Option<Arc<[PortBinding]>>,
 }
 
 /// An EC2 instance: what DescribeInstances says of it, and, in the hosts file, the
@@ -79,6 +116,46 @@ pub struct Snapshot {
     pub tasks: Arc<BTreeMap<String, TaskFacts>>,
     /// Task ids held back until their facts are known.
     pub held: BTreeSet<String>,
+    /// The AWS account of each service, when targets carry `aws_account_id` (the
+    /// sidecar discovers in other accounts): runs over `services` in their order,
+    /// each an account id and how many services in a row belong to it. Empty: no
+    /// target carries an account.
+    pub accounts: Vec<(Arc<str>, usize)>,
+}
+
+impl Snapshot {
+    /// Each service with the account it was found in (None: targets carry no
+    /// account).
+    pub fn services_by_account(&self) -> impl Iterator<Item = (Option<&str>, &ServiceData)> {
+        let mut runs = self
+            .accounts
+            .iter()
+            .flat_map(|(id, n)| std::iter::repeat_n(Some(&**id), *n));
+        self.services
+            .iter()
+            .map(move |s| (runs.next().flatten(), s))
+    }
+
+    /// The snapshot of several accounts: their services in the order given, the
+    /// facts of all their tasks, every held task. Each part comes with its account
+    /// id, or None when targets carry no account (then there is one part, returned
+    /// as it is).
+    pub fn merge(parts: Vec<(Option<Arc<str>>, Snapshot)>) -> Snapshot {
+        if parts.len() == 1 && parts[0].0.is_none() {
+            return parts.into_iter().next().map(|(_, s)| s).unwrap_or_default();
+        }
+        let mut out = Snapshot::default();
+        let tasks = Arc::make_mut(&mut out.tasks);
+        for (id, part) in parts {
+            if let Some(id) = id {
+                out.accounts.push((id, part.services.len()));
+            }
+            out.services.extend(part.services);
+            tasks.extend(part.tasks.iter().map(|(k, v)| (k.clone(), v.clone())));
+            out.held.extend(part.held);
+        }
+        out
+    }
 }
 
 /// Cloud Map health filter for DiscoverInstances.

@@ -3,6 +3,9 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+
+use super::{ServiceData, Snapshot};
 
 /// `INDEX/COUNT`: this shard keeps the keys whose hash modulo COUNT is INDEX.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +21,38 @@ pub enum ShardKey {
     Service,
     /// The Cloud Map instance id (ECS task id).
     Task,
+}
+
+/// What sharding looks at in a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardTarget<'a> {
+    /// The target's `aws_account_id`, when targets carry one (other accounts are
+    /// discovered); None otherwise.
+    pub account: Option<&'a str>,
+    pub namespace: &'a str,
+    pub service: &'a str,
+    /// The Cloud Map instance id (the ECS task id); not needed by
+    /// [`ShardKey::Service`].
+    pub instance: &'a str,
+}
+
+impl ShardKey {
+    /// The key a target is sharded by: `namespace/service` ([`ShardKey::Service`])
+    /// or the instance id ([`ShardKey::Task`]), after `account/` when targets carry
+    /// `aws_account_id` (equal names in two accounts are then two keys). With
+    /// Prometheus's `hashmod`, the same split is `source_labels` [aws_account_id,]
+    /// cloudmap_namespace, cloudmap_service (or ecs_task_id) joined by `/`.
+    /// This is the one rule: the discovery and any per-request shard use it.
+    pub fn of(self, target: &ShardTarget<'_>) -> String {
+        let own = match self {
+            ShardKey::Service => Shard::service_key(target.namespace, target.service),
+            ShardKey::Task => target.instance.to_string(),
+        };
+        match target.account {
+            Some(account) => format!("{account}/{own}"),
+            None => own,
+        }
+    }
 }
 
 impl Shard {
@@ -41,6 +76,74 @@ impl Shard {
     /// The key of a service for `--shard-key service`.
     pub fn service_key(namespace: &str, service: &str) -> String {
         format!("{namespace}/{service}")
+    }
+}
+
+impl Snapshot {
+    /// The share of this snapshot that `shard` keeps by `key`: whole services by
+    /// service key, the instances of each service by task key, each target's key
+    /// made by [`ShardKey::of`] with the account of its service (the same rule as
+    /// `--shard`). Each account keeps its run in [`Snapshot::accounts`] (possibly
+    /// empty). Tags, task facts and unchanged instance lists stay shared with this
+    /// snapshot.
+    pub fn share(&self, shard: Shard, key: ShardKey) -> Snapshot {
+        let mut out = Snapshot {
+            services: Vec::new(),
+            tasks: self.tasks.clone(),
+            held: self.held.clone(),
+            accounts: Vec::new(),
+        };
+        if self.accounts.is_empty() {
+            out.services = self
+                .services
+                .iter()
+                .filter_map(|svc| share_of_service(None, svc, shard, key))
+                .collect();
+            return out;
+        }
+        let mut services = self.services.iter();
+        for (account, n) in &self.accounts {
+            let kept: Vec<_> = services
+                .by_ref()
+                .take(*n)
+                .filter_map(|svc| share_of_service(Some(account), svc, shard, key))
+                .collect();
+            out.accounts.push((account.clone(), kept.len()));
+            out.services.extend(kept);
+        }
+        out
+    }
+}
+
+/// What `shard` keeps of one service found in `account`; None when nothing.
+fn share_of_service(
+    account: Option<&str>,
+    svc: &ServiceData,
+    shard: Shard,
+    key: ShardKey,
+) -> Option<ServiceData> {
+    let keeps = |instance: &str| {
+        shard.keeps(&key.of(&ShardTarget {
+            account,
+            namespace: &svc.namespace,
+            service: &svc.service,
+            instance,
+        }))
+    };
+    match key {
+        ShardKey::Service => keeps("").then(|| svc.clone()),
+        ShardKey::Task => {
+            let kept: Vec<_> = svc
+                .instances
+                .iter()
+                .filter(|i| keeps(&i.id))
+                .cloned()
+                .collect();
+            (!kept.is_empty()).then(|| ServiceData {
+                instances: Arc::new(kept),
+                ..svc.clone()
+            })
+        }
     }
 }
 
@@ -105,6 +208,30 @@ mod tests {
                 "uneven split: {n} of 4000 in one of 4 shards"
             );
         }
+    }
+
+    #[test]
+    fn the_account_leads_the_key_only_when_targets_carry_it() {
+        let t = ShardTarget {
+            account: None,
+            namespace: "prod",
+            service: "api",
+            instance: "0123abcd",
+        };
+        assert_eq!(ShardKey::Service.of(&t), "prod/api");
+        assert_eq!(ShardKey::Task.of(&t), "0123abcd");
+        let t = ShardTarget {
+            account: Some("111111111111"),
+            ..t
+        };
+        assert_eq!(ShardKey::Service.of(&t), "111111111111/prod/api");
+        assert_eq!(ShardKey::Task.of(&t), "111111111111/0123abcd");
+        // The same service name in two accounts: two keys, which may land apart.
+        let other = ShardTarget {
+            account: Some("222222222222"),
+            ..t
+        };
+        assert_ne!(ShardKey::Service.of(&t), ShardKey::Service.of(&other));
     }
 
     #[test]

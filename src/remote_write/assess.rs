@@ -170,6 +170,21 @@ fn judge(h: &mut QueueHealth, max_lag: f64, later: bool) {
     h.causes = causes;
 }
 
+/// The overall state of one scrape: [`overall`], except that an agent with no queue
+/// is failing, not `no_queues`: agent mode keeps no samples, so without
+/// remote_write everything it scrapes is lost.
+pub fn overall_of(scrape: &Scrape, queues: &[QueueHealth]) -> (State, String, Vec<&'static str>) {
+    let judged = overall(queues);
+    if judged.0 == State::NoQueues && scrape.agent {
+        return (
+            State::Failing,
+            "Prometheus runs in agent mode with no remote_write queue: it keeps no samples, so everything it scrapes is lost".to_string(),
+            vec!["no_queues"],
+        );
+    }
+    judged
+}
+
 /// The overall state: the worst queue, with the reasons (and cause codes) of the
 /// queues in that state.
 pub fn overall(queues: &[QueueHealth]) -> (State, String, Vec<&'static str>) {

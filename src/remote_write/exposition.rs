@@ -24,6 +24,9 @@ pub struct Scrape {
     pub queues: BTreeMap<String, QueueReading>,
     /// 2.x `prometheus_remote_storage_highest_timestamp_in_seconds` (not per queue).
     pub highest: Option<f64>,
+    /// Prometheus runs in agent mode: it exposes `prometheus_agent_*` (its WAL-only
+    /// storage) where a server exposes `prometheus_tsdb_*`.
+    pub agent: bool,
 }
 
 const P: &str = "prometheus_remote_storage_";
@@ -49,6 +52,10 @@ pub fn parse_exposition(text: &str) -> Scrape {
     let mut scrape = Scrape::default();
     for line in text.lines() {
         let line = line.trim();
+        if line.starts_with("prometheus_agent_") {
+            scrape.agent = true;
+            continue;
+        }
         if line.is_empty() || line.starts_with('#') || !line.starts_with(P) {
             continue;
         }

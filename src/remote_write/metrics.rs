@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 use super::assess::{CAUSES, State};
 use super::probe::{ProbeOutcome, ProbeResult};
 use crate::model::clock::unix_now;
+use crate::prom_config::PrometheusMode;
 
 /// A read's `outcome`: `success` or `failed`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,6 +38,12 @@ pub struct CauseLabels {
     pub cause: &'static str,
 }
 
+/// A Prometheus `mode` label: `server` or `agent`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabels {
+    pub mode: &'static str,
+}
+
 /// A probe `result` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -56,6 +63,8 @@ pub struct RemoteWriteMetrics {
     pub cause: Family<CauseLabels, Gauge>,
     /// Reads of Prometheus's /metrics: `success`, `failed`.
     pub scrapes: Family<OutcomeLabels, Counter>,
+    /// 1 for the mode the watched Prometheus was last seen in.
+    pub prometheus_mode: Family<ModeLabels, Gauge>,
     pub failed_rate: Family<QueueLabels, GaugeF>,
     pub retried_rate: Family<QueueLabels, GaugeF>,
     pub dropped_rate: Family<QueueLabels, GaugeF>,
@@ -92,6 +101,11 @@ impl RemoteWriteMetrics {
             "remote_write_watch_scrapes",
             "Reads of Prometheus's own metrics by the remote-write watch (success, failed)",
             self.scrapes.clone(),
+        );
+        registry.register(
+            "remote_write_prometheus_mode",
+            "1 for the mode the watched Prometheus runs in (server, agent: it exposes prometheus_agent_*), 0 for the other",
+            self.prometheus_mode.clone(),
         );
         registry.register(
             "remote_write_failed_samples_per_second",
@@ -150,6 +164,14 @@ impl RemoteWriteMetrics {
             self.cause
                 .get_or_create(&CauseLabels { cause: c })
                 .set(i64::from(causes.contains(&c)));
+        }
+    }
+
+    pub(super) fn set_mode(&self, mode: PrometheusMode) {
+        for m in [PrometheusMode::Server, PrometheusMode::Agent] {
+            self.prometheus_mode
+                .get_or_create(&ModeLabels { mode: m.as_str() })
+                .set(i64::from(m == mode));
         }
     }
 

@@ -7,12 +7,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::assess::{State, assess, overall};
+use super::assess::{State, assess, overall, overall_of};
 use super::exposition::{QueueReading, Scrape, parse_exposition};
 use super::metrics::{RemoteWriteMetrics, ResultLabels};
 use super::probe::{AmpProbe, ProbeResult, amp_region, classify_status, classify_transport};
 use super::watch::{WatchConfig, Watcher, probe_loop};
 use super::wire::{Label, Sample, TimeSeries, WriteRequest, encode_write_request};
+use crate::prom_config::PrometheusMode;
 
 /// The exposition of these metrics alone, as `/metrics` shows them.
 fn encode(m: &RemoteWriteMetrics) -> String {
@@ -145,6 +146,67 @@ fn overall_is_the_worst_queue() {
     assert_eq!(overall(&[]).2, ["no_queues"]);
 }
 
+/// What Prometheus 2.42 in agent mode (`--enable-feature=agent`) exposes beside the
+/// remote_storage metrics, which are those of a server (recorded here).
+const AGENT_2_42: &str = r#"prometheus_agent_active_series 240
+prometheus_agent_samples_appended_total{type="float"} 1642
+prometheus_remote_storage_highest_timestamp_in_seconds 1.796497381e+09
+prometheus_remote_storage_queue_highest_sent_timestamp_seconds{remote_name="amp",url="http://127.0.0.1:19390/api/v1/write"} 1.796497365e+09
+prometheus_remote_storage_samples_failed_total{remote_name="amp",url="http://127.0.0.1:19390/api/v1/write"} 0
+prometheus_remote_storage_samples_pending{remote_name="amp",url="http://127.0.0.1:19390/api/v1/write"} 3499
+prometheus_remote_storage_samples_retried_total{remote_name="amp",url="http://127.0.0.1:19390/api/v1/write"} 4500
+prometheus_remote_storage_samples_total{remote_name="amp",url="http://127.0.0.1:19390/api/v1/write"} 6500
+"#;
+
+#[test]
+fn agent_mode_reads_as_a_server_and_without_queues_is_failing() {
+    let s = parse_exposition(AGENT_2_42);
+    assert!(s.agent);
+    assert!(!parse_exposition(V2_42).agent);
+    let h = assess(None, &s, Duration::from_secs(60));
+    assert_eq!((h[0].lag, h[0].pending), (Some(16.0), Some(3499.0)));
+    assert_eq!(overall_of(&s, &h), overall(&h));
+    let no_queue = parse_exposition("prometheus_agent_active_series 3\n");
+    let (state, reason, causes) = overall_of(&no_queue, &[]);
+    assert_eq!(state, State::Failing);
+    assert!(reason.contains("agent mode"), "{reason}");
+    assert_eq!(causes, ["no_queues"]);
+    let server = parse_exposition("prometheus_tsdb_head_series 3\n");
+    assert_eq!(overall_of(&server, &[]).0, State::NoQueues);
+}
+
+#[test]
+fn watcher_exports_the_mode_prometheus_runs_in() {
+    let metrics = Arc::new(RemoteWriteMetrics::default());
+    let mut w = Watcher::new(
+        WatchConfig {
+            prometheus_url: "http://127.0.0.1:1".into(),
+            interval: Duration::from_secs(1),
+            max_lag: Duration::from_secs(60),
+            timeout: Duration::from_secs(1),
+            mode: PrometheusMode::Agent,
+        },
+        metrics.clone(),
+    );
+    let t0 = Instant::now();
+    w.observe(Ok(AGENT_2_42.into()), t0);
+    let text = encode(&metrics);
+    assert!(
+        text.contains(r#"cloudmap_sd_remote_write_prometheus_mode{mode="agent"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"cloudmap_sd_remote_write_prometheus_mode{mode="server"} 0"#),
+        "{text}"
+    );
+    w.observe(Ok(V2_42.into()), t0 + Duration::from_secs(1));
+    let text = encode(&metrics);
+    assert!(
+        text.contains(r#"cloudmap_sd_remote_write_prometheus_mode{mode="server"} 1"#),
+        "{text}"
+    );
+}
+
 #[test]
 fn watcher_reports_unreachable_and_transitions() {
     let metrics = Arc::new(RemoteWriteMetrics::default());
@@ -154,6 +216,7 @@ fn watcher_reports_unreachable_and_transitions() {
             interval: Duration::from_secs(1),
             max_lag: Duration::from_secs(60),
             timeout: Duration::from_secs(1),
+            mode: PrometheusMode::Server,
         },
         metrics.clone(),
     );

@@ -14,10 +14,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::assess::{QueueHealth, State, assess, overall};
+use super::assess::{QueueHealth, State, assess, overall_of};
 use super::exposition::{Scrape, parse_exposition};
 use super::metrics::{OutcomeLabels, QueueLabels, RemoteWriteMetrics, StateLabels};
 use super::probe::{AmpProbe, ProbeResult, chain};
+use crate::prom_config::PrometheusMode;
 
 /// Settings of the watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,9 @@ pub struct WatchConfig {
     pub max_lag: Duration,
     /// Deadline of one read of /metrics.
     pub timeout: Duration,
+    /// `--prometheus-mode`: the mode Prometheus is expected to run in (a
+    /// Prometheus seen in the other mode is warned about once).
+    pub mode: PrometheusMode,
 }
 
 /// Turns scrapes into states, keeps the previous scrape for the rates, and logs and
@@ -40,6 +44,8 @@ pub struct Watcher {
     /// The causes of the last observation.
     causes: Vec<&'static str>,
     queues: Vec<QueueLabels>,
+    /// The mode Prometheus was last seen in.
+    seen_mode: Option<PrometheusMode>,
 }
 
 impl Watcher {
@@ -51,6 +57,7 @@ impl Watcher {
             state: None,
             causes: Vec::new(),
             queues: Vec::new(),
+            seen_mode: None,
         }
     }
 
@@ -76,11 +83,13 @@ impl Watcher {
                     .get_or_create(&OutcomeLabels { outcome: "success" })
                     .inc();
                 let cur = parse_exposition(&text);
+                self.note_mode(&cur);
                 let prev = self.prev.as_ref().map(|(s, t)| (s, now - *t));
                 let health = assess(prev, &cur, self.config.max_lag);
                 self.export_queues(&health);
+                let judged = overall_of(&cur, &health);
                 self.prev = Some((cur, now));
-                overall(&health)
+                judged
             }
         };
         m.set_causes(&causes);
@@ -101,6 +110,29 @@ impl Watcher {
         }
         self.causes = causes;
         (state, reason)
+    }
+
+    /// Exports the mode Prometheus runs in, and warns when it changes to one that
+    /// --prometheus-mode does not say (`check` lints for that flag's mode).
+    fn note_mode(&mut self, scrape: &Scrape) {
+        let mode = if scrape.agent {
+            PrometheusMode::Agent
+        } else {
+            PrometheusMode::Server
+        };
+        if self.seen_mode == Some(mode) {
+            return;
+        }
+        self.metrics.set_mode(mode);
+        if mode != self.config.mode {
+            warn!(prometheus = %self.config.prometheus_url, seen = mode.as_str(),
+                flag = self.config.mode.as_str(),
+                "Prometheus runs in {} mode but --prometheus-mode says {}: set --prometheus-mode {} so that `check` lints its configuration for that mode",
+                mode.as_str(), self.config.mode.as_str(), mode.as_str());
+        } else {
+            info!(prometheus = %self.config.prometheus_url, mode = mode.as_str(), "Prometheus runs in {} mode", mode.as_str());
+        }
+        self.seen_mode = Some(mode);
     }
 
     fn export_queues(&mut self, health: &[QueueHealth]) {

@@ -1,7 +1,7 @@
-//! The engine: one pass over AWS (discovery, then enrichment folded into the
-//! snapshot), what the file of that pass holds, and the metrics and warnings about
-//! it. No clock and no file of its own: the run loop and `once` drive it, and so
-//! does the benchmark.
+//! The engine: one pass over AWS (in each account, discovery, then enrichment
+//! folded into the snapshot; the accounts' snapshots merged), what the file of that
+//! pass holds, and the metrics and warnings about it. No clock and no file of its
+//! own: the run loop and `once` drive it, and so does the benchmark.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -11,115 +11,97 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::SidecarOptions;
-use super::metrics::{ReasonLabels, RunMetrics, ServiceLabels};
-use crate::aws::{AwsError, Clients, CloudMap, Ec2, Ecs};
-use crate::discovery::{Cycle, Discovery};
-use crate::enrich::{Enriched, Enricher};
+use super::account::{Account, AccountPass};
+use super::metrics::{
+    AccountLabels, AccountOutcomeLabels, ReasonLabels, RunMetrics, ServiceLabels,
+};
+use super::pass::Pass;
+use crate::aws::{Accounts, AwsError, CloudMap, Ec2, Ecs};
 use crate::file_sd::Publish;
-use crate::model::Snapshot;
 use crate::model::clock::unix_now;
+use crate::model::{Host, Snapshot, TaskFacts};
 use crate::targets::{self, SkipReason, Skipped, Summary, TargetOptions};
 
-/// Discovery plus, when enabled, enrichment: one pass over AWS.
-struct Pipeline<C, E, X> {
-    discovery: Discovery<C>,
-    enricher: Option<Enricher<E, X>>,
-}
-
-impl<C: CloudMap, E: Ecs, X: Ec2> Pipeline<C, E, X> {
-    fn new(clients: Clients<C, E, X>, options: &SidecarOptions) -> Self {
-        Pipeline {
-            discovery: Discovery::new(clients.cloudmap, options.discovery.clone()),
-            enricher: options
-                .enrich
-                .clone()
-                .map(|o| Enricher::new(clients.ecs, clients.ec2, o)),
-        }
-    }
-
-    /// A discovery cycle with the enrichment folded into its snapshot; every call
-    /// ends by `deadline`.
-    async fn pass(
-        &mut self,
-        now: Instant,
-        deadline: Instant,
-    ) -> Result<(Cycle, Enriched), AwsError> {
-        let mut cycle = self.discovery.cycle(now, deadline).await?;
-        let mut enriched = match self.enricher.as_mut() {
-            Some(e) => e.enrich(&cycle.snapshot, now, deadline).await,
-            None => Enriched::default(),
-        };
-        cycle.snapshot.tasks = std::mem::take(&mut enriched.tasks);
-        cycle.snapshot.held = std::mem::take(&mut enriched.held);
-        Ok((cycle, enriched))
-    }
-}
-
-/// One discovery pass, summarised.
-pub struct Pass {
-    pub cycle: Cycle,
-    pub enriched: Enriched,
-    /// What the targets file holds.
-    pub summary: Arc<Summary>,
-    /// False when the snapshot equals the last pass's: nothing was planned, and
-    /// the file needs no write unless someone removed it.
-    pub fresh: bool,
-    /// How the targets are labelled (to render the file).
-    pub targets: TargetOptions,
-    /// The hosts file content, when --ec2-hosts-output is set and hosts are known.
-    pub hosts: Option<Vec<u8>>,
-}
+/// The ECS/EC2 facts of a snapshot's tasks, shared.
+type TaskMap = Arc<std::collections::BTreeMap<String, TaskFacts>>;
 
 /// The sidecar's discovery state and rendering: AWS calls and caches in, file
 /// content out.
 pub struct Engine<C, E, X> {
-    pipeline: Pipeline<C, E, X>,
+    accounts: Vec<Account<C, E, X>>,
     pub(super) publisher: Publisher,
     /// The last snapshot and its summary (the snapshot shares its data with
     /// discovery's cache, so keeping it costs little).
     last: Option<(Snapshot, Arc<Summary>)>,
+    /// The task facts of the last merge of several accounts, and the accounts'
+    /// own maps it was made of: reused while none of them changed.
+    merged_tasks: Option<(Vec<TaskMap>, TaskMap)>,
     cycle_timeout: Duration,
     hosts_ports: Option<Vec<u16>>,
 }
 
 impl<C: CloudMap, E: Ecs, X: Ec2> Engine<C, E, X> {
+    /// The engine over `accounts` (the own account's clients alone, or several
+    /// accounts' from `aws::sdk::accounts`).
     pub fn new(
-        clients: Clients<C, E, X>,
+        accounts: impl Into<Accounts<C, E, X>>,
         options: &SidecarOptions,
         metrics: Arc<RunMetrics>,
     ) -> Self {
+        let accounts = accounts.into().0;
+        let ids: BTreeSet<String> = accounts
+            .iter()
+            .filter_map(|a| a.id.as_deref().map(str::to_string))
+            .collect();
+        let accounts = accounts
+            .into_iter()
+            .map(|a| {
+                let mut others = ids.clone();
+                if let Some(id) = &a.id {
+                    others.remove(&**id);
+                }
+                Account::new(a, options, others)
+            })
+            .collect();
         Engine {
-            pipeline: Pipeline::new(clients, options),
+            accounts,
             publisher: Publisher::new(options.targets.clone(), metrics),
             last: None,
+            merged_tasks: None,
             cycle_timeout: options.cycle_timeout,
             hosts_ports: options.hosts.as_ref().map(|h| h.ports.clone()),
         }
     }
 
-    /// One pass started at `started`, all calls ending by `started` plus the cycle
-    /// timeout. `Err` only when nothing is known yet and the service listing failed.
+    /// One pass started at `started`, all calls of every account ending by
+    /// `started` plus the cycle timeout; the accounts run side by side. `Err` only
+    /// when in every account nothing is known yet and the service listing failed
+    /// (the first account's error).
     pub async fn pass(&mut self, started: Instant) -> Result<Pass, AwsError> {
         let deadline = started + self.cycle_timeout;
-        let (cycle, enriched) = self.pipeline.pass(started, deadline).await?;
-        self.publisher.record_cycle(&cycle);
+        let runs = self.accounts.iter_mut().map(|a| a.pass(started, deadline));
+        let (mut accounts, parts): (Vec<AccountPass>, Vec<Snapshot>) =
+            futures::future::join_all(runs).await.into_iter().unzip();
+        self.publisher.record_accounts(&accounts);
+        if accounts.iter().all(|a| a.outcome.is_err()) {
+            return Err(accounts
+                .swap_remove(0)
+                .outcome
+                .expect_err("every account failed"));
+        }
+        let snapshot = self.merge(&accounts, parts);
         let (summary, fresh) = match &self.last {
-            Some((snapshot, summary)) if *snapshot == cycle.snapshot => (summary.clone(), false),
+            Some((last, summary)) if *last == snapshot => (summary.clone(), false),
             _ => {
-                let summary = Arc::new(self.publisher.summarize(&cycle));
-                self.last = Some((cycle.snapshot.clone(), summary.clone()));
+                let summary = Arc::new(self.publisher.summarize(&snapshot));
+                self.last = Some((snapshot.clone(), summary.clone()));
                 (summary, true)
             }
         };
-        let hosts = match (&self.hosts_ports, &enriched.hosts) {
-            (Some(ports), Some(hosts)) => {
-                Some(targets::to_json(&targets::host_groups(hosts, ports)))
-            }
-            _ => None,
-        };
+        let hosts = self.hosts_file();
         Ok(Pass {
-            cycle,
-            enriched,
+            accounts,
+            snapshot,
             summary,
             fresh,
             targets: self.publisher.targets.clone(),
@@ -127,9 +109,54 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Engine<C, E, X> {
         })
     }
 
-    /// The Cloud Map adapter (the benchmark reads its call counts).
+    /// The accounts' snapshots as one. The merged task facts are the same
+    /// allocation as last time while no account's changed, so an unchanged pass
+    /// compares cheaply.
+    fn merge(&mut self, accounts: &[AccountPass], mut parts: Vec<Snapshot>) -> Snapshot {
+        let tasks: Vec<_> = parts.iter().map(|p| p.tasks.clone()).collect();
+        let reuse = self
+            .merged_tasks
+            .as_ref()
+            .filter(|(was, _)| {
+                was.len() == tasks.len() && was.iter().zip(&tasks).all(|(a, b)| Arc::ptr_eq(a, b))
+            })
+            .map(|(_, merged)| merged.clone());
+        if reuse.is_some() {
+            parts.iter_mut().for_each(|p| p.tasks = Arc::default());
+        }
+        let ids = accounts.iter().map(|a| a.id.clone());
+        let mut snapshot = Snapshot::merge(ids.zip(parts).collect());
+        match reuse {
+            Some(merged) => snapshot.tasks = merged,
+            None => self.merged_tasks = Some((tasks, snapshot.tasks.clone())),
+        }
+        snapshot
+    }
+
+    /// The hosts file content: the hosts of every account, once every account can
+    /// say its own.
+    fn hosts_file(&self) -> Option<Vec<u8>> {
+        let ports = self.hosts_ports.as_ref()?;
+        let hosts: Option<Vec<(Option<&str>, &[Host])>> = self
+            .accounts
+            .iter()
+            .map(|a| a.hosts().map(|h| (a.id(), h)))
+            .collect();
+        Some(targets::to_json(&targets::account_host_groups(
+            &hosts?, ports,
+        )))
+    }
+
+    /// The account with this id (None: the own account when targets carry no
+    /// account).
+    pub fn account(&mut self, id: Option<&str>) -> Option<&mut Account<C, E, X>> {
+        self.accounts.iter_mut().find(|a| a.id() == id)
+    }
+
+    /// The Cloud Map adapter of the first account (the benchmark reads its call
+    /// counts).
     pub fn cloudmap(&self) -> &C {
-        self.pipeline.discovery.client()
+        self.accounts[0].cloudmap()
     }
 }
 
@@ -151,9 +178,10 @@ impl Publisher {
         }
     }
 
-    /// What the file of a cycle holds; warns once about each newly skipped endpoint.
-    fn summarize(&mut self, cycle: &Cycle) -> Summary {
-        let summary = targets::summarize(&cycle.snapshot, &self.targets);
+    /// What the file of a snapshot holds; warns once about each newly skipped
+    /// endpoint.
+    fn summarize(&mut self, snapshot: &Snapshot) -> Summary {
+        let summary = targets::summarize(snapshot, &self.targets);
         for reason in SkipReason::ALL {
             let n = summary
                 .skipped
@@ -176,6 +204,7 @@ impl Publisher {
                 // Left out when there is none (an Option field records nothing).
                 value = s.value.as_deref(),
                 instance = s.instance.as_deref(),
+                ecs_service = s.ecs_service.as_deref(),
                 reason = %s.reason,
                 "endpoint skipped: {}",
                 s.reason.explain()
@@ -185,45 +214,83 @@ impl Publisher {
         summary
     }
 
-    /// Per-service failure counters and data-age gauges.
-    fn record_cycle(&mut self, cycle: &Cycle) {
-        for f in &cycle.failures {
-            self.metrics
-                .service_failures
-                .get_or_create(&ServiceLabels {
-                    namespace: f.namespace.clone(),
-                    service: f.service.clone(),
-                })
-                .inc();
-        }
+    /// Per-account cycle counters (when accounts are named), per-service failure
+    /// counters and data-age gauges.
+    fn record_accounts(&mut self, accounts: &[AccountPass]) {
         let mut aged = BTreeSet::new();
-        for a in &cycle.ages {
-            let l = ServiceLabels {
-                namespace: a.namespace.clone(),
-                service: a.service.clone(),
+        for a in accounts {
+            if let Some(id) = &a.id {
+                let labels = AccountOutcomeLabels {
+                    account: id.clone(),
+                    outcome: a.outcome_label(),
+                };
+                self.metrics.account_cycles.get_or_create(&labels).inc();
+            }
+            let Ok((cycle, _)) = &a.outcome else { continue };
+            let labels = |namespace: &str, service: &str| ServiceLabels {
+                namespace: namespace.to_string(),
+                service: service.to_string(),
+                account: a.id.clone(),
             };
-            self.metrics
-                .service_data_age
-                .get_or_create(&l)
-                .set(a.age.as_secs_f64());
-            aged.insert(l);
+            for f in &cycle.failures {
+                let l = labels(&f.namespace, &f.service);
+                self.metrics.service_failures.get_or_create(&l).inc();
+            }
+            for age in &cycle.ages {
+                let l = labels(&age.namespace, &age.service);
+                self.metrics
+                    .service_data_age
+                    .get_or_create(&l)
+                    .set(age.age.as_secs_f64());
+                aged.insert(l);
+            }
         }
-        for gone in self.aged.difference(&aged) {
-            self.metrics.service_data_age.remove(gone);
+        // An account that failed as a whole keeps its services' gauges (they were
+        // not read, so they are not known gone).
+        let failed: BTreeSet<Option<Arc<str>>> = accounts
+            .iter()
+            .filter(|a| a.outcome.is_err())
+            .map(|a| a.id.clone())
+            .collect();
+        let gone: Vec<ServiceLabels> = self.aged.difference(&aged).cloned().collect();
+        for l in gone {
+            if failed.contains(&l.account) {
+                aged.insert(l);
+            } else {
+                self.metrics.service_data_age.remove(&l);
+            }
         }
         self.aged = aged;
     }
 
-    /// A successful publish of the targets file.
-    pub(super) fn published(&self, summary: &Summary, outcome: Publish) {
+    /// A successful publish of the targets; `outcome`: what the file write did
+    /// (None: there is no file).
+    pub(super) fn published(&self, pass: &Pass, outcome: Option<Publish>) {
+        let summary = &pass.summary;
         self.metrics.targets.set(summary.targets as i64);
         self.metrics.services.set(summary.services as i64);
+        for id in pass.accounts.iter().filter_map(|a| a.id.as_ref()) {
+            let n = summary
+                .by_account
+                .iter()
+                .find(|(a, _)| **a == **id)
+                .map_or(0, |(_, n)| *n);
+            let labels = AccountLabels {
+                account: id.clone(),
+            };
+            self.metrics
+                .account_targets
+                .get_or_create(&labels)
+                .set(n as i64);
+        }
         self.metrics.last_success.set(unix_now());
-        self.metrics
-            .writes
-            .get_or_create(&super::metrics::OutcomeLabels {
-                outcome: outcome.as_str(),
-            })
-            .inc();
+        if let Some(outcome) = outcome {
+            self.metrics
+                .writes
+                .get_or_create(&super::metrics::OutcomeLabels {
+                    outcome: outcome.as_str(),
+                })
+                .inc();
+        }
     }
 }

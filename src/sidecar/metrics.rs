@@ -1,9 +1,11 @@
 //! The run loop's own metrics: cycles, what was published, the writes, each
-//! service's failures and data age, readiness.
+//! service's failures and data age, readiness; with other accounts, each account's
+//! cycles and targets.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -19,11 +21,50 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
-/// One Cloud Map service.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+/// One Cloud Map service, and its account when accounts are named (no `account`
+/// label otherwise).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServiceLabels {
     pub namespace: String,
     pub service: String,
+    pub account: Option<Arc<str>>,
+}
+
+impl EncodeLabelSet for ServiceLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("namespace", self.namespace.as_str()).encode(encoder.encode_label())?;
+        ("service", self.service.as_str()).encode(encoder.encode_label())?;
+        if let Some(account) = &self.account {
+            ("account", &**account).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// One AWS account the sidecar discovers in.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct AccountLabels {
+    pub account: Arc<str>,
+}
+
+impl EncodeLabelSet for AccountLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("account", &*self.account).encode(encoder.encode_label())
+    }
+}
+
+/// One account's cycle outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct AccountOutcomeLabels {
+    pub account: Arc<str>,
+    pub outcome: &'static str,
+}
+
+impl EncodeLabelSet for AccountOutcomeLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("account", &*self.account).encode(encoder.encode_label())?;
+        ("outcome", self.outcome).encode(encoder.encode_label())
+    }
 }
 
 /// Why an endpoint was skipped.
@@ -50,13 +91,14 @@ pub struct RunMetrics {
     pub cycle_duration: Histogram,
     /// Cycles by outcome: `complete`, `partial` (some service kept old data), `failed`.
     pub cycles: Family<OutcomeLabels, Counter>,
-    /// Targets in the last published file.
+    /// Targets last published (the file, and /sd/targets; with accounts, all of them).
     pub targets: Gauge,
-    /// Cloud Map services with at least one target in the published file.
+    /// Cloud Map services (of every account) with at least one target published.
     pub services: Gauge,
     /// Unix time of the last successful publish (write, or content already current).
     pub last_success: Gauge<f64, AtomicU64>,
-    /// Publishes of the targets file by outcome: `written`, `unchanged`, `failed`.
+    /// Publishes of the targets file by outcome: `written`, `unchanged`, `failed`;
+    /// none without a file (`--output none`).
     pub writes: Family<OutcomeLabels, Counter>,
     /// Failed reads of one service's tags or instances.
     pub service_failures: Family<ServiceLabels, Counter>,
@@ -76,6 +118,10 @@ pub struct RunMetrics {
     /// Services (--shard-key service) or instances (--shard-key task) left to other
     /// shards in the last cycle.
     pub shard_excluded: Gauge,
+    /// With other accounts: each account's cycles by outcome.
+    pub account_cycles: Family<AccountOutcomeLabels, Counter>,
+    /// With other accounts: each account's targets in the published file.
+    pub account_targets: Family<AccountLabels, Gauge>,
 }
 
 impl Default for RunMetrics {
@@ -97,6 +143,8 @@ impl Default for RunMetrics {
             write_failing: Family::default(),
             cycle_deadline_exceeded: Counter::default(),
             shard_excluded: Gauge::default(),
+            account_cycles: Family::default(),
+            account_targets: Family::default(),
         };
         // Label sets that must show zeros too.
         for file in FILES {
@@ -135,12 +183,12 @@ impl RunMetrics {
         );
         registry.register(
             "targets",
-            "Targets in the published file",
+            "Targets published (the file, and /sd/targets)",
             self.targets.clone(),
         );
         registry.register(
             "services",
-            "Cloud Map services with at least one target in the published file",
+            "Cloud Map services with at least one target published",
             self.services.clone(),
         );
         registry.register(
@@ -150,7 +198,7 @@ impl RunMetrics {
         );
         registry.register(
             "file_writes",
-            "Publishes of the targets file by outcome (written, unchanged, failed)",
+            "Publishes of the targets file by outcome (written, unchanged, failed); none without a file",
             self.writes.clone(),
         );
         registry.register(
@@ -192,6 +240,21 @@ impl RunMetrics {
             "shard_excluded",
             "Services (--shard-key service) or instances (--shard-key task) left to other shards in the last cycle",
             self.shard_excluded.clone(),
+        );
+    }
+
+    /// Registers the per-account families, which exist only when the sidecar
+    /// discovers in other accounts.
+    pub fn register_accounts(&self, registry: &mut Registry) {
+        registry.register(
+            "account_cycles",
+            "Discovery cycles of each AWS account by outcome (complete, partial, failed)",
+            self.account_cycles.clone(),
+        );
+        registry.register(
+            "account_targets",
+            "Targets of each AWS account in the published file",
+            self.account_targets.clone(),
         );
     }
 

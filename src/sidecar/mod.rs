@@ -2,6 +2,8 @@
 //! with metrics, logs and readiness around them.
 //!
 //! - [`engine`]: one pass and what its file holds (no clock, no file);
+//! - [`account`]: one AWS account's discovery and enrichment, run side by side;
+//! - [`pass`]: what one pass over every account found;
 //! - [`run`](mod@run): the loop; [`once`](mod@once): one pass, written or printed;
 //! - [`metrics`]: the loop's own metrics.
 
@@ -15,15 +17,22 @@ use crate::file_sd::{FileSd, Publish, WriteError};
 use crate::model::Snapshot;
 use crate::targets::{self, TargetOptions};
 
+pub mod account;
 pub mod engine;
 pub mod metrics;
 pub mod once;
+pub mod pass;
 pub mod run;
 
-pub use engine::{Engine, Pass};
+pub use account::{Account, AccountPass};
+pub use engine::Engine;
 pub use metrics::RunMetrics;
 pub use once::once;
+pub use pass::Pass;
 pub use run::run;
+
+#[cfg(test)]
+mod tests;
 
 /// What the loop discovers, how it labels, and what it writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,9 +41,10 @@ pub struct SidecarOptions {
     /// ECS/EC2 enrichment; None: off.
     pub enrich: Option<EnrichOptions>,
     pub targets: TargetOptions,
-    /// The targets file (`-`: stdout, `once` only).
-    pub output: PathBuf,
-    /// The EC2 hosts file; None: not written.
+    /// The targets file (`-`: stdout, `once` only); None: no file, the targets are
+    /// only served at /sd/targets (`--output none`, `run` only).
+    pub output: Option<PathBuf>,
+    /// The EC2 hosts list; None: not made.
     pub hosts: Option<HostsFile>,
     /// Time between cycles.
     pub interval: Duration,
@@ -42,10 +52,11 @@ pub struct SidecarOptions {
     pub cycle_timeout: Duration,
 }
 
-/// The EC2 hosts file: its path and the ports scraped on each host.
+/// The EC2 hosts list: the file it is written to (None: served at /sd/hosts only)
+/// and the ports scraped on each host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostsFile {
-    pub path: PathBuf,
+    pub path: Option<PathBuf>,
     pub ports: Vec<u16>,
 }
 
@@ -60,6 +71,10 @@ pub enum Error {
     Write(#[from] WriteError),
     #[error("cannot write to stdout: {0}")]
     Stdout(#[source] std::io::Error),
+    #[error(
+        "`once` needs a file or `-` (stdout): --output none serves /sd/* and works only with `run`"
+    )]
+    NoFile,
 }
 
 /// What a file is to hold.
@@ -80,7 +95,7 @@ impl Content {
     /// The targets file of a pass; `fresh`: whether it must be rendered.
     fn targets(pass: &Pass, fresh: bool) -> Self {
         Content::Targets {
-            snapshot: pass.cycle.snapshot.clone(),
+            snapshot: pass.snapshot.clone(),
             targets: pass.targets.clone(),
             fresh,
         }

@@ -10,26 +10,32 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::{Content, Engine, Pass, RunMetrics, SidecarOptions, write};
-use crate::aws::{AwsError, Clients, CloudMap, Ec2, Ecs};
+use crate::aws::{Accounts, AwsError, CloudMap, Ec2, Ecs};
 use crate::file_sd::{FileSd, Publish};
+use crate::http_sd::Published;
 use crate::server::Readiness;
 
-/// Runs a cycle every interval until `shutdown` is cancelled.
+/// Runs a cycle every interval until `shutdown` is cancelled, over the own
+/// account's clients or several accounts'. Every publish goes to the file (unless
+/// there is none) and to `published`, which `/sd/*` serves.
 pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
-    clients: Clients<C, E, X>,
+    accounts: impl Into<Accounts<C, E, X>>,
     options: &SidecarOptions,
     metrics: Arc<RunMetrics>,
     readiness: Arc<Readiness>,
+    published: Arc<Published>,
     shutdown: CancellationToken,
 ) {
+    let hosts_path = options.hosts.as_ref().and_then(|h| h.path.as_deref());
     let mut state = Loop {
-        engine: Engine::new(clients, options, metrics.clone()),
-        writer: Some(FileSd::open(&options.output)),
-        hosts_writer: options.hosts.as_ref().map(|h| FileSd::open(&h.path)),
+        engine: Engine::new(accounts, options, metrics.clone()),
+        writer: options.output.as_deref().map(FileSd::open),
+        hosts_writer: hosts_path.map(FileSd::open),
         pending: false,
         options,
         metrics,
         readiness,
+        published,
     };
     let mut ticker = tokio::time::interval(options.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -55,7 +61,8 @@ pub async fn run<C: CloudMap, E: Ecs, X: Ec2>(
 /// What the loop keeps between cycles.
 struct Loop<'o, C, E, X> {
     engine: Engine<C, E, X>,
-    /// Taken while a write runs off the runtime.
+    /// Taken while a write runs off the runtime; never there without a file
+    /// (`options.output` None).
     writer: Option<FileSd>,
     hosts_writer: Option<FileSd>,
     /// A snapshot rendered anew that has not reached the file yet (its write failed
@@ -65,6 +72,8 @@ struct Loop<'o, C, E, X> {
     options: &'o SidecarOptions,
     metrics: Arc<RunMetrics>,
     readiness: Arc<Readiness>,
+    /// What /sd/* serves.
+    published: Arc<Published>,
 }
 
 impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
@@ -82,7 +91,11 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
         if !self.may_publish(&pass) {
             return;
         }
-        if let Some(json) = pass.hosts.take() {
+        let hosts = pass.hosts.take();
+        // /sd/* follows discovery even while the file cannot be written.
+        self.published
+            .publish(&pass.snapshot, &pass.targets, hosts.as_deref());
+        if let Some(json) = hosts {
             self.write_hosts(json).await;
         }
         let file = self.write_targets(&pass).await;
@@ -98,38 +111,36 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
     }
 
     fn record(&self, pass: &Pass) {
-        let cycle = &pass.cycle;
-        self.metrics.cycle(if cycle.complete {
+        self.metrics.cycle(if pass.complete() {
             "complete"
         } else {
             "partial"
         });
-        if cycle.deadline_exceeded {
+        if pass.deadline_exceeded() {
             self.metrics.cycle_deadline_exceeded.inc();
             warn!(cycle_timeout = %humantime::format_duration(self.options.cycle_timeout),
                 "cycle deadline reached; unfinished services keep their last known targets");
         }
-        self.metrics.shard_excluded.set(cycle.shard_excluded as i64);
         self.metrics
-            .tasks_held
-            .set(cycle.snapshot.held.len() as i64);
+            .shard_excluded
+            .set(pass.shard_excluded() as i64);
+        self.metrics.tasks_held.set(pass.snapshot.held.len() as i64);
     }
 
-    /// The first publish waits for a complete cycle and for the facts of new tasks:
-    /// the first file is never a partial list.
+    /// The first publish waits for a complete cycle (in every account) and for the
+    /// facts of new tasks: the first file is never a partial list.
     fn may_publish(&self, pass: &Pass) -> bool {
         if self.readiness.has_written() {
             return true;
         }
-        let cycle = &pass.cycle;
-        if !cycle.complete {
-            warn!(problems = %cycle.describe_failures(),
+        if !pass.complete() {
+            warn!(problems = %pass.describe_failures(),
                 "first discovery incomplete; not publishing a partial list, trying again next cycle");
             return false;
         }
-        if !cycle.snapshot.held.is_empty() {
+        if !pass.snapshot.held.is_empty() {
             warn!(
-                held = cycle.snapshot.held.len(),
+                held = pass.snapshot.held.len(),
                 "first publish waits for the ECS/EC2 facts of new tasks (at most --enrichment-hold)"
             );
             return false;
@@ -153,14 +164,18 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
     }
 
     /// Publishes the targets file; says how it went (`written`, `unchanged`,
-    /// `failed`).
+    /// `failed`, or `none` without a file).
     async fn write_targets(&mut self, pass: &Pass) -> &'static str {
+        if self.options.output.is_none() {
+            self.published(pass, None);
+            return "none";
+        }
         let writer = self.writer.take().expect("the writer is put back");
         let (writer, r) = write(writer, Content::targets(pass, self.pending)).await;
         self.writer = Some(writer);
         match r {
             Ok(outcome) => {
-                self.published(pass, outcome);
+                self.published(pass, Some(outcome));
                 outcome.as_str()
             }
             Err(e) => {
@@ -172,39 +187,45 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Loop<'_, C, E, X> {
         }
     }
 
-    fn published(&mut self, pass: &Pass, outcome: Publish) {
-        self.engine.publisher.published(&pass.summary, outcome);
+    /// A successful publish; `outcome`: what the file write did (None: no file).
+    fn published(&mut self, pass: &Pass, outcome: Option<Publish>) {
+        self.engine.publisher.published(pass, outcome);
         self.pending = false;
         self.metrics.write_failing("targets", None);
         let first = !self.readiness.has_written();
         let recovered = !first && self.readiness.readiness().is_err();
         self.readiness.set_ready();
-        let file = self.options.output.display();
-        if first {
-            info!(file = %file, "first write done; ready");
-        } else if recovered {
-            info!(file = %file, "file written again; ready");
+        match (&self.options.output, first) {
+            (None, true) => info!("first complete discovery served at /sd/targets; ready"),
+            (None, false) => {}
+            (Some(file), true) => info!(file = %file.display(), "first write done; ready"),
+            (Some(file), false) if recovered => {
+                info!(file = %file.display(), "file written again; ready")
+            }
+            (Some(_), false) => {}
         }
     }
 
     fn log_summary(&self, pass: &Pass, file: &'static str, started: Instant) {
-        let cycle = &pass.cycle;
-        let stale = cycle.failures.iter().filter(|f| f.kept).count();
+        let stats = pass.stats();
         info!(
-            services = cycle.stats.services,
-            tagged = cycle.stats.tagged,
-            instances = cycle.stats.instances,
+            services = stats.services,
+            tagged = stats.tagged,
+            instances = stats.instances,
             targets = pass.summary.targets,
             skipped = pass.summary.skipped.len(),
-            instance_reads = cycle.stats.instance_reads,
-            tag_reads = cycle.stats.tag_reads,
-            failed = cycle.failures.len() + usize::from(cycle.listing_error.is_some()),
-            stale,
-            held = cycle.snapshot.held.len(),
-            enrich_errors = pass.enriched.errors.len(),
+            instance_reads = stats.instance_reads,
+            tag_reads = stats.tag_reads,
+            failed = pass.failed(),
+            stale = pass.stale(),
+            held = pass.snapshot.held.len(),
+            enrich_errors = pass.enrich_errors().count(),
             file,
             duration_ms = started.elapsed().as_millis() as u64,
             "cycle done"
         );
+        for a in &pass.accounts {
+            a.log_summary(&pass.summary);
+        }
     }
 }

@@ -1,10 +1,11 @@
-//! A service's tags read into endpoints (path, port, scheme), each checked, and the
-//! reasons an endpoint or one instance of it is skipped.
+//! A service's tags read into endpoints (path, port, scheme, container), each
+//! checked, and the reasons an endpoint or one instance of it is skipped.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::model::{Instance, ServiceData, attr, tags};
+use crate::model::tags::{self, EndpointName, Field};
+use crate::model::{Instance, ServiceData, attr};
 
 /// Why an endpoint was not published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -19,18 +20,27 @@ pub enum SkipReason {
     InvalidName,
     /// No port tag, no AWS_INSTANCE_PORT and no --default-port.
     MissingPort,
-    /// A port or scheme tag for an endpoint that has no path tag.
+    /// A port, scheme or container tag for an endpoint that has no path tag.
     MissingPath,
     /// The instance has neither AWS_INSTANCE_IPV4 nor AWS_INSTANCE_IPV6.
     MissingAddress,
     /// AWS_INSTANCE_IPV4 / AWS_INSTANCE_IPV6 is not an IP address of that family
     /// (and the other one gives no usable address either).
     InvalidAddress,
+    /// Several containers of the task bind the endpoint's port and no container
+    /// tag picks one.
+    AmbiguousPort,
+    /// The container tag names a container that does not bind the endpoint's port,
+    /// while other containers of the task do.
+    UnboundContainer,
+    /// The task's port bindings are not known (published without its ECS facts),
+    /// so the host port of the endpoint's container port cannot be told.
+    UnknownBindings,
 }
 
 impl SkipReason {
     /// Every reason, for metrics that must show zeros too.
-    pub const ALL: [SkipReason; 8] = [
+    pub const ALL: [SkipReason; 11] = [
         SkipReason::InvalidPort,
         SkipReason::InvalidPath,
         SkipReason::InvalidScheme,
@@ -39,6 +49,9 @@ impl SkipReason {
         SkipReason::MissingPath,
         SkipReason::MissingAddress,
         SkipReason::InvalidAddress,
+        SkipReason::AmbiguousPort,
+        SkipReason::UnboundContainer,
+        SkipReason::UnknownBindings,
     ];
 
     /// Stable snake_case name, used as a metric label value.
@@ -52,6 +65,9 @@ impl SkipReason {
             SkipReason::MissingPath => "missing_path",
             SkipReason::MissingAddress => "missing_address",
             SkipReason::InvalidAddress => "invalid_address",
+            SkipReason::AmbiguousPort => "ambiguous_port",
+            SkipReason::UnboundContainer => "unbound_container",
+            SkipReason::UnknownBindings => "unknown_bindings",
         }
     }
 
@@ -62,15 +78,30 @@ impl SkipReason {
             SkipReason::InvalidPath => "path must start with / and hold no spaces",
             SkipReason::InvalidScheme => "scheme must be http or https",
             SkipReason::InvalidName => {
-                "endpoint name after METRICS_PATH_ / METRICS_PORT_ / METRICS_SCHEME_ is empty"
+                "endpoint name after METRICS_PATH_ / METRICS_PORT_ / METRICS_SCHEME_ / \
+                 METRICS_CONTAINER_ is empty"
             }
             SkipReason::MissingPort => {
                 "no port tag, no AWS_INSTANCE_PORT attribute and no --default-port"
             }
-            SkipReason::MissingPath => "port or scheme tag without the matching path tag",
+            SkipReason::MissingPath => {
+                "port, scheme or container tag without the matching path tag"
+            }
             SkipReason::MissingAddress => "instance has no AWS_INSTANCE_IPV4 or AWS_INSTANCE_IPV6",
             SkipReason::InvalidAddress => {
                 "AWS_INSTANCE_IPV4 / AWS_INSTANCE_IPV6 is not an IP address of that family"
+            }
+            SkipReason::AmbiguousPort => {
+                "several containers of the task bind this port: name one with the \
+                 endpoint's container tag (METRICS_CONTAINER, ECS_METRICS_CONTAINER, \
+                 METRICS_CONTAINER_<name>)"
+            }
+            SkipReason::UnboundContainer => {
+                "the named container does not bind this port, other containers of the task do"
+            }
+            SkipReason::UnknownBindings => {
+                "the task's port bindings are unknown (ECS DescribeTasks has not answered \
+                 for it), so its host port cannot be told; published once they are known"
             }
         }
     }
@@ -91,8 +122,12 @@ pub struct Skipped {
     pub tag: String,
     /// Its value, when it has one.
     pub value: Option<String>,
-    /// The instance, when the fault is the instance's (address, port attribute).
+    /// The instance, when the fault is the instance's (address, port attribute,
+    /// port bindings).
     pub instance: Option<String>,
+    /// The ECS service (`cluster/service`) whose tag it is, when the endpoints come
+    /// from the ECS service's tags.
+    pub ecs_service: Option<String>,
     pub reason: SkipReason,
 }
 
@@ -110,6 +145,10 @@ impl Skipped {
             tag: tag.to_string(),
             value: value.map(str::to_string),
             instance: instance.map(str::to_string),
+            ecs_service: svc
+                .ecs_service
+                .as_ref()
+                .map(|e| format!("{}/{}", e.cluster, e.name)),
             reason,
         }
     }
@@ -139,60 +178,50 @@ impl EndpointKind {
 pub(super) struct Endpoint {
     pub(super) kind: EndpointKind,
     pub(super) path: String,
-    /// The port tag's port when the endpoint has one.
-    pub(super) port: Option<u16>,
+    /// The port tag and its port when the endpoint has one.
+    pub(super) port: Option<(String, u16)>,
     pub(super) scheme: Option<&'static str>,
+    /// The container tag and the container it names: whose binding of the port
+    /// counts when several containers bind it.
+    pub(super) container: Option<(String, String)>,
 }
 
 #[derive(Default)]
 struct TagGroup<'a> {
-    path: Option<(&'a str, &'a str)>,
-    port: Option<(&'a str, &'a str)>,
-    scheme: Option<(&'a str, &'a str)>,
+    path: Option<TagValue<'a>>,
+    port: Option<TagValue<'a>>,
+    scheme: Option<TagValue<'a>>,
+    container: Option<TagValue<'a>>,
 }
 
-/// Reads a service's tags into endpoints; malformed ones go to `skipped`.
+/// Reads a service's endpoint tags (its own, or its ECS service's) into endpoints;
+/// malformed ones go to `skipped`.
 pub(super) fn endpoints(svc: &ServiceData, skipped: &mut Vec<Skipped>) -> Vec<Endpoint> {
     let mut skip = |tag: &str, value: Option<&str>, reason| {
         skipped.push(Skipped::new(svc, tag, value, None, reason))
     };
     let mut out = Vec::new();
     for (kind, g) in tag_groups(svc, &mut skip) {
-        let Some((path_tag, path)) = g.path else {
-            // A port or scheme without a path: probably a forgotten tag, say so.
-            for (tag, value) in [g.port, g.scheme].into_iter().flatten() {
+        let Some(path) = g.path else {
+            // A port, scheme or container without a path: probably a forgotten
+            // tag, say so.
+            for (tag, value) in [g.port, g.scheme, g.container].into_iter().flatten() {
                 skip(tag, Some(value), SkipReason::MissingPath);
             }
             continue;
         };
-        match endpoint(kind, (path_tag, path), g.port, g.scheme) {
-            Ok(ep) => out.push(ep),
+        match endpoint(kind, path, g.port, g.scheme) {
+            Ok(mut ep) => {
+                ep.container = g
+                    .container
+                    .map(|(tag, v)| (tag.to_string(), v.trim().to_string()))
+                    .filter(|(_, v)| !v.is_empty());
+                out.push(ep)
+            }
             Err((tag, value, reason)) => skip(tag, Some(value), reason),
         }
     }
     out
-}
-
-/// Which endpoint a tag belongs to, and which of its fields it sets (0 path,
-/// 1 port, 2 scheme); None for a tag that describes no endpoint.
-fn classify_tag(key: &str) -> Option<(EndpointKind, usize)> {
-    Some(match key {
-        tags::METRICS_PATH => (EndpointKind::Primary, 0),
-        tags::METRICS_PORT => (EndpointKind::Primary, 1),
-        tags::METRICS_SCHEME => (EndpointKind::Primary, 2),
-        tags::ECS_METRICS_PATH => (EndpointKind::Ecs, 0),
-        tags::ECS_METRICS_PORT => (EndpointKind::Ecs, 1),
-        k => {
-            let (name, field) = [
-                (tags::NAMED_PATH, 0),
-                (tags::NAMED_PORT, 1),
-                (tags::NAMED_SCHEME, 2),
-            ]
-            .into_iter()
-            .find_map(|(p, f)| k.strip_prefix(p).map(|name| (name, f)))?;
-            (EndpointKind::Named(name.to_string()), field)
-        }
-    })
 }
 
 /// The endpoint tags of a service, grouped by endpoint; a named endpoint's tag
@@ -202,19 +231,25 @@ fn tag_groups<'a>(
     skip: &mut impl FnMut(&str, Option<&str>, SkipReason),
 ) -> BTreeMap<EndpointKind, TagGroup<'a>> {
     let mut groups: BTreeMap<EndpointKind, TagGroup> = BTreeMap::new();
-    for (key, value) in svc.tags.iter() {
-        let Some((kind, field)) = classify_tag(key) else {
+    for (key, value) in svc.endpoint_tags() {
+        let Some((name, field)) = tags::classify(key) else {
             continue;
         };
-        if kind == EndpointKind::Named(String::new()) {
-            skip(key, Some(value), SkipReason::InvalidName);
-            continue;
-        }
+        let kind = match name {
+            EndpointName::Primary => EndpointKind::Primary,
+            EndpointName::Ecs => EndpointKind::Ecs,
+            EndpointName::Named("") => {
+                skip(key, Some(value), SkipReason::InvalidName);
+                continue;
+            }
+            EndpointName::Named(n) => EndpointKind::Named(n.to_string()),
+        };
         let g = groups.entry(kind).or_default();
         let slot = match field {
-            0 => &mut g.path,
-            1 => &mut g.port,
-            _ => &mut g.scheme,
+            Field::Path => &mut g.path,
+            Field::Port => &mut g.port,
+            Field::Scheme => &mut g.scheme,
+            Field::Container => &mut g.container,
         };
         *slot = Some((key.as_str(), value.as_str()));
     }
@@ -238,7 +273,10 @@ fn endpoint<'a>(
     }
     let port = match port {
         None => None,
-        Some((tag, v)) => Some(parse_port(v).ok_or((tag, v, SkipReason::InvalidPort))?),
+        Some((tag, v)) => Some((
+            tag.to_string(),
+            parse_port(v).ok_or((tag, v, SkipReason::InvalidPort))?,
+        )),
     };
     let scheme = match scheme {
         None => None,
@@ -253,6 +291,7 @@ fn endpoint<'a>(
         path: path.to_string(),
         port,
         scheme,
+        container: None,
     })
 }
 

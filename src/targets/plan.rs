@@ -5,8 +5,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::endpoints::{Endpoint, SkipReason, Skipped, address, endpoints, parse_port};
-use super::{LabelStyle, TargetOptions};
-use crate::model::{Instance, ServiceData, Snapshot, attr};
+use super::ports::host_port;
+use super::{LabelStyle, MetaLabels, TargetOptions};
+use crate::model::{Instance, ServiceData, Snapshot, TaskFacts, attr};
+
+/// The label of the AWS account a target was found in, on every target when the
+/// sidecar discovers in other accounts.
+pub const ACCOUNT_LABEL: &str = "aws_account_id";
 
 /// Turns a tag or attribute key into a valid label name part: `[a-zA-Z0-9_]`,
 /// everything else becomes `_`.
@@ -16,23 +21,81 @@ pub fn sanitize_label_name(key: &str) -> String {
         .collect()
 }
 
+/// A family of `__meta_*` labels, by what it is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MetaFamily {
+    /// `__meta_cloudmap_instance_attribute_<key>`: each attribute of the instance.
+    InstanceAttribute,
+    /// `__meta_cloudmap_service_tag_<key>`: each tag of the Cloud Map service.
+    ServiceTag,
+    /// `__meta_ecs_service_tag_<key>`: each tag of the ECS service whose tags
+    /// describe a Cloud Map service without endpoint tags of its own.
+    EcsServiceTag,
+}
+
+impl MetaFamily {
+    /// Whether targets labelled with `opts` carry this family: the one place that
+    /// decides which `__meta_*` labels are written. Only the default style has
+    /// any; then `--meta-labels all` writes every family, `tags` the tag families,
+    /// `none` none.
+    pub(super) fn written(self, opts: &TargetOptions) -> bool {
+        opts.label_style == LabelStyle::Default
+            && match opts.meta_labels {
+                MetaLabels::All => true,
+                MetaLabels::Tags => self.is_tags(),
+                MetaLabels::None => false,
+            }
+    }
+
+    /// True for a family of tags (what `--meta-labels tags` keeps). A new family
+    /// says here which kind it is.
+    fn is_tags(self) -> bool {
+        match self {
+            MetaFamily::InstanceAttribute => false,
+            MetaFamily::ServiceTag | MetaFamily::EcsServiceTag => true,
+        }
+    }
+}
+
 /// One target to publish: where it is and what it is made of.
 pub(super) struct Entry<'a> {
     pub(super) addr: String,
+    /// The account it was found in, when targets carry one.
+    pub(super) account: Option<&'a str>,
     svc: &'a ServiceData,
     inst: &'a Instance,
     ep: &'a Endpoint,
 }
 
-/// Label names made from tag and attribute keys, computed once per key.
+/// Label names made from tag and attribute keys, computed once per key, for the
+/// families that are written.
 #[derive(Default)]
 struct Names<'a> {
     attrs: HashMap<&'a str, String>,
     tags: HashMap<&'a str, String>,
+    ecs_tags: HashMap<&'a str, String>,
+    /// `MetaFamily::InstanceAttribute` is written.
+    with_attrs: bool,
+    /// `MetaFamily::ServiceTag` is written.
+    with_tags: bool,
+    /// `MetaFamily::EcsServiceTag` is written.
+    with_ecs_tags: bool,
 }
 
 impl<'a> Names<'a> {
+    fn new(opts: &TargetOptions) -> Self {
+        Names {
+            with_attrs: MetaFamily::InstanceAttribute.written(opts),
+            with_tags: MetaFamily::ServiceTag.written(opts),
+            with_ecs_tags: MetaFamily::EcsServiceTag.written(opts),
+            ..Names::default()
+        }
+    }
+
     fn add_attributes(&mut self, inst: &'a Instance) {
+        if !self.with_attrs {
+            return;
+        }
         for k in inst.attributes.keys() {
             self.attrs.entry(k).or_insert_with(|| {
                 format!(
@@ -44,10 +107,20 @@ impl<'a> Names<'a> {
     }
 
     fn add_tags(&mut self, svc: &'a ServiceData) {
-        for k in svc.tags.keys() {
-            self.tags.entry(k).or_insert_with(|| {
-                format!("__meta_cloudmap_service_tag_{}", sanitize_label_name(k))
-            });
+        if self.with_tags {
+            for k in svc.tags.keys() {
+                self.tags.entry(k).or_insert_with(|| {
+                    format!("__meta_cloudmap_service_tag_{}", sanitize_label_name(k))
+                });
+            }
+        }
+        if !self.with_ecs_tags {
+            return;
+        }
+        for k in svc.ecs_service.iter().flat_map(|e| e.tags.keys()) {
+            self.ecs_tags
+                .entry(k)
+                .or_insert_with(|| format!("__meta_ecs_service_tag_{}", sanitize_label_name(k)));
         }
     }
 }
@@ -76,21 +149,43 @@ pub(super) fn with_plan<T>(
     f(Plan::new(snapshot, opts, &endpoints_of, skipped))
 }
 
-/// The port of `ep` on `inst`: the endpoint's port tag, else the instance's
-/// AWS_INSTANCE_PORT, else the default port. Otherwise the attribute's value (if
-/// any) and why it cannot be used.
-fn port_of(
-    ep: &Endpoint,
+/// What names the port of a target made from `--default-port`, in a skip.
+const DEFAULT_PORT_FLAG: &str = "--default-port";
+
+/// A port that cannot be used: the tag (or attribute, or flag) at fault, its
+/// value, and why.
+type PortFault<'e> = (&'e str, Option<String>, SkipReason);
+
+/// The port of `ep` on `inst`: the instance's AWS_INSTANCE_PORT (the host port ECS
+/// registered) when the endpoint has no port tag; otherwise the port tag's port,
+/// else the default port, each a container port that the task's port bindings
+/// (`facts`) may map to a host port ([`host_port`]).
+fn port_of<'e>(
+    ep: &'e Endpoint,
     inst: &Instance,
+    facts: Option<&TaskFacts>,
     default_port: Option<u16>,
-) -> Result<u16, (Option<String>, SkipReason)> {
-    if let Some(p) = ep.port {
-        return Ok(p);
-    }
-    match inst.attributes.get(attr::PORT) {
-        Some(v) => parse_port(v).ok_or_else(|| (Some(v.to_string()), SkipReason::InvalidPort)),
-        None => default_port.ok_or((None, SkipReason::MissingPort)),
-    }
+) -> Result<u16, PortFault<'e>> {
+    let (port, tag) = match &ep.port {
+        Some((tag, p)) => (*p, tag.as_str()),
+        None => match inst.attributes.get(attr::PORT) {
+            Some(v) => {
+                return parse_port(v)
+                    .ok_or_else(|| (attr::PORT, Some(v.to_string()), SkipReason::InvalidPort));
+            }
+            None => (
+                default_port.ok_or((attr::PORT, None, SkipReason::MissingPort))?,
+                DEFAULT_PORT_FLAG,
+            ),
+        },
+    };
+    let container = ep.container.as_ref().map(|(_, name)| name.as_str());
+    host_port(port, container, facts).map_err(|reason| match (reason, &ep.container) {
+        (SkipReason::UnboundContainer, Some((tag, name))) => {
+            (tag.as_str(), Some(name.clone()), reason)
+        }
+        _ => (tag, Some(port.to_string()), reason),
+    })
 }
 
 impl<'a> Plan<'a> {
@@ -104,12 +199,12 @@ impl<'a> Plan<'a> {
             snapshot,
             opts,
             entries: Vec::new(),
-            names: Names::default(),
+            names: Names::new(opts),
             skipped,
         };
         let mut entries = Vec::new();
-        for (svc, eps) in snapshot.services.iter().zip(endpoints_of) {
-            plan.add_service(svc, eps, &mut entries);
+        for ((account, svc), eps) in snapshot.services_by_account().zip(endpoints_of) {
+            plan.add_service(account, svc, eps, &mut entries);
         }
         plan.skipped.sort();
         plan.skipped.dedup();
@@ -139,17 +234,17 @@ impl<'a> Plan<'a> {
     /// what cannot be addressed goes to `skipped`.
     fn add_service(
         &mut self,
+        account: Option<&'a str>,
         svc: &'a ServiceData,
         eps: &'a [Endpoint],
         entries: &mut Vec<Entry<'a>>,
     ) {
-        let meta = self.opts.label_style == LabelStyle::Default;
         let mut any = false;
         let held = &self.snapshot.held;
         for inst in svc.instances.iter().filter(|i| !held.contains(&i.id)) {
+            let facts = self.snapshot.tasks.get(&inst.id);
             for ep in eps {
-                let addr = port_of(ep, inst, self.opts.default_port)
-                    .map_err(|(value, reason)| (attr::PORT, value, reason))
+                let addr = port_of(ep, inst, facts, self.opts.default_port)
                     .and_then(|port| address(inst, port));
                 let addr = match addr {
                     Ok((addr, _)) => addr,
@@ -160,27 +255,26 @@ impl<'a> Plan<'a> {
                         continue;
                     }
                 };
-                if meta {
-                    self.names.add_attributes(inst);
-                }
+                self.names.add_attributes(inst);
                 any = true;
                 entries.push(Entry {
                     addr,
+                    account,
                     svc,
                     inst,
                     ep,
                 });
             }
         }
-        if any && meta {
+        if any {
             self.names.add_tags(svc);
         }
     }
 
-    /// The labels of one target, borrowed from the snapshot and the plan.
+    /// The labels of one target, borrowed from the snapshot and the plan. No
+    /// `__address__`: Prometheus sets it from the group's `targets`.
     pub(super) fn labels<'p>(&'p self, e: &'p Entry<'a>) -> BTreeMap<&'p str, &'p str> {
         let mut l: BTreeMap<&str, &str> = BTreeMap::new();
-        l.insert("__address__", &e.addr);
         l.insert("__metrics_path__", &e.ep.path);
         if let Some(s) = e.ep.scheme {
             l.insert("__scheme__", s);
@@ -189,10 +283,15 @@ impl<'a> Plan<'a> {
             LabelStyle::Default => self.default_labels(e, &mut l),
             LabelStyle::Reloader => reloader_labels(e, &mut l),
         }
+        if let Some(account) = e.account {
+            l.insert(ACCOUNT_LABEL, account);
+        }
         l
     }
 
-    /// `cloudmap_*`, `ecs_*`, the task's facts and the `__meta_cloudmap_*` labels.
+    /// `cloudmap_*`, `ecs_*`, the task's facts, and the `__meta_*` labels of the
+    /// families written (with the `__meta_ecs_service_tag_*` labels of an ECS service
+    /// whose tags describe the endpoints).
     fn default_labels<'p>(&'p self, e: &'p Entry<'a>, l: &mut BTreeMap<&'p str, &'p str>) {
         let (svc, inst) = (e.svc, e.inst);
         let a = &inst.attributes;
@@ -220,11 +319,20 @@ impl<'a> Plan<'a> {
             put(l, "ec2_name", t.ec2_name.as_deref());
             put(l, "ec2_instance_type", t.ec2_instance_type.as_deref());
         }
-        for (k, v) in a {
-            l.insert(&self.names.attrs[k], v);
+        if self.names.with_attrs {
+            for (k, v) in a {
+                l.insert(&self.names.attrs[k], v);
+            }
         }
-        for (k, v) in svc.tags.iter() {
-            l.insert(&self.names.tags[k.as_str()], v);
+        if self.names.with_tags {
+            for (k, v) in svc.tags.iter() {
+                l.insert(&self.names.tags[k.as_str()], v);
+            }
+        }
+        if self.names.with_ecs_tags {
+            for (k, v) in svc.ecs_service.iter().flat_map(|e| e.tags.iter()) {
+                l.insert(&self.names.ecs_tags[k.as_str()], v);
+            }
         }
     }
 }

@@ -38,14 +38,12 @@ fn svc(name: &str, t: &[(&str, &str)], instances: Vec<Instance>) -> ServiceData 
         service: name.into(),
         tags: tags(t).into(),
         instances: instances.into(),
+        ecs_service: None,
     }
 }
 
 fn opts() -> TargetOptions {
-    TargetOptions {
-        label_style: LabelStyle::Default,
-        default_port: None,
-    }
+    TargetOptions::default()
 }
 
 fn run(services: Vec<ServiceData>) -> Built {
@@ -77,7 +75,6 @@ fn primary_endpoint_with_all_default_labels() {
     let g = &b.groups[0];
     assert_eq!(g.targets, vec!["10.0.0.1:9100"]);
     let expect = [
-        ("__address__", "10.0.0.1:9100"),
         ("__metrics_path__", "/metrics"),
         ("cloudmap_namespace", "ns"),
         ("cloudmap_service", "web"),
@@ -101,6 +98,109 @@ fn primary_endpoint_with_all_default_labels() {
     );
     assert!(!g.labels.contains_key("metrics_endpoint"));
     assert!(!g.labels.contains_key("__scheme__"));
+    assert!(
+        !g.labels.contains_key("__address__"),
+        "Prometheus sets __address__ from targets"
+    );
+}
+
+/// The labels of the one target of `s` labelled with `meta`.
+fn labels_with(meta: MetaLabels, style: LabelStyle, s: ServiceData) -> BTreeMap<String, String> {
+    let o = TargetOptions {
+        meta_labels: meta,
+        label_style: style,
+        ..opts()
+    };
+    let snapshot = Snapshot {
+        services: vec![s],
+        ..Snapshot::default()
+    };
+    let b = build(&snapshot, &o);
+    let mut rendered = Vec::new();
+    render_to(&snapshot, &o, &mut rendered).unwrap();
+    assert_eq!(
+        rendered,
+        to_json(&b.groups),
+        "render_to is build, byte for byte"
+    );
+    b.groups[0].labels.clone()
+}
+
+#[test]
+fn meta_labels_choose_which_families_are_written() {
+    let s = || {
+        svc(
+            "web",
+            &[("METRICS_PATH", "/metrics"), ("team", "blue")],
+            vec![ecs_instance("task1", "10.0.0.1", Some("8080"))],
+        )
+    };
+    let meta = |l: &BTreeMap<String, String>| -> Vec<String> {
+        l.keys()
+            .filter(|k| k.starts_with("__meta_"))
+            .cloned()
+            .collect()
+    };
+    let plain = |l: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        l.iter()
+            .filter(|(k, _)| !k.starts_with("__meta_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let all = labels_with(MetaLabels::All, LabelStyle::Default, s());
+    assert_eq!(
+        meta(&all),
+        vec![
+            "__meta_cloudmap_instance_attribute_AVAILABILITY_ZONE",
+            "__meta_cloudmap_instance_attribute_AWS_INSTANCE_IPV4",
+            "__meta_cloudmap_instance_attribute_AWS_INSTANCE_PORT",
+            "__meta_cloudmap_instance_attribute_ECS_CLUSTER_NAME",
+            "__meta_cloudmap_instance_attribute_ECS_SERVICE_NAME",
+            "__meta_cloudmap_instance_attribute_ECS_TASK_DEFINITION_FAMILY",
+            "__meta_cloudmap_service_tag_METRICS_PATH",
+            "__meta_cloudmap_service_tag_team",
+        ]
+    );
+    let tags = labels_with(MetaLabels::Tags, LabelStyle::Default, s());
+    assert_eq!(
+        meta(&tags),
+        vec![
+            "__meta_cloudmap_service_tag_METRICS_PATH",
+            "__meta_cloudmap_service_tag_team",
+        ]
+    );
+    assert_eq!(tags["__meta_cloudmap_service_tag_team"], "blue");
+    let none = labels_with(MetaLabels::None, LabelStyle::Default, s());
+    assert!(meta(&none).is_empty(), "{none:?}");
+    // The plain labels are the same whatever the choice.
+    assert_eq!(plain(&all), plain(&tags));
+    assert_eq!(plain(&all), plain(&none));
+    // The reloader style has no __meta_* labels at all.
+    let reloader = labels_with(MetaLabels::All, LabelStyle::Reloader, s());
+    assert!(meta(&reloader).is_empty(), "{reloader:?}");
+}
+
+#[test]
+fn every_meta_family_is_decided_in_one_place() {
+    use super::plan::MetaFamily;
+    let o = |meta_labels, label_style| TargetOptions {
+        meta_labels,
+        label_style,
+        ..opts()
+    };
+    for (family, tags) in [
+        (MetaFamily::InstanceAttribute, false),
+        (MetaFamily::ServiceTag, true),
+        (MetaFamily::EcsServiceTag, true),
+    ] {
+        assert!(family.written(&o(MetaLabels::All, LabelStyle::Default)));
+        assert_eq!(
+            family.written(&o(MetaLabels::Tags, LabelStyle::Default)),
+            tags
+        );
+        assert!(!family.written(&o(MetaLabels::None, LabelStyle::Default)));
+        assert!(!family.written(&o(MetaLabels::All, LabelStyle::Reloader)));
+    }
 }
 
 #[test]
@@ -335,7 +435,7 @@ fn reloader_style_emits_exactly_the_old_labels() {
     );
     let o = TargetOptions {
         label_style: LabelStyle::Reloader,
-        default_port: None,
+        ..opts()
     };
     let b = build(
         &Snapshot {
@@ -349,7 +449,6 @@ fn reloader_style_emits_exactly_the_old_labels() {
     assert_eq!(
         keys,
         vec![
-            "__address__",
             "__metrics_path__",
             "__scheme__",
             "cluster",
@@ -437,6 +536,7 @@ fn task_facts_add_labels_and_held_tasks_wait() {
                 ec2_instance_id: Some("i-1".into()),
                 ec2_name: Some("host-1".into()),
                 ec2_instance_type: Some("m5.large".into()),
+                bindings: Some(Arc::from([])),
             },
         ),
         (
@@ -452,6 +552,7 @@ fn task_facts_add_labels_and_held_tasks_wait() {
         services: vec![s],
         tasks: tasks.into(),
         held: BTreeSet::from(["new".to_string()]),
+        accounts: Vec::new(),
     };
     let b = build(&snap, &opts());
     assert_eq!(b.groups.len(), 2, "the held task waits");
@@ -504,6 +605,7 @@ fn host_groups_use_the_name_tag_as_instance() {
     assert_eq!(g[0].labels["ecs_cluster"], "prod");
     assert_eq!(g[0].labels["ec2_instance_type"], "t3.small");
     assert!(!g[2].labels.contains_key("ec2_name"));
+    assert!(g.iter().all(|g| !g.labels.contains_key("__address__")));
 }
 
 #[test]
@@ -517,4 +619,246 @@ fn json_is_file_sd_shape() {
     assert_eq!(v[0]["targets"][0], "10.0.0.1:80");
     assert_eq!(v[0]["labels"]["cloudmap_service"], "web");
     assert_eq!(to_json(&[]), b"[]\n");
+}
+
+// ---------------------------------------------------------------------------------
+// Port bindings (bridge and host network mode) and ECS service tags
+
+/// Task facts with these (container, container port, host port) bindings.
+fn bound(bindings: &[(&str, u16, u16)]) -> TaskFacts {
+    TaskFacts {
+        launch_type: Some("EC2".into()),
+        bindings: Some(
+            bindings
+                .iter()
+                .map(|(c, cp, hp)| crate::model::PortBinding {
+                    container: Arc::from(*c),
+                    container_port: *cp,
+                    host_port: *hp,
+                })
+                .collect(),
+        ),
+        ..TaskFacts::default()
+    }
+}
+
+fn with_tasks(services: Vec<ServiceData>, tasks: &[(&str, TaskFacts)]) -> Built {
+    let snap = Snapshot {
+        services,
+        tasks: Arc::new(
+            tasks
+                .iter()
+                .map(|(id, f)| (id.to_string(), f.clone()))
+                .collect(),
+        ),
+        ..Snapshot::default()
+    };
+    build(&snap, &opts())
+}
+
+fn skips(b: &Built) -> Vec<(&str, Option<&str>, Option<&str>, SkipReason)> {
+    b.skipped
+        .iter()
+        .map(|s| {
+            (
+                s.tag.as_str(),
+                s.value.as_deref(),
+                s.instance.as_deref(),
+                s.reason,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_tagged_container_port_is_published_at_its_host_port() {
+    // Bridge mode: ECS registered the host's IP and the app's host port 32768.
+    let b = with_tasks(
+        vec![svc(
+            "web",
+            &[
+                ("METRICS_PATH", "/metrics"),
+                ("METRICS_PORT", "9100"),
+                ("ECS_METRICS_PATH", "/stats"),
+                ("METRICS_PATH_app", "/app"),
+                ("METRICS_PORT_app", "9200"),
+            ],
+            vec![ecs_instance("bridge", "10.0.0.1", Some("32768"))],
+        )],
+        &[(
+            "bridge",
+            bound(&[("app", 8080, 32768), ("exporter", 9100, 49153)]),
+        )],
+    );
+    assert!(b.skipped.is_empty(), "{:?}", b.skipped);
+    assert_eq!(
+        addrs(&b),
+        vec![
+            // No port tag: AWS_INSTANCE_PORT is already a host port.
+            ("10.0.0.1:32768".into(), "/stats".into()),
+            ("10.0.0.1:49153".into(), "/metrics".into()),
+            // A port no container binds is used as it is.
+            ("10.0.0.1:9200".into(), "/app".into()),
+        ]
+    );
+}
+
+#[test]
+fn awsvpc_tasks_and_other_instances_keep_the_tagged_port() {
+    let b = with_tasks(
+        vec![svc(
+            "web",
+            &[("METRICS_PATH", "/metrics"), ("METRICS_PORT", "9100")],
+            vec![
+                ecs_instance("awsvpc", "10.0.0.1", None),
+                ecs_instance("unenriched", "10.0.0.2", None),
+            ],
+        )],
+        &[("awsvpc", bound(&[]))],
+    );
+    assert!(b.skipped.is_empty());
+    assert_eq!(
+        addrs(&b),
+        vec![
+            ("10.0.0.1:9100".into(), "/metrics".into()),
+            ("10.0.0.2:9100".into(), "/metrics".into()),
+        ]
+    );
+}
+
+#[test]
+fn container_tags_tell_apart_containers_that_bind_one_port() {
+    let b = with_tasks(
+        vec![svc(
+            "web",
+            &[
+                ("METRICS_PATH", "/metrics"),
+                ("METRICS_PORT", "9100"),
+                ("METRICS_CONTAINER", " b "),
+                ("ECS_METRICS_PATH", "/stats"),
+                ("ECS_METRICS_PORT", "9100"),
+                ("ECS_METRICS_CONTAINER", "a"),
+                ("METRICS_PATH_x", "/x"),
+                ("METRICS_PORT_x", "9100"),
+                ("METRICS_PATH_y", "/y"),
+                ("METRICS_PORT_y", "9100"),
+                ("METRICS_CONTAINER_y", "c"),
+                ("METRICS_CONTAINER_z", "a"),
+            ],
+            vec![ecs_instance("two", "10.0.0.1", Some("32768"))],
+        )],
+        &[("two", bound(&[("a", 9100, 49153), ("b", 9100, 49154)]))],
+    );
+    assert_eq!(
+        addrs(&b),
+        vec![
+            ("10.0.0.1:49153".into(), "/stats".into()),
+            ("10.0.0.1:49154".into(), "/metrics".into()),
+        ]
+    );
+    assert_eq!(
+        skips(&b),
+        vec![
+            (
+                "METRICS_CONTAINER_y",
+                Some("c"),
+                Some("two"),
+                SkipReason::UnboundContainer
+            ),
+            (
+                "METRICS_CONTAINER_z",
+                Some("a"),
+                None,
+                SkipReason::MissingPath
+            ),
+            (
+                "METRICS_PORT_x",
+                Some("9100"),
+                Some("two"),
+                SkipReason::AmbiguousPort
+            ),
+        ]
+    );
+}
+
+#[test]
+fn unknown_bindings_hold_back_only_the_endpoints_that_need_them() {
+    // Published after the hold without its ECS facts: the registered port is
+    // right whatever the network mode; a container port may not be.
+    let b = with_tasks(
+        vec![svc(
+            "web",
+            &[
+                ("METRICS_PATH", "/metrics"),
+                ("ECS_METRICS_PATH", "/stats"),
+                ("ECS_METRICS_PORT", "9100"),
+            ],
+            vec![ecs_instance("unknown", "10.0.0.1", Some("32768"))],
+        )],
+        &[("unknown", TaskFacts::default())],
+    );
+    assert_eq!(
+        addrs(&b),
+        vec![("10.0.0.1:32768".into(), "/metrics".into())]
+    );
+    assert_eq!(
+        skips(&b),
+        vec![(
+            "ECS_METRICS_PORT",
+            Some("9100"),
+            Some("unknown"),
+            SkipReason::UnknownBindings
+        )]
+    );
+    // --default-port is a container port too.
+    let snap = Snapshot {
+        services: vec![svc(
+            "web",
+            &[("METRICS_PATH", "/metrics")],
+            vec![ecs_instance("bridge", "10.0.0.1", None)],
+        )],
+        tasks: Arc::new(BTreeMap::from([(
+            "bridge".to_string(),
+            bound(&[("app", 80, 49200)]),
+        )])),
+        ..Snapshot::default()
+    };
+    let o = TargetOptions {
+        default_port: Some(80),
+        ..opts()
+    };
+    assert_eq!(
+        addrs(&build(&snap, &o)),
+        vec![("10.0.0.1:49200".into(), "/metrics".into())]
+    );
+}
+
+#[test]
+fn ecs_service_tags_describe_the_endpoints_and_show_as_meta_labels() {
+    let mut s = svc(
+        "sc",
+        &[("AmazonECSManaged", "true")],
+        vec![ecs_instance("t1", "10.0.0.1", Some("8080"))],
+    );
+    s.ecs_service = Some(Arc::new(crate::model::EcsService {
+        cluster: "prod".into(),
+        name: "api".into(),
+        tags: tags(&[
+            ("METRICS_PATH", "/metrics"),
+            ("METRICS_PORT", "9100"),
+            ("METRICS_PATH_bad", "nope"),
+            ("team", "payments"),
+        ]),
+    }));
+    let b = run(vec![s]);
+    assert_eq!(addrs(&b), vec![("10.0.0.1:9100".into(), "/metrics".into())]);
+    let l = &b.groups[0].labels;
+    assert_eq!(l["__meta_ecs_service_tag_team"], "payments");
+    assert_eq!(l["__meta_ecs_service_tag_METRICS_PORT"], "9100");
+    assert_eq!(l["__meta_cloudmap_service_tag_AmazonECSManaged"], "true");
+    assert!(!l.contains_key("__meta_cloudmap_service_tag_METRICS_PATH"));
+    let skipped = &b.skipped[0];
+    assert_eq!(skipped.tag, "METRICS_PATH_bad");
+    assert_eq!(skipped.ecs_service.as_deref(), Some("prod/api"));
+    assert_eq!(skipped.reason, SkipReason::InvalidPath);
 }

@@ -23,6 +23,54 @@ async fn send(req: hyper::Request<Full<Bytes>>) -> Option<(u16, String)> {
     Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// An answer with its headers and raw body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// GET `url` with `headers`, within 10 s; None when nothing answered.
+pub async fn http_get_with(url: &str, headers: &[(&str, &str)]) -> Option<Answer> {
+    let mut req = hyper::Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::default()).ok()?;
+    let r = tokio::time::timeout(Duration::from_secs(10), client().request(req))
+        .await
+        .ok()?
+        .ok()?;
+    let status = r.status().as_u16();
+    let headers = r
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = r.into_body().collect().await.ok()?.to_bytes().to_vec();
+    Some(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
 /// GET `url`, returning status and body; None when it cannot connect.
 pub async fn http_get(url: &str) -> Option<(u16, String)> {
     let req = hyper::Request::get(url).body(Full::default()).ok()?;

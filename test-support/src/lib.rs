@@ -9,6 +9,7 @@
 
 pub mod exporter;
 pub mod http;
+pub mod load;
 pub mod moto;
 pub mod process;
 pub mod prometheus;
@@ -20,12 +21,18 @@ pub mod topology;
 pub mod wait;
 
 pub use exporter::{Endpoint, Exporters};
-pub use http::{get_status, http_get, http_post, post_blocking};
+pub use http::{Answer, get_status, http_get, http_get_with, http_post, post_blocking};
+pub use load::{LoadReport, load};
 pub use moto::Moto;
 pub use process::{Proc, free_port, venv, which};
-pub use prometheus::{prometheus, prometheus_bin, prometheus_on};
-pub use proxy::{AWS_DISCOVER_INSTANCES_DEFAULT_MAX, Fault, Proxy, diff, operation_of};
-pub use seeder::{REGION, Seeder, aws_env, sdk_config, task_id};
-pub use sidecar::{Sidecar, parse_file, read_targets, run_cli, sidecar_bin, sum_metric};
+pub use prometheus::{
+    FileSdStats, Mode, active_targets, file_sd_config, http_sd_job, prometheus, prometheus_bin,
+    prometheus_in, prometheus_on,
+};
+pub use proxy::{
+    AWS_DISCOVER_INSTANCES_DEFAULT_MAX, Fault, MOTO_ACCOUNT, Proxy, diff, operation_of,
+};
+pub use seeder::{ContainerSpec, REGION, Seeder, aws_env, role_arn, sdk_config, task_id};
+pub use sidecar::{Sidecar, labels_of, parse_file, read_targets, run_cli, sidecar_bin, sum_metric};
 pub use sigv4::{Sigv4Server, python};
 pub use wait::{wait_for, wait_for_async};

@@ -1,6 +1,7 @@
-//! A counting, fault-injecting HTTP proxy in front of moto.
+//! A counting, fault-injecting HTTP proxy in front of moto, which also answers as
+//! AWS where moto's ECS answers differ ([`ecs`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,6 +12,8 @@ use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+
+pub mod ecs;
 
 /// What the proxy does with a request it picks for a fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +40,9 @@ pub enum Fault {
     /// Refuse expired temporary credentials as AWS does: 400
     /// `ExpiredTokenException` for the JSON services, `ExpiredToken` in EC2's XML.
     ExpiredCredentials,
+    /// Refuse as IAM does: 400 `AccessDeniedException` for the JSON services,
+    /// 403 `AccessDenied` in STS's XML, 403 `UnauthorizedOperation` in EC2's.
+    Deny,
 }
 
 /// A fault and the share of requests it hits (1.0: every request), picked
@@ -75,15 +81,18 @@ impl Rule {
 struct Faults {
     all: Option<Rule>,
     per_op: BTreeMap<String, Rule>,
+    /// Faults for every request signed with one account's credentials.
+    per_account: BTreeMap<String, Rule>,
     /// Requests answered with a fault, by operation.
     injected: BTreeMap<String, u64>,
 }
 
 impl Faults {
-    fn pick(&mut self, op: &str) -> Fault {
-        let f = match self.per_op.get_mut(op) {
-            Some(r) => r.next(),
-            None => self.all.as_mut().map_or(Fault::Pass, Rule::next),
+    fn pick(&mut self, op: &str, account: &str) -> Fault {
+        let f = match (self.per_op.get_mut(op), self.per_account.get_mut(account)) {
+            (Some(r), _) => r.next(),
+            (None, Some(r)) => r.next(),
+            (None, None) => self.all.as_mut().map_or(Fault::Pass, Rule::next),
         };
         if f != Fault::Pass {
             *self.injected.entry(op.to_string()).or_default() += 1;
@@ -92,9 +101,11 @@ impl Faults {
     }
 }
 
-/// An HTTP proxy in front of moto that counts requests by AWS operation and can
-/// inject faults. It can also record the request bodies of chosen operations,
-/// emulate an AWS default that moto lacks, and be stopped (its port then refuses
+/// An HTTP proxy in front of moto that counts requests by AWS operation (and by
+/// the account whose credentials signed them) and can inject faults, for all
+/// requests, one operation or one account. It can also record the request bodies
+/// of chosen operations, emulate an AWS default that moto lacks, shorten the
+/// sessions AssumeRole hands out, and be stopped (its port then refuses
 /// connections) and started again on the same port.
 pub struct Proxy {
     pub url: String,
@@ -110,11 +121,19 @@ pub struct Proxy {
 #[derive(Clone)]
 struct ProxyState {
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// Requests by (account, operation).
+    account_counts: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    /// The account of each access key AssumeRole handed out.
+    key_accounts: Arc<Mutex<HashMap<String, String>>>,
+    /// See [`Proxy::shorten_assumed_sessions`].
+    session_length: Arc<Mutex<Option<Duration>>>,
     faults: Arc<Mutex<Faults>>,
     /// Request bodies of the operations chosen with [`Proxy::record_requests`].
     recorded: Arc<Mutex<BTreeMap<String, Vec<serde_json::Value>>>>,
     /// See [`Proxy::emulate_aws_discover_default`].
     aws_discover_default: Arc<std::sync::atomic::AtomicBool>,
+    /// What the ECS rewrites remember (task definitions, dynamic host ports).
+    ecs: Arc<Mutex<ecs::Emulation>>,
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: hyper::Uri,
 }
@@ -181,9 +200,13 @@ impl Proxy {
         let addr: SocketAddr = listener.local_addr().unwrap();
         let state = ProxyState {
             counts: Arc::new(Mutex::new(BTreeMap::new())),
+            account_counts: Arc::new(Mutex::new(BTreeMap::new())),
+            key_accounts: Arc::new(Mutex::new(HashMap::new())),
+            session_length: Arc::new(Mutex::new(None)),
             faults: Arc::new(Mutex::new(Faults::default())),
             recorded: Arc::new(Mutex::new(BTreeMap::new())),
             aws_discover_default: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            ecs: Arc::new(Mutex::new(ecs::Emulation::default())),
             client: Client::builder(TokioExecutor::new()).build_http(),
             upstream: upstream.parse().unwrap(),
         };
@@ -270,6 +293,36 @@ impl Proxy {
         };
     }
 
+    /// A fault for a share `rate` of the requests signed with the credentials of
+    /// `account` (moto's default account for credentials that are not AssumeRole's).
+    /// A fault for the operation takes its place.
+    pub fn set_fault_for_account(&self, account: &str, f: Fault, rate: f64) {
+        let mut m = self.state.faults.lock().unwrap();
+        match Rule::new(f, rate) {
+            Some(r) => m.per_account.insert(account.to_string(), r),
+            None => m.per_account.remove(account),
+        };
+    }
+
+    /// Requests seen so far from `account`'s credentials, by operation.
+    pub fn counts_for(&self, account: &str) -> BTreeMap<String, u64> {
+        self.state
+            .account_counts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((a, _), _)| a == account)
+            .map(|((_, op), n)| (op.clone(), *n))
+            .collect()
+    }
+
+    /// From now on, the credentials AssumeRole answers with expire `length` after
+    /// the answer (None: as moto says, an hour). AWS's shortest session is 15
+    /// minutes; a test cannot wait that long to see the SDK renew them.
+    pub fn shorten_assumed_sessions(&self, length: Option<Duration>) {
+        *self.state.session_length.lock().unwrap() = length;
+    }
+
     /// Requests answered with a fault so far, by operation.
     pub fn injected(&self) -> BTreeMap<String, u64> {
         self.state.faults.lock().unwrap().injected.clone()
@@ -328,6 +381,67 @@ pub fn diff(
         .collect()
 }
 
+/// moto's default account: the one of any credentials AssumeRole did not hand out.
+pub const MOTO_ACCOUNT: &str = "123456789012";
+
+/// The access key that signed a request (`Credential=KEY/...` in SigV4's header).
+fn access_key(headers: &hyper::HeaderMap) -> Option<&str> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let cred = auth.split("Credential=").nth(1)?;
+    cred.split('/').next()
+}
+
+/// The value of form field `name` in a query-protocol body, URL-decoded.
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    let body = String::from_utf8_lossy(body);
+    let raw = body
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?;
+    let mut out = Vec::new();
+    let mut bytes = raw.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+                out.push(u8::from_str_radix(&hex, 16).ok()?);
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The text of the first `<tag>` element of an XML answer.
+fn xml_element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let start = xml.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = xml[start..].find(&format!("</{tag}>"))? + start;
+    Some(&xml[start..end])
+}
+
+/// Learns the account of the key an AssumeRole answer hands out, and shortens the
+/// session when asked to.
+fn assumed_role(state: &ProxyState, request: &[u8], answer: Bytes) -> Bytes {
+    let xml = String::from_utf8_lossy(&answer).into_owned();
+    let account =
+        form_field(request, "RoleArn").and_then(|arn| arn.split(':').nth(4).map(str::to_string));
+    if let (Some(account), Some(key)) = (account, xml_element(&xml, "AccessKeyId")) {
+        state
+            .key_accounts
+            .lock()
+            .unwrap()
+            .insert(key.to_string(), account);
+    }
+    let Some(length) = *state.session_length.lock().unwrap() else {
+        return answer;
+    };
+    let Some(old) = xml_element(&xml, "Expiration") else {
+        return answer;
+    };
+    let new = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + length);
+    Bytes::from(xml.replacen(old, &new.to_string(), 1))
+}
+
 /// Adds AWS's default `MaxResults` to a DiscoverInstances body that has none.
 fn with_aws_discover_default(body: Bytes) -> Option<Bytes> {
     let mut v: serde_json::Value = serde_json::from_slice(&body).ok()?;
@@ -364,11 +478,25 @@ async fn forward(
             serde_json::Value::String(String::from_utf8_lossy(&body).into_owned())
         }));
     }
-    let fault = state.faults.lock().unwrap().pick(&op);
-    let ec2 = target.is_empty();
+    let account = access_key(&parts.headers)
+        .and_then(|k| state.key_accounts.lock().unwrap().get(k).cloned())
+        .unwrap_or_else(|| MOTO_ACCOUNT.to_string());
+    let fault = state.faults.lock().unwrap().pick(&op, &account);
+    let sts = form_field(&body, "Version").as_deref() == Some("2011-06-15");
+    let ec2 = target.is_empty() && !sts;
     *state.counts.lock().unwrap().entry(op.clone()).or_default() += 1;
+    *state
+        .account_counts
+        .lock()
+        .unwrap()
+        .entry((account, op.clone()))
+        .or_default() += 1;
+    // An error answer in the request's protocol: STS (and IAM) speak the query
+    // protocol's own document, EC2 its XML, Cloud Map and ECS JSON.
     let answer = |status: u16, code: &str, message: &str| {
-        Ok(if ec2 {
+        Ok(if sts {
+            error_query(status, code, message)
+        } else if ec2 {
             error_xml(status, code, message)
         } else {
             error_json(status, code, message)
@@ -376,7 +504,19 @@ async fn forward(
     };
     let json = |status: u16, ty: &str| Ok(error_json(status, ty, INJECTED));
     let xml = |status: u16, code: &str| Ok(error_xml(status, code, INJECTED));
+    let query_error = |status: u16, code: &str| Ok(error_query(status, code, INJECTED));
+    // AWS refuses a DescribeServices call with more than 10 services; moto takes it.
+    if op == "DescribeServices" && ecs::over_describe_services_limit(&body) {
+        return json(400, "InvalidParameterException");
+    }
     match fault {
+        Fault::RefuseCredentials if sts => {
+            return answer(
+                403,
+                "InvalidClientTokenId",
+                "The security token included in the request is invalid.",
+            );
+        }
         Fault::RefuseCredentials if ec2 => {
             return answer(
                 401,
@@ -391,7 +531,7 @@ async fn forward(
                 "The security token included in the request is invalid.",
             );
         }
-        Fault::ExpiredCredentials if ec2 => {
+        Fault::ExpiredCredentials if sts || ec2 => {
             return answer(
                 400,
                 "ExpiredToken",
@@ -405,10 +545,16 @@ async fn forward(
                 "The security token included in the request is expired",
             );
         }
+        Fault::Deny if sts => return query_error(403, "AccessDenied"),
+        Fault::Deny if ec2 => return xml(403, "UnauthorizedOperation"),
+        Fault::Deny => return json(400, "AccessDeniedException"),
+        Fault::ServerError if sts => return query_error(500, "InternalFailure"),
         Fault::ServerError if ec2 => return xml(500, "InternalError"),
         Fault::ServerError => return json(500, "InternalFailure"),
+        Fault::Unavailable if sts => return query_error(503, "ServiceUnavailable"),
         Fault::Unavailable if ec2 => return xml(503, "Unavailable"),
         Fault::Unavailable => return json(503, "ServiceUnavailable"),
+        Fault::Throttle if sts => return query_error(400, "Throttling"),
         Fault::Throttle if ec2 => return xml(503, "RequestLimitExceeded"),
         Fault::Throttle => return json(400, "ThrottlingException"),
         Fault::Drop => return Err(std::io::Error::other("dropped by the test proxy")),
@@ -447,6 +593,7 @@ async fn forward(
     for (k, v) in &parts.headers {
         out = out.header(k, v);
     }
+    let sent = body.clone();
     let resp = state
         .client
         .request(out.body(Full::new(body)).unwrap())
@@ -459,7 +606,14 @@ async fn forward(
         .map_err(std::io::Error::other)?
         .to_bytes();
     if target.contains("AmazonEC2ContainerService") {
-        rb = fix_moto_ecs(rb);
+        if op == "DescribeTasks" && rp.status.is_success() {
+            rb = with_containers_and_bindings(rb, &parts.headers, state).await;
+        }
+        rb = ecs::fix_number_fields(rb);
+        rp.headers.remove("content-length");
+    }
+    if op == "AssumeRole" && rp.status.is_success() {
+        rb = assumed_role(state, &sent, rb);
         rp.headers.remove("content-length");
     }
     Ok(Response::from_parts(rp, Full::new(rb)))
@@ -493,32 +647,78 @@ fn error_xml(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
         .unwrap()
 }
 
-/// moto writes a task's container `cpu` / `memory` as JSON numbers where the ECS
-/// API has strings; the Rust SDK rejects that. Rewrite them as AWS sends them.
-fn fix_moto_ecs(body: Bytes) -> Bytes {
-    fn walk(v: &mut serde_json::Value, in_containers: bool) {
-        match v {
-            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, in_containers)),
-            serde_json::Value::Object(o) => {
-                for (k, x) in o.iter_mut() {
-                    if in_containers
-                        && matches!(k.as_str(), "cpu" | "memory" | "memoryReservation")
-                        && x.is_number()
-                    {
-                        *x = serde_json::Value::String(x.to_string());
-                    } else {
-                        walk(x, k == "containers");
-                    }
-                }
-            }
-            _ => {}
+/// An error answer of the query protocol (STS, IAM).
+fn error_query(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/xml")
+        .body(Full::new(Bytes::from(format!(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>\
+             <Message>{message}</Message></Error>\
+             <RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
+        ))))
+        .unwrap()
+}
+
+/// A DescribeTasks answer with every container and its port bindings, as ECS
+/// reports them ([`ecs::Emulation`]); the task definitions it needs are read from
+/// moto (DescribeTaskDefinition, signed as the request was) once each.
+async fn with_containers_and_bindings(
+    answer: Bytes,
+    headers: &hyper::HeaderMap,
+    state: &ProxyState,
+) -> Bytes {
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&answer) else {
+        return answer;
+    };
+    let unknown = ecs::unknown_task_definitions(&v, &state.ecs.lock().unwrap());
+    for arn in unknown {
+        let request = serde_json::json!({ "taskDefinition": arn });
+        if let Some(def) = call_moto(state, headers, "DescribeTaskDefinition", &request).await {
+            state.ecs.lock().unwrap().learn_task_definition(arn, &def);
         }
     }
-    match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(mut v) => {
-            walk(&mut v, false);
-            Bytes::from(serde_json::to_vec(&v).unwrap())
+    state
+        .ecs
+        .lock()
+        .unwrap()
+        .add_containers_and_bindings(&mut v);
+    Bytes::from(serde_json::to_vec(&v).unwrap())
+}
+
+/// One ECS call of the proxy's own to moto, with the headers (credentials, Region)
+/// of the request it serves; its JSON answer, if it succeeded.
+async fn call_moto(
+    state: &ProxyState,
+    headers: &hyper::HeaderMap,
+    operation: &str,
+    request: &serde_json::Value,
+) -> Option<serde_json::Value> {
+    let body = Bytes::from(serde_json::to_vec(request).unwrap());
+    let upstream = &state.upstream;
+    let uri = format!(
+        "{}://{}/",
+        upstream.scheme_str().unwrap(),
+        upstream.authority().unwrap()
+    );
+    let mut out = Request::builder().method("POST").uri(uri);
+    for (k, v) in headers {
+        if k != "x-amz-target" && k != hyper::header::CONTENT_LENGTH {
+            out = out.header(k, v);
         }
-        Err(_) => body,
     }
+    let out = out
+        .header(
+            "x-amz-target",
+            format!("AmazonEC2ContainerServiceV20141113.{operation}"),
+        )
+        .header(hyper::header::CONTENT_LENGTH, body.len())
+        .body(Full::new(body))
+        .unwrap();
+    let resp = state.client.request(out).await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let bytes = resp.into_body().collect().await.ok()?.to_bytes();
+    serde_json::from_slice(&bytes).ok()
 }

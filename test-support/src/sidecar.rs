@@ -1,5 +1,6 @@
 //! The `cloudmap-sd` binary: one-shot runs and a running `cloudmap-sd run`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -56,6 +57,12 @@ impl Sidecar {
         Sidecar::start_writing(dir, &dir.join("targets.json"), aws_url, extra)
     }
 
+    /// Starts `cloudmap-sd run --output none`: no file, the targets served at
+    /// /sd/targets only; its log in `dir`.
+    pub fn start_serving(dir: &Path, aws_url: &str, extra: &[&str]) -> Sidecar {
+        Sidecar::start_writing(dir, Path::new("none"), aws_url, extra)
+    }
+
     /// Starts `cloudmap-sd run` writing `output`, its log in `dir`.
     pub fn start_writing(dir: &Path, output: &Path, aws_url: &str, extra: &[&str]) -> Sidecar {
         let port = free_port();
@@ -101,6 +108,17 @@ impl Sidecar {
         }
     }
 
+    /// The sidecar's resident memory (VmRSS of /proc/PID/status), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.pid()))
+            .expect("the sidecar runs");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line")
+    }
+
     /// Sum of one metric's samples (all label sets).
     pub async fn metric(&self, name: &str) -> f64 {
         let (_, body) = http_get(&self.url("/metrics")).await.expect("metrics");
@@ -143,6 +161,20 @@ pub fn parse_file(path: &Path) -> Vec<serde_json::Value> {
     let bytes = std::fs::read(path).unwrap();
     serde_json::from_slice(&bytes)
         .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()))
+}
+
+/// Every label of the target group whose target is `addr`; panics when none is.
+pub fn labels_of(groups: &[serde_json::Value], addr: &str) -> BTreeMap<String, String> {
+    let g = groups
+        .iter()
+        .find(|g| g["targets"][0] == addr)
+        .unwrap_or_else(|| panic!("no target {addr} in {groups:?}"));
+    g["labels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect()
 }
 
 pub fn read_targets(path: &Path) -> Vec<String> {

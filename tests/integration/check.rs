@@ -84,6 +84,7 @@ async fn check_passes_with_full_permissions_and_a_good_config() {
         "servicediscovery:ListTagsForResource",
         "servicediscovery:DiscoverInstancesRevision",
         "servicediscovery:DiscoverInstances",
+        "ecs:DescribeServices",
         "ecs:DescribeTasks",
         "ecs:DescribeContainerInstances",
         "ec2:DescribeInstances",
@@ -107,10 +108,14 @@ async fn check_passes_with_full_permissions_and_a_good_config() {
         vec!["ok 200".to_string()],
         "the probe was signed right"
     );
+    assert!(
+        stdout.contains(".cloudmap-sd-staging, rename into"),
+        "the writer's staging directory is tried:\n{stdout}"
+    );
     assert_eq!(
         std::fs::read_dir(&sd_dir).unwrap().count(),
         0,
-        "check leaves no file behind"
+        "check leaves no file (and no staging directory) behind"
     );
 
     let mut json_args = args.to_vec();
@@ -146,6 +151,7 @@ async fn check_passes_with_full_permissions_and_a_good_config() {
     assert!(out.status.success(), "{stdout}");
     let rows_no_ec2 = rows(&stdout);
     for (check, want) in [
+        ("ecs:DescribeServices", "pass"),
         ("ecs:DescribeTasks", "pass"),
         ("ecs:DescribeContainerInstances", "skip"),
         ("ec2:DescribeInstances", "skip"),
@@ -155,6 +161,18 @@ async fn check_passes_with_full_permissions_and_a_good_config() {
             "{check} is not {want}:\n{stdout}"
         );
     }
+    // Without ECS service tags the sidecar never calls DescribeServices.
+    let mut no_service_tags = args.to_vec();
+    no_service_tags.extend(["--ecs-service-tags", "false"]);
+    let out = run_cli(&no_service_tags, &aws_env(&moto.url));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        !rows(&stdout)
+            .iter()
+            .any(|(c, _)| c == "ecs:DescribeServices"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,4 +273,130 @@ async fn check_tries_a_service_of_the_selected_namespace() {
     let (discover, _) = run("empty-ns");
     assert!(discover.starts_with("allowed"), "{discover}");
     assert!(!discover.contains("tried on"), "{discover}");
+}
+
+/// `check` for a sidecar that writes no file and watches an agent: the directory is
+/// skipped, the http_sd job on /sd/targets with the bearer token passes, and an
+/// agent configuration with rule_files fails by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_lints_an_agent_reading_sd_targets_without_a_file() {
+    let moto = Moto::start();
+    seed(&moto).await;
+    let amp = Sigv4Server::start("testing", "testing", "eu-west-1", &[200, 200]);
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let agent = |extra: &str| {
+        let path = dir.path().join("agent.yml");
+        std::fs::write(
+            &path,
+            format!(
+                "global:\n  external_labels: {{cluster: prod, __replica__: a1}}\nremote_write:\n  - url: {AMP}\n    sigv4:\n      region: eu-west-1\n\
+                 scrape_configs:\n  - job_name: ecs\n    http_sd_configs:\n      - url: http://cloudmap-sd.apps.local:9469/sd/targets\n        \
+                 authorization:\n          type: Bearer\n          credentials_file: {}\n{extra}",
+                token.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let probe_url = format!("{}/workspaces/ws-0a1b2c/api/v1/remote_write", amp.url);
+    let check = |config: &Path| {
+        run_cli(
+            &[
+                "check",
+                "--output",
+                "none",
+                "--prometheus-mode",
+                "agent",
+                "--http-sd-bearer-token-file",
+                token.to_str().unwrap(),
+                "--prometheus-config",
+                config.to_str().unwrap(),
+                "--amp-remote-write-url",
+                &probe_url,
+            ],
+            &aws_env(&moto.url),
+        )
+    };
+    let out = check(&agent(""));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "check failed:\n{stdout}");
+    let table = rows(&stdout);
+    for (row, result) in [
+        ("output directory writable", "skip"),
+        ("prometheus: agent mode", "pass"),
+        ("prometheus: http_sd", "pass"),
+    ] {
+        assert!(
+            table.iter().any(|(c, r)| c == row && r == result),
+            "{row} is not {result}:\n{stdout}"
+        );
+    }
+    assert!(
+        table.iter().all(|(c, _)| c != "prometheus: file_sd glob"),
+        "{stdout}"
+    );
+
+    let out = check(&agent("rule_files: [rules.yml]\n"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("prometheus: agent mode"))
+        .unwrap_or_else(|| panic!("no agent mode row:\n{stdout}"));
+    assert!(
+        line.contains("fail") && line.contains("rule_files"),
+        "{line}"
+    );
+}
+
+/// The staging directory cannot be made (a file has its name): `check` warns and
+/// says why, and `once` still writes the file, temporary files beside it, and says
+/// so in its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staging_directory_that_cannot_be_made_is_a_warning_and_a_fallback() {
+    let moto = Moto::start();
+    seed(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".cloudmap-sd-staging"), b"in the way").unwrap();
+    let output = dir.path().join("cloudmap-sd.json");
+    let out = run_cli(
+        &["check", "--output", output.to_str().unwrap()],
+        &aws_env(&moto.url),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "a warning is not a failure:\n{stdout}"
+    );
+    assert!(
+        rows(&stdout)
+            .iter()
+            .any(|(c, r)| c == "output directory writable" && r == "warn"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("is not a directory"), "{stdout}");
+    assert!(
+        stdout.contains("temporary files go beside the file"),
+        "{stdout}"
+    );
+
+    let out = run_cli(
+        &["once", "--output", output.to_str().unwrap()],
+        &aws_env(&moto.url),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the staging directory cannot be used"),
+        "{stderr}"
+    );
+    assert_eq!(read_targets(&output), vec!["127.0.0.11:9100"]);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 }

@@ -198,7 +198,6 @@ async fn several_namespaces_selection_and_labels() {
     assert_eq!(
         keys,
         vec![
-            "__address__",
             "__metrics_path__",
             "cluster",
             "instance",
@@ -209,6 +208,38 @@ async fn several_namespaces_selection_and_labels() {
         ]
     );
     assert_eq!(l["instance"], "10.0.0.1");
+
+    // --meta-labels: which __meta_* families the binary writes; the rest is the same.
+    let meta_of = |choice: &str| {
+        let groups = once_stdout(&moto.url, &["--namespace", "apps", "--meta-labels", choice]);
+        let l = groups[0]["labels"].as_object().unwrap().clone();
+        let (meta, plain): (Vec<_>, Vec<_>) =
+            l.into_iter().partition(|(k, _)| k.starts_with("__meta_"));
+        let families: Vec<&str> = [
+            "__meta_cloudmap_instance_attribute_",
+            "__meta_cloudmap_service_tag_",
+        ]
+        .into_iter()
+        .filter(|f| meta.iter().any(|(k, _)| k.starts_with(f)))
+        .collect();
+        assert_eq!(!meta.is_empty(), !families.is_empty(), "{meta:?}");
+        (families, plain)
+    };
+    let (all, plain_all) = meta_of("all");
+    let (tags, plain_tags) = meta_of("tags");
+    let (none, plain_none) = meta_of("none");
+    assert_eq!(
+        all,
+        [
+            "__meta_cloudmap_instance_attribute_",
+            "__meta_cloudmap_service_tag_"
+        ]
+    );
+    assert_eq!(tags, ["__meta_cloudmap_service_tag_"]);
+    assert!(none.is_empty());
+    assert_eq!(plain_all, plain_tags);
+    assert_eq!(plain_all, plain_none);
+    assert!(plain_all.iter().all(|(k, _)| k != "__address__"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,8 +357,9 @@ async fn meta_labels_empty_values_and_colliding_names() {
 
 /// The cold cycle's cost as docs/configuration.md counts it, with a namespace
 /// selection: the listing and GetService cover every service in the Region, the
-/// tag reads only the selected namespaces' services, the instance reads only
-/// their tagged ones.
+/// tag reads only the selected namespaces' services, the instance reads their
+/// tagged ones and (with ECS service tags, the default) the untagged ones once, to
+/// learn the ECS services of their instances.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_cycle_cost_with_a_namespace_selection() {
     let moto = Moto::start();
@@ -350,14 +382,16 @@ async fn cold_cycle_cost_with_a_namespace_selection() {
         &["--namespace", "apps", "--ecs-enrichment", "false"],
     );
     assert_eq!(groups.len(), 2);
-    // S = 5 services in the Region, N = 3 in `apps`, T = 2 of them tagged.
+    // S = 5 services in the Region, N = 3 in `apps`, T = 2 of them tagged, U = 1
+    // without endpoint tags (`plain`: it has no instance, so no ECS service to
+    // describe).
     let want: BTreeMap<String, u64> = [
         ("ListNamespaces", 1),
         ("ListServices", 1),
         ("GetService", 5),
         ("ListTagsForResource", 3),
-        ("DiscoverInstancesRevision", 2),
-        ("DiscoverInstances", 2),
+        ("DiscoverInstancesRevision", 3),
+        ("DiscoverInstances", 3),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -401,12 +435,8 @@ async fn once_writes_nothing_when_aws_fails() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(read_targets(&path), vec!["10.0.0.1:80"]);
-    let tmp: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-        .collect();
-    assert!(tmp.is_empty());
+    let names = names_in(dir.path());
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 }
 
 #[test]
@@ -509,7 +539,10 @@ async fn steady_cycle_makes_only_revision_calls() {
     ]
     .into();
     assert_eq!(listed, want, "with the listing: one page for 41 services");
-    assert_eq!(cold.get("DiscoverInstances"), Some(&20));
+    // The untagged service's instances are read once, to learn their ECS
+    // services (ECS service tags): it has none.
+    assert_eq!(cold.get("DiscoverInstances"), Some(&21));
+    assert!(!cold.contains_key("DescribeServices"));
     // The instances name a cluster moto does not have: one DescribeTasks, then cached.
     assert_eq!(cold.get("DescribeTasks"), Some(&1));
     assert_eq!(cold.get("ListTagsForResource"), Some(&21));
@@ -742,6 +775,16 @@ async fn readers_never_see_a_partial_file_under_churn() {
     );
 }
 
+/// The names in `dir` and in its staging directory (where temporary files go).
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    [dir.to_path_buf(), dir.join(".cloudmap-sd-staging")]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|d| d.flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_promptly_and_leaves_no_temp_file() {
     let moto = one_task().await;
@@ -764,11 +807,7 @@ async fn sigterm_stops_promptly_and_leaves_no_temp_file() {
         .expect("exits within 5s of SIGTERM");
     assert!(st.success(), "exit status {st:?}");
     eprintln!("stopped {:?} after SIGTERM", started.elapsed());
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = names_in(dir.path());
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     assert_eq!(read_targets(&sc.output), vec!["10.0.0.1:80"]);
     assert!(sc.proc.log_text().contains("SIGTERM"));
@@ -800,11 +839,7 @@ async fn sigint_stops_promptly_too() {
     assert!(st.success(), "exit status {st:?}");
     eprintln!("stopped {:?} after SIGINT", started.elapsed());
     assert!(sc.proc.log_text().contains("SIGINT"));
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = names_in(dir.path());
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     assert_eq!(read_targets(&sc.output), vec!["10.0.0.1:80"]);
     proxy.set_fault(Fault::Pass);

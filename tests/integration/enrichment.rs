@@ -10,19 +10,11 @@ use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
 
-/// Labels of the group whose target is `addr`.
+/// Labels of the group whose target is `addr`, without the `__meta_*` ones.
 fn labels_of(groups: &[Value], addr: &str) -> BTreeMap<String, String> {
-    let g = groups
-        .iter()
-        .find(|g| g["targets"][0] == addr)
-        .unwrap_or_else(|| panic!("no target {addr} in {groups:?}"));
-    g["labels"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| !k.starts_with("__meta_"))
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-        .collect()
+    let mut l = cloudmap_sd_test_support::labels_of(groups, addr);
+    l.retain(|k, _| !k.starts_with("__meta_"));
+    l
 }
 
 /// moto, the proxy in front of it, and the seeder. The seeder goes through the
@@ -333,39 +325,48 @@ async fn ecs_errors_keep_published_labels_and_hold_new_tasks() {
     proxy.set_fault_for("DescribeInstances", Fault::Pass);
 }
 
+/// Prometheus reads the hosts file (in a directory of its own) with `instance` set
+/// to the host's name; a host renamed costs it at most 2 file_sd scans (its own
+/// `prometheus_sd_file_scan_duration_seconds_count`), as the targets file does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_reads_the_hosts_file_with_instance_set_to_the_name() {
     let Stack { _moto, proxy, s } = stack().await;
     let t = topology(&s).await;
     let dir = tempfile::tempdir().unwrap();
     let sd = dir.path().join("sd");
+    let hosts_dir = dir.path().join("hosts");
     std::fs::create_dir(&sd).unwrap();
-    let hosts = sd.join("hosts.json");
+    std::fs::create_dir(&hosts_dir).unwrap();
+    let hosts = hosts_dir.join("hosts.json");
     let sc = Sidecar::start(
         &sd,
         &proxy.url,
         &[
             "--interval",
             "1s",
+            "--ec2-name-refresh",
+            "2s",
             "--ec2-hosts-output",
             hosts.to_str().unwrap(),
         ],
     );
     sc.wait_ready(T).await;
-    let config = format!(
-        "global:\n  scrape_interval: 1m\nscrape_configs:\n  - job_name: hosts\n    file_sd_configs:\n      - files: ['{}']\n        refresh_interval: 5s\n",
-        hosts.display()
-    );
-    let (_prometheus, url) = prometheus(dir.path(), &config);
+    // The same list over http_sd.
+    crate::http_sd::assert_sd_hosts_equals_the_file(&sc, &hosts).await;
+    let config = file_sd_config("hosts", &hosts_dir.join("*.json"), "1h");
+    let (_prometheus, url) = prometheus(&dir.path().join("prometheus"), &config);
     let api = format!("{url}/api/v1/targets");
-    let active = wait_for_async(Duration::from_secs(40), "2 host targets", || {
+    let targets = |want: &'static str| {
         let api = api.clone();
         async move {
             let (_, body) = http_get(&api).await?;
             let v: Value = serde_json::from_str(&body).ok()?;
             let a = v["data"]["activeTargets"].as_array()?.clone();
-            (a.len() == 2).then_some(a)
+            (a.len() == 2 && body.contains(want)).then_some(a)
         }
+    };
+    let active = wait_for_async(Duration::from_secs(40), "2 host targets", || {
+        targets("alpha")
     })
     .await;
     let mut instances: Vec<String> = active
@@ -385,6 +386,23 @@ async fn prometheus_reads_the_hosts_file_with_instance_set_to_the_name() {
         alpha["discoveredLabels"]["__address__"],
         format!("{}:9100", t.named.1)
     );
+
+    let quiet = Duration::from_secs(3);
+    let before = FileSdStats::settled(&url, 2, quiet, T).await;
+    s.rename(&t.named.0, "alpha-renamed").await;
+    wait_for_async(T, "Prometheus to see the renamed host", || {
+        targets("alpha-renamed")
+    })
+    .await;
+    let after = FileSdStats::settled(&url, 2, quiet, T).await;
+    let scans = after.scans - before.scans;
+    eprintln!("a renamed host: {scans} file_sd scans");
+    assert!(
+        (1.0..=2.0).contains(&scans),
+        "a hosts file change cost Prometheus {scans} file_sd scans (at most 2)"
+    );
+    assert_eq!(after.read_errors, 0.0);
+    assert!(hosts_dir.join(".cloudmap-sd-staging").is_dir());
 }
 
 /// Host (address, instance label, ecs_cluster label) of each target in a hosts file.

@@ -320,15 +320,15 @@ async fn wait_recovered(sc: &Sidecar, target: &str) {
     assert_eq!(sc.metric("cloudmap_sd_ready").await, 1.0);
 }
 
+/// Temporary files in `dir` and in its staging directory.
 fn temp_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".tmp"))
-                .collect()
-        })
-        .unwrap_or_default()
+    [dir.to_path_buf(), dir.join(".cloudmap-sd-staging")]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|d| d.flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,6 +379,37 @@ async fn disk_faults_are_reported_and_recovered_from() {
     assert!(log.contains("file written again; ready"), "{log}");
     drop(sc);
     drop(fs);
+}
+
+/// A filesystem mounted on the staging directory: a rename from it cannot reach the
+/// file, so the writer does not use it (temporary files go beside the file, and the
+/// log says why), and the file is still replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staging_directory_on_another_filesystem_is_not_used() {
+    let moto = Moto::start();
+    let s = Seeder::new(&moto.url).await;
+    let ns = s.http_namespace("apps").await;
+    let svc = s.service(&ns, "web", &[("METRICS_PATH", "/m")]).await;
+    s.task(&svc, "t1", "10.0.0.1", Some(80)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let staging = Tmpfs::mount(&dir.path().join(".cloudmap-sd-staging"), "64k");
+    let output = dir.path().join("targets.json");
+    let out = run_cli(
+        &[
+            "once",
+            "--output",
+            output.to_str().unwrap(),
+            "--ecs-enrichment",
+            "false",
+        ],
+        &aws_env(&moto.url),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("on another filesystem"), "{stderr}");
+    assert_eq!(read_targets(&output), vec!["10.0.0.1:80"]);
+    assert_eq!(temp_files(dir.path()), Vec::<String>::new());
+    drop(staging);
 }
 
 /// `once` with `--shard INDEX/COUNT`, the targets it prints.

@@ -6,11 +6,15 @@
 //! the whole AWS SDK, so one binary links once, and its tests share the machine
 //! under one scheduler (`cargo test -- --test-threads N`).
 
+mod accounts;
 mod bad_input;
 mod check;
 mod cloudmap;
+mod ecs_service_tags;
 mod enrichment;
 mod errors;
 mod faults;
+mod http_sd;
+mod ports;
 mod prometheus;
 mod remote_write;

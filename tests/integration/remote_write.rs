@@ -1,7 +1,7 @@
 //! Remote-write health against real servers: the SigV4 probe against a server that
-//! checks signatures with botocore, and the watch on a real Prometheus that
-//! remote_writes to a second real Prometheus (the AMP stand-in) which stops and
-//! comes back.
+//! checks signatures with botocore, and the watch on a real Prometheus (a server,
+//! and an agent that reads its targets over http_sd) that remote_writes to a second
+//! real Prometheus (the AMP stand-in) which stops and comes back.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use cloudmap_sd::metrics::Metrics;
+use cloudmap_sd::prom_config::PrometheusMode;
 use cloudmap_sd::remote_write::{AmpProbe, ProbeResult, WatchConfig, watch};
 use tokio_util::sync::CancellationToken;
 
 use cloudmap_sd_test_support::{
-    Moto, Sidecar, Sigv4Server, free_port, get_status, prometheus_on, sum_metric, wait_for_async,
+    Mode, Moto, Seeder, Sidecar, Sigv4Server, active_targets, free_port, get_status, http_get,
+    prometheus_in, prometheus_on, sum_metric, wait_for_async,
 };
 
 const KEY: &str = "AKIDCLOUDMAPSDTEST";
@@ -264,20 +266,33 @@ async fn wait_ready(url: &str, what: &str) {
     .await;
 }
 
+/// A Prometheus that only receives remote writes (the AMP stand-in), on `port`, its
+/// data in `dir`.
+fn start_receiver(dir: &std::path::Path, port: u16) -> cloudmap_sd_test_support::Proc {
+    prometheus_on(
+        dir,
+        port,
+        "global:\n  scrape_interval: 1m\n",
+        &["--web.enable-remote-write-receiver"],
+    )
+}
+
+/// Whether the sidecar's metrics `text` set one of `causes`.
+fn has_cause(text: &str, causes: &[&str]) -> bool {
+    causes.iter().any(|c| {
+        text.contains(&format!(
+            "cloudmap_sd_remote_write_cause{{cause=\"{c}\"}} 1"
+        ))
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_follows_a_receiver_that_stops_and_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     let (recv_port, send_port) = (free_port(), free_port());
     let recv_url = format!("http://127.0.0.1:{recv_port}");
     let send_url = format!("http://127.0.0.1:{send_port}");
-    let receiver_config = "global:\n  scrape_interval: 1m\n";
-    let receiver_flags = ["--web.enable-remote-write-receiver"];
-    let receiver = prometheus_on(
-        &dir.path().join("recv1"),
-        recv_port,
-        receiver_config,
-        &receiver_flags,
-    );
+    let receiver = start_receiver(&dir.path().join("recv1"), recv_port);
     wait_ready(&recv_url, "the receiving Prometheus").await;
 
     let sender_config = format!(
@@ -298,6 +313,7 @@ async fn watch_follows_a_receiver_that_stops_and_comes_back() {
             interval: period,
             max_lag: Duration::from_secs(60),
             timeout: period,
+            mode: PrometheusMode::Server,
         },
         metrics.remote_write.clone(),
         stop.clone(),
@@ -358,20 +374,11 @@ async fn watch_follows_a_receiver_that_stops_and_comes_back() {
         "{text}"
     );
     assert!(
-        ["samples_retried", "samples_failed"]
-            .iter()
-            .any(|c| text.contains(&format!(
-                "cloudmap_sd_remote_write_cause{{cause=\"{c}\"}} 1"
-            ))),
+        has_cause(&text, &["samples_retried", "samples_failed"]),
         "the cause is exported: {text}"
     );
 
-    let _receiver = prometheus_on(
-        &dir.path().join("recv2"),
-        recv_port,
-        receiver_config,
-        &receiver_flags,
-    );
+    let _receiver = start_receiver(&dir.path().join("recv2"), recv_port);
     wait_state(
         &metrics,
         Duration::from_secs(90),
@@ -392,4 +399,138 @@ async fn watch_follows_a_receiver_that_stops_and_comes_back() {
         .unwrap()
         .unwrap();
     drop(sender);
+}
+
+/// The sidecar's overall remote-write state, from its /metrics.
+async fn sidecar_state(sc: &Sidecar) -> Option<String> {
+    let (_, text) = http_get(&sc.url("/metrics")).await?;
+    text.lines().find_map(|l| {
+        l.strip_prefix("cloudmap_sd_remote_write_state{state=\"")?
+            .strip_suffix("\"} 1")
+            .map(str::to_string)
+    })
+}
+
+async fn wait_sidecar_state(sc: &Sidecar, timeout: Duration, want: &str) {
+    wait_for_async(
+        timeout,
+        &format!("the sidecar's watch to say {want}"),
+        || async { (sidecar_state(sc).await.as_deref() == Some(want)).then_some(()) },
+    )
+    .await;
+}
+
+/// Prometheus 2.42 in agent mode (`--enable-feature=agent`) finds its target (itself)
+/// at the sidecar's /sd/targets and remote-writes to a receiver; the sidecar, run
+/// with `--prometheus-mode agent` and no file, watches the agent: ok, failing once
+/// the receiver stops, ok again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reading_http_sd_is_watched_through_a_receiver_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (recv_port, agent_port) = (free_port(), free_port());
+    let recv_url = format!("http://127.0.0.1:{recv_port}");
+    let agent_url = format!("http://127.0.0.1:{agent_port}");
+    let moto = Moto::start();
+    let s = Seeder::new(&moto.url).await;
+    let ns = s.http_namespace("apps").await;
+    let port = agent_port.to_string();
+    let svc = s
+        .service(
+            &ns,
+            "agent",
+            &[("METRICS_PATH", "/metrics"), ("METRICS_PORT", &port)],
+        )
+        .await;
+    s.task(&svc, "a1a1", "127.0.0.1", None).await;
+
+    let receiver = start_receiver(&dir.path().join("recv1"), recv_port);
+    wait_ready(&recv_url, "the receiving Prometheus").await;
+
+    let sc = Sidecar::start_serving(
+        dir.path(),
+        &moto.url,
+        &[
+            "--interval",
+            "1s",
+            "--prometheus-mode",
+            "agent",
+            "--prometheus-url",
+            &agent_url,
+            "--remote-write-watch-interval",
+            "1s",
+            "--remote-write-max-lag",
+            "10s",
+        ],
+    );
+    sc.wait_ready(Duration::from_secs(60)).await;
+    let agent_config = format!(
+        "global:\n  scrape_interval: 1s\n  external_labels: {{cluster: test, __replica__: a1}}\n\
+         scrape_configs:\n  - job_name: ecs\n    http_sd_configs:\n      - url: '{}'\n        refresh_interval: 1s\n\
+         remote_write:\n  - url: {recv_url}/api/v1/write\n    name: amp\n    queue_config:\n      \
+         batch_send_deadline: 1s\n      min_backoff: 100ms\n      max_backoff: 1s\n",
+        sc.url("/sd/targets")
+    );
+    let agent = prometheus_in(
+        Mode::Agent,
+        &dir.path().join("agent"),
+        agent_port,
+        &agent_config,
+        &[],
+    );
+    wait_ready(&agent_url, "the agent").await;
+    wait_for_async(
+        Duration::from_secs(60),
+        "the agent to scrape its http_sd target",
+        || async {
+            let a = active_targets(&agent_url, Some("ecs")).await?;
+            (a.len() == 1 && a[0]["health"] == "up").then_some(())
+        },
+    )
+    .await;
+    let text = wait_for_async(
+        Duration::from_secs(60),
+        "state ok with samples sent",
+        || async {
+            let (_, text) = http_get(&sc.url("/metrics")).await?;
+            (text.contains("cloudmap_sd_remote_write_state{state=\"ok\"} 1")
+                && text.contains("cloudmap_sd_remote_write_lag_seconds{queue=\"amp\"}"))
+            .then_some(text)
+        },
+    )
+    .await;
+    assert!(
+        text.contains("cloudmap_sd_remote_write_prometheus_mode{mode=\"agent\"} 1"),
+        "{text}"
+    );
+    // The receiver holds what the agent scraped through http_sd.
+    let query = format!(
+        "{recv_url}/api/v1/query?query=up%7Bjob%3D%22ecs%22%2Ccloudmap_service%3D%22agent%22%7D"
+    );
+    wait_for_async(
+        Duration::from_secs(60),
+        "the agent's samples at the receiver",
+        || {
+            let query = query.clone();
+            async move {
+                let (_, body) = http_get(&query).await?;
+                let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+                (v["data"]["result"].as_array()?.len() == 1).then_some(())
+            }
+        },
+    )
+    .await;
+
+    drop(receiver);
+    wait_sidecar_state(&sc, Duration::from_secs(60), "failing").await;
+    let (_, text) = http_get(&sc.url("/metrics")).await.unwrap();
+    assert!(has_cause(&text, &["lag", "samples_failed"]), "{text}");
+
+    let _receiver = start_receiver(&dir.path().join("recv2"), recv_port);
+    wait_sidecar_state(&sc, Duration::from_secs(120), "ok").await;
+    assert!(
+        !sc.proc.log_text().contains("--prometheus-mode says"),
+        "no mode warning: {}",
+        sc.proc.log_text()
+    );
+    drop(agent);
 }

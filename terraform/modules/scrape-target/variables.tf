@@ -1,11 +1,19 @@
 variable "name" {
-  description = "Name of the Cloud Map service (for DNS namespaces also the DNS label: NAME.NAMESPACE)."
+  description = "Name of the Cloud Map service (for DNS namespaces also the DNS label: NAME.NAMESPACE). Required unless service_connect."
   type        = string
+  default     = null
 }
 
 variable "namespace_id" {
-  description = "ID of the Cloud Map namespace (HTTP, private DNS or public DNS) that the service belongs to."
+  description = "ID of the Cloud Map namespace (HTTP, private DNS or public DNS) that the service belongs to. Required unless service_connect."
   type        = string
+  default     = null
+}
+
+variable "service_connect" {
+  description = "The application uses ECS Service Connect, which creates and owns its Cloud Map service (tags cannot be set on it): create nothing, and give the tags as the ecs_service_tags output for the application's aws_ecs_service. cloudmap-sd (CLOUDMAP_SD_ECS_SERVICE_TAGS, on by default) reads them from the ECS service its instances name. The DNS, health check and force_destroy inputs are for the Cloud Map service and do not apply."
+  type        = bool
+  default     = false
 }
 
 variable "description" {
@@ -53,11 +61,23 @@ variable "metrics_scheme" {
   }
 }
 
+variable "metrics_container" {
+  description = "Container whose port mapping metrics_port names (METRICS_CONTAINER tag), for bridge or host network mode when several containers of the task map that port. null: the one container that maps it."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.metrics_container == null || try(length(trimspace(var.metrics_container)) > 0, false)
+    error_message = "metrics_container must be null or a container name."
+  }
+}
+
 variable "extra_endpoints" {
-  description = "More metrics endpoints per task, by name: METRICS_PATH_<name> and METRICS_PORT_<name> tags (e.g. an exporter sidecar)."
+  description = "More metrics endpoints per task, by name: METRICS_PATH_<name>, METRICS_PORT_<name> and METRICS_CONTAINER_<name> tags (e.g. an exporter sidecar; container as metrics_container)."
   type = map(object({
-    path = string
-    port = optional(number)
+    path      = string
+    port      = optional(number)
+    container = optional(string)
   }))
   default = {}
 

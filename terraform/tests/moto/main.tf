@@ -36,6 +36,7 @@ provider "aws" {
     ecs              = var.moto_endpoint
     iam              = var.moto_endpoint
     logs             = var.moto_endpoint
+    secretsmanager   = var.moto_endpoint
     servicediscovery = var.moto_endpoint
     sts              = var.moto_endpoint
   }
@@ -43,6 +44,11 @@ provider "aws" {
 
 locals {
   namespace_name = "apps.moto.test"
+  # The roles of two other accounts, as their own states would output them.
+  discovery_role_arns = [
+    "arn:aws:iam::111111111111:role/cloudmap-sd-discovery",
+    "arn:aws:iam::222222222222:role/cloudmap-sd-discovery",
+  ]
 }
 
 # moto checks that the service's subnets and security groups exist.
@@ -138,11 +144,91 @@ module "prometheus_migration" {
   namespaces       = [aws_service_discovery_http_namespace.apps.name]
   label_style      = "reloader"
   job_name         = "ecs-services"
-  ec2_hosts_ports  = [9100]
-  ec2_hosts_tag    = "ecs-hosts=moto"
+  # Every service is tagged in Cloud Map here: no ecs:DescribeServices.
+  enable_ecs_service_tags = false
+  ec2_hosts_ports         = [9100]
+  ec2_hosts_tag           = "ecs-hosts=moto"
   scrape_relabel_configs = [
     { action = "labeldrop", regex = "namespace|taskid" },
   ]
+}
+
+# Agent mode: Prometheus keeps a write-ahead log only, the sidecar expects an agent.
+# A task definition only; verify.py checks the flags and the environment.
+module "prometheus_agent" {
+  source = "../.."
+
+  name             = "prom-agent"
+  cluster_arn      = aws_ecs_cluster.test.arn
+  create_service   = false
+  create_workspace = false
+  workspace_id     = module.prometheus_fargate.workspace_id
+  sidecar_image    = "registry.example.test/cloudmap-sd:test"
+  prometheus_mode  = "agent"
+}
+
+# cloudmap-sd as its own service, registered in a private DNS namespace, its token
+# created in Secrets Manager; and one ADOT collector reading shard 1/2 by task from it.
+resource "aws_service_discovery_private_dns_namespace" "sd" {
+  name        = "sd.moto.test"
+  description = "Discovery services of the moto test"
+  vpc         = aws_vpc.test.id
+}
+
+module "discovery_service" {
+  source = "../../modules/discovery-service"
+
+  name               = "moto-sd"
+  cluster_arn        = aws_ecs_cluster.test.arn
+  subnet_ids         = [aws_subnet.test.id]
+  security_group_ids = [aws_security_group.prometheus.id]
+  sidecar_image      = "registry.example.test/cloudmap-sd:test"
+  namespaces         = [aws_service_discovery_http_namespace.apps.name]
+  ec2_hosts_ports    = [9100]
+
+  registry = {
+    namespace_id   = aws_service_discovery_private_dns_namespace.sd.id
+    namespace_name = aws_service_discovery_private_dns_namespace.sd.name
+  }
+}
+
+module "collector_shard" {
+  source = "../../modules/adot-collector"
+
+  name               = "moto-collector-1"
+  cluster_arn        = aws_ecs_cluster.test.arn
+  subnet_ids         = [aws_subnet.test.id]
+  security_group_ids = [aws_security_group.prometheus.id]
+  targets_url        = module.discovery_service.targets_url
+  token_secret_arn   = module.discovery_service.token_secret_arn
+  shard              = { index = 1, count = 2, key = "task" }
+  workspace_id       = module.prometheus_fargate.workspace_id
+}
+
+# A central Prometheus that also discovers in two other accounts, and the role one of
+# those accounts creates for it (in moto both live in the one test account). Task
+# definition and roles only (create_service = false).
+module "prometheus_accounts" {
+  source = "../.."
+
+  name                       = "prom-accounts"
+  cluster_arn                = aws_ecs_cluster.test.arn
+  create_service             = false
+  create_workspace           = false
+  workspace_id               = module.prometheus_fargate.workspace_id
+  sidecar_image              = "registry.example.test/cloudmap-sd:test"
+  discovery_role_arns        = local.discovery_role_arns
+  discovery_role_external_id = "central-prometheus"
+}
+
+module "discovery_role" {
+  source = "../../modules/discovery-role"
+
+  name                     = "moto-cloudmap-sd-discovery"
+  prometheus_task_role_arn = module.prometheus_accounts.task_role_arn
+  external_id              = "central-prometheus"
+  namespaces               = [local.namespace_name]
+  ec2_hosts_by_cluster     = true
 }
 
 module "web_metrics" {
@@ -157,6 +243,57 @@ module "web_metrics" {
     envoy = { path = "/stats/prometheus", port = 9901 }
   }
   force_destroy = true
+}
+
+# An application on ECS Service Connect: ECS creates and owns its Cloud Map
+# service, so the METRICS_* tags go on its ECS service (moto's CreateService
+# registers nothing in Cloud Map; verify.py creates the service ECS would).
+module "api_metrics" {
+  source = "../../modules/scrape-target"
+
+  service_connect   = true
+  metrics_path      = "/metrics"
+  metrics_port      = 9100
+  metrics_container = "exporter"
+}
+
+# awsvpc: moto 5.1.6 answers a service without a network configuration with an
+# empty networkConfiguration object, and the AWS provider crashes reading it.
+resource "aws_ecs_task_definition" "api" {
+  family       = "api"
+  network_mode = "awsvpc"
+  container_definitions = jsonencode([
+    {
+      name                   = "api"
+      image                  = "registry.example.test/api:1"
+      essential              = true
+      memory                 = 64
+      readonlyRootFilesystem = true
+      portMappings           = [{ containerPort = 8080 }]
+    },
+    {
+      name                   = "exporter"
+      image                  = "registry.example.test/exporter:1"
+      essential              = false
+      memory                 = 32
+      readonlyRootFilesystem = true
+      portMappings           = [{ containerPort = 9100 }]
+    },
+  ])
+}
+
+resource "aws_ecs_service" "api" {
+  name            = "api"
+  cluster         = aws_ecs_cluster.test.arn
+  task_definition = aws_ecs_task_definition.api.arn
+  desired_count   = 0
+  launch_type     = "EC2"
+  tags            = merge({ team = "payments" }, module.api_metrics.ecs_service_tags)
+
+  network_configuration {
+    subnets         = [aws_subnet.test.id]
+    security_groups = [aws_security_group.prometheus.id]
+  }
 }
 
 module "quiet_metrics" {
@@ -178,6 +315,16 @@ output "web_service_id" {
 
 output "web_metrics_tags" {
   value = module.web_metrics.metrics_tags
+}
+
+output "api" {
+  value = {
+    ecs_service_name = aws_ecs_service.api.name
+    ecs_service_arn  = aws_ecs_service.api.id
+    ecs_service_tags = module.api_metrics.ecs_service_tags
+    service_id       = module.api_metrics.service_id
+    service_registry = module.api_metrics.service_registry
+  }
 }
 
 output "quiet_service_id" {
@@ -211,6 +358,23 @@ output "ec2" {
   }
 }
 
+output "accounts" {
+  value = {
+    task_definition_arn = module.prometheus_accounts.task_definition_arn
+    task_role_name      = module.prometheus_accounts.task_role_name
+    task_role_arn       = module.prometheus_accounts.task_role_arn
+    discovery_role_arns = local.discovery_role_arns
+  }
+}
+
+output "discovery_role" {
+  value = {
+    role_arn   = module.discovery_role.role_arn
+    role_name  = module.discovery_role.role_name
+    account_id = module.discovery_role.account_id
+  }
+}
+
 output "migration" {
   value = {
     task_definition_arn    = module.prometheus_migration.task_definition_arn
@@ -219,5 +383,38 @@ output "migration" {
     file_sd_path           = module.prometheus_migration.file_sd_path
     ec2_hosts_file_sd_path = module.prometheus_migration.ec2_hosts_file_sd_path
     replica_placeholder    = module.prometheus_migration.replica_placeholder
+  }
+}
+
+output "agent" {
+  value = {
+    task_definition_arn = module.prometheus_agent.task_definition_arn
+    replica_placeholder = module.prometheus_agent.replica_placeholder
+  }
+}
+
+output "discovery_service" {
+  value = {
+    service_name         = module.discovery_service.service_name
+    task_definition_arn  = module.discovery_service.task_definition_arn
+    task_role_name       = module.discovery_service.task_role_name
+    execution_role_name  = module.discovery_service.execution_role_name
+    cloud_map_service_id = module.discovery_service.cloud_map_service_id
+    dns_name             = module.discovery_service.dns_name
+    targets_url          = module.discovery_service.targets_url
+    hosts_url            = module.discovery_service.hosts_url
+    token_secret_arn     = module.discovery_service.token_secret_arn
+    sd_namespace_id      = aws_service_discovery_private_dns_namespace.sd.id
+  }
+}
+
+output "collector" {
+  value = {
+    service_name        = module.collector_shard.service_name
+    task_definition_arn = module.collector_shard.task_definition_arn
+    task_role_name      = module.collector_shard.task_role_name
+    execution_role_name = module.collector_shard.execution_role_name
+    sd_url              = module.collector_shard.sd_url
+    remote_write_url    = module.collector_shard.remote_write_url
   }
 }

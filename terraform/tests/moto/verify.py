@@ -14,6 +14,11 @@ Each sub-command prints one line per check and exits non-zero on the first failu
                                 prom-migration (hosts by tag, against tagged moto
                                 instances); promtool reads each prometheus.yml and its
                                 jobs' targets; `cloudmap-sd check` lints it
+  service OUTPUTS_JSON BIN      after `hosts`: run `cloudmap-sd run` with the
+                                environment of the discovery-service task definition
+                                and the token of its secret; /sd/targets answers 401
+                                without the token, the targets with it, the
+                                collector's share, and /sd/hosts the hosts
   refusals PLAN_JSON_LOG        `terraform plan -json` of tests/moto/refusals gave
                                 exactly the expected errors
 
@@ -24,11 +29,14 @@ import base64
 import http.server
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -104,7 +112,7 @@ SIDECAR_ACTIONS = {
     "servicediscovery:ListNamespaces", "servicediscovery:ListServices",
     "servicediscovery:GetService", "servicediscovery:ListTagsForResource",
     "servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision",
-    "ecs:DescribeTasks", "aps:RemoteWrite",
+    "ecs:DescribeTasks", "ecs:DescribeServices", "aps:RemoteWrite",
 }
 EC2_HOST_ACTIONS = {"ecs:DescribeContainerInstances", "ec2:DescribeInstances"}
 # ec2_hosts_ports without ec2_hosts_tag: the container instances of every cluster seen.
@@ -169,16 +177,18 @@ def check_file_sd(cfg, side_env, mounts, job_name, what):
               f"{what}: job {job} {pats} matches no temporary file ({', '.join(temps[::3])})")
 
 
-def promtool_check(cfg_text, placeholder, what):
-    """promtool check config on a rendered prometheus.yml (placeholder replaced as the
-    init container does); returns its output."""
+def promtool_check(cfg_text, placeholder, what, agent=False):
+    """promtool check config (--agent: as agent mode reads it) on a rendered
+    prometheus.yml (placeholder replaced as the init container does); returns its
+    output."""
     promtool = shutil.which("promtool")
     if not promtool:
         check(False, "promtool on PATH to lint the rendered config (scripts/stack.sh install puts Prometheus's tools there)")
     with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
         f.write(cfg_text.replace(placeholder, "task-0123"))
     try:
-        proc = subprocess.run([promtool, "check", "config", f.name], capture_output=True, text=True)
+        argv = [promtool, "check", "config"] + (["--agent"] if agent else []) + [f.name]
+        proc = subprocess.run(argv, capture_output=True, text=True)
     finally:
         os.unlink(f.name)
     out = proc.stdout + proc.stderr
@@ -218,6 +228,18 @@ def cmd_resources(path):
     qtags = sd.list_tags_for_resource(ResourceARN=quiet["Arn"])["Tags"]
     check(not any(t["Key"].startswith("METRICS_") for t in qtags), "quiet (prometheus_enabled=false): no METRICS_* tags")
 
+    print("ECS: the scrape-target module's Service Connect way (tags on the ECS service)")
+    api = out["api"]
+    want = {"METRICS_PATH": "/metrics", "METRICS_PORT": "9100", "METRICS_CONTAINER": "exporter"}
+    check(api["ecs_service_tags"] == want, "api (service_connect): ecs_service_tags output = the METRICS_* tags")
+    check(api["service_id"] is None and api["service_registry"] is None,
+          "api (service_connect): no Cloud Map service created (ECS owns it)")
+    check(not any(s["Name"] == "api" for s in sd.list_services()["Services"]), "no Cloud Map service named api")
+    described = client("ecs").describe_services(cluster="moto-test", services=[api["ecs_service_name"]],
+                                                include=["TAGS"])["services"][0]
+    etags = {t["key"]: t["value"] for t in described.get("tags", [])}
+    check(etags == {**want, "team": "payments"}, "the ECS service carries them, beside its own tags")
+
     fg, ec2 = out["fargate"], out["ec2"]
     print("ECS task definition (Fargate)")
     td, c = task_def(fg["task_definition_arn"])
@@ -243,6 +265,8 @@ def cmd_resources(path):
           "CLOUDMAP_SD_INTERVAL, CLOUDMAP_SD_LISTEN")
     check(senv.get("CLOUDMAP_SD_EC2_ENRICHMENT") == "false",
           "enable_ec2_enrichment=false: CLOUDMAP_SD_EC2_ENRICHMENT=false")
+    check(senv.get("CLOUDMAP_SD_ECS_SERVICE_TAGS") == "true",
+          "enable_ecs_service_tags=true (default): CLOUDMAP_SD_ECS_SERVICE_TAGS=true")
     mounts = {m["sourceVolume"]: m["readOnly"] for m in prom["mountPoints"]}
     check(mounts == {"prometheus-config": True, "file-sd": True, "prometheus-data": False},
           "prometheus: config and file-sd read-only, data writable")
@@ -310,6 +334,8 @@ def cmd_resources(path):
     check(senv3.get("CLOUDMAP_SD_EC2_HOSTS_TAG") == "ecs-hosts=moto", "CLOUDMAP_SD_EC2_HOSTS_TAG=ecs-hosts=moto")
     check(senv3.get("CLOUDMAP_SD_EC2_ENRICHMENT") == "true" and senv3.get("CLOUDMAP_SD_LABEL_STYLE") == "reloader",
           "EC2 host lookups on, reloader labels")
+    check(senv3.get("CLOUDMAP_SD_ECS_SERVICE_TAGS") == "false",
+          "enable_ecs_service_tags=false: CLOUDMAP_SD_ECS_SERVICE_TAGS=false")
     cfg3 = yaml.safe_load(env_of(c3["init"])["PROMETHEUS_CONFIG"])
     jobs3 = {j["job_name"]: j for j in cfg3["scrape_configs"]}
     check(list(jobs3) == ["ecs-services", HOSTS_JOB, "prometheus", "cloudmap-sd"],
@@ -344,7 +370,8 @@ def cmd_resources(path):
 
     print("ECS services, as apply sent them (moto's request recording)")
     created = {r["serviceName"]: r for r in sent_requests(ECS_TARGET + "CreateService")}
-    check(set(created) == {"prom-fargate", "prom-ec2"}, "apply sent CreateService for prom-fargate and prom-ec2")
+    check(set(created) == {"prom-fargate", "prom-ec2", "api", "moto-sd", "moto-collector-1"},
+          "apply sent CreateService for prom-fargate, prom-ec2, moto-sd, moto-collector-1 (and the application api)")
     fsent, esent = created["prom-fargate"], created["prom-ec2"]
     check(fsent.get("launchType") == "FARGATE" and fsent.get("platformVersion") == "LATEST"
           and "placementStrategy" not in fsent, "Fargate: launchType FARGATE, platformVersion LATEST, no placement")
@@ -369,8 +396,13 @@ def cmd_resources(path):
           and lci[0]["resources"] == [f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/*"] and not lci[0]["condition"],
           "ecs:ListContainerInstances on the clusters of this account and Region only (cluster ARNs, no '*')")
     sts3 = policy_statements(out["migration"]["task_role_name"], out["migration"]["task_role_name"])
-    check(set().union(*(s["actions"] for s in sts3)) == SIDECAR_ACTIONS | EC2_HOST_ACTIONS,
-          "migration (ec2_hosts_tag): no ecs:ListContainerInstances; hosts by ec2:DescribeInstances")
+    check(set().union(*(s["actions"] for s in sts3)) == (SIDECAR_ACTIONS | EC2_HOST_ACTIONS) - {"ecs:DescribeServices"},
+          "migration (ec2_hosts_tag, enable_ecs_service_tags=false): no ecs:ListContainerInstances, "
+          "no ecs:DescribeServices; hosts by ec2:DescribeInstances")
+    dsv = [s for s in sts if "ecs:DescribeServices" in s["actions"]]
+    check(len(dsv) == 1 and dsv[0]["actions"] == {"ecs:DescribeServices"}
+          and dsv[0]["resources"] == [f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/*"] and not dsv[0]["condition"],
+          "ecs:DescribeServices on the ECS services of this account and Region only")
     aps = [s for s in sts if "aps:RemoteWrite" in s["actions"]]
     check(len(aps) == 1 and aps[0]["resources"] == [fg["workspace_arn"]] and aps[0]["actions"] == {"aps:RemoteWrite"},
           "aps:RemoteWrite only on the workspace ARN")
@@ -394,12 +426,199 @@ def cmd_resources(path):
         trust = json.loads(trust)
     check("aws:SourceAccount" in json.dumps(trust), "task role trust limited to this account")
 
+    check_agent(out)
+    check_discovery_service(out, created["moto-sd"])
+    check_collector(out)
+    check_accounts(out)
+
     print("AMP workspace and log groups")
     ws = client("amp").describe_workspace(workspaceId=fg["workspace_id"])["workspace"]
     check(ws["status"]["statusCode"] == "ACTIVE", "workspace ACTIVE")
     groups = {g["logGroupName"]: g for g in client("logs").describe_log_groups(logGroupNamePrefix="/ecs/prom-fargate/")["logGroups"]}
     check(set(groups) == set(fg["log_group_names"].values()), "two log groups")
     check(all(g.get("retentionInDays") == 30 for g in groups.values()), "log retention 30 days")
+
+
+def check_agent(out):
+    print("ECS task definition (prometheus_mode = agent)")
+    fg_td, fg = task_def(out["fargate"]["task_definition_arn"])
+    check(env_of(fg["cloudmap-sd"]).get("CLOUDMAP_SD_PROMETHEUS_MODE") == "server"
+          and any(a.startswith("--storage.tsdb.path=") for a in fg["prometheus"]["command"]),
+          "server (default): CLOUDMAP_SD_PROMETHEUS_MODE=server, --storage.tsdb.path")
+    _, c = task_def(out["agent"]["task_definition_arn"])
+    cmd = c["prometheus"]["command"]
+    check("--agent" in cmd and "--storage.agent.path=/prometheus" in cmd,
+          "agent on a 3.x image: --agent, --storage.agent.path=/prometheus")
+    check(not any(a.startswith("--storage.tsdb.") for a in cmd), "agent: no --storage.tsdb.* flag (agent mode refuses them)")
+    check(env_of(c["cloudmap-sd"]).get("CLOUDMAP_SD_PROMETHEUS_MODE") == "agent",
+          "agent: the sidecar's CLOUDMAP_SD_PROMETHEUS_MODE=agent (watch and check expect an agent)")
+    promtool_check(env_of(c["init"])["PROMETHEUS_CONFIG"], out["agent"]["replica_placeholder"], "agent", agent=True)
+
+
+SD_TOKEN_DIR = "/run/cloudmap-sd"
+# The task role of the discovery service: the sidecar's calls without aps:RemoteWrite
+# (it only discovers), with the EC2 host lookups and the hosts list by cluster.
+SD_ACTIONS = (SIDECAR_ACTIONS - {"aps:RemoteWrite"}) | EC2_HOST_ACTIONS | {HOSTS_BY_CLUSTER_ACTION}
+
+
+def check_discovery_service(out, sent):
+    ds = out["discovery_service"]
+    print("Discovery service (modules/discovery-service): task definition")
+    td, c = task_def(ds["task_definition_arn"])
+    check(set(c) == {"init", "cloudmap-sd"}, "containers init, cloudmap-sd")
+    check([v["name"] for v in td["volumes"]] == ["token"], "one task volume, token")
+    init, side = c["init"], c["cloudmap-sd"]
+    check(init["essential"] is False and init["user"] == "0", "init: non-essential, root (chown of the token)")
+    check(init.get("secrets") == [{"name": "HTTP_SD_TOKEN", "valueFrom": ds["token_secret_arn"]}],
+          "init: the token comes from the secret (ECS secrets), not from the task definition")
+    check(init["mountPoints"] == [{"sourceVolume": "token", "containerPath": SD_TOKEN_DIR, "readOnly": False}],
+          "init: writes the token volume")
+    check(side["mountPoints"] == [{"sourceVolume": "token", "containerPath": SD_TOKEN_DIR, "readOnly": True}],
+          "sidecar: reads the token volume only")
+    check({"containerName": "init", "condition": "SUCCESS"} in side["dependsOn"], "sidecar waits for init SUCCESS")
+    check(side["user"] == "65534:65534" and all(x.get("readonlyRootFilesystem") for x in (init, side)),
+          "sidecar as 65534, read-only root filesystems")
+    check([p["containerPort"] for p in side["portMappings"]] == [9469], "port 9469")
+    check(side["healthCheck"]["command"] == ["CMD", "/cloudmap-sd", "healthcheck"], "sidecar health check (exec form)")
+    senv = env_of(side)
+    want = {
+        "CLOUDMAP_SD_OUTPUT": "none", "CLOUDMAP_SD_LISTEN": "0.0.0.0:9469",
+        "CLOUDMAP_SD_HTTP_SD_BEARER_TOKEN_FILE": f"{SD_TOKEN_DIR}/token",
+        "CLOUDMAP_SD_EC2_HOSTS_OUTPUT": "none", "CLOUDMAP_SD_EC2_HOSTS_PORT": "9100",
+        "CLOUDMAP_SD_REMOTE_WRITE_WATCH_INTERVAL": "0s", "CLOUDMAP_SD_AMP_PROBE_INTERVAL": "0s",
+        "CLOUDMAP_SD_NAMESPACE": out["namespace_name"], "CLOUDMAP_SD_ECS_SERVICE_TAGS": "true",
+    }
+    bad = {k: senv.get(k) for k, v in want.items() if senv.get(k) != v}
+    check(not bad, "sidecar environment: no file, listen on every address, the token file, /sd/hosts, "
+          "ECS service tags, no watch, no probe"
+          + ("" if not bad else f": {bad}"))
+    check(not any(re.search(r"token", e["name"], re.I) and e["name"] != "CLOUDMAP_SD_HTTP_SD_BEARER_TOKEN_FILE"
+                  for e in side.get("environment", [])) and "secrets" not in side,
+          "no token value in the sidecar's definition")
+
+    print("Discovery service: Cloud Map registration and ECS service")
+    sd = client("servicediscovery")
+    svc = sd.get_service(Id=ds["cloud_map_service_id"])["Service"]
+    check(svc["Name"] == "cloudmap-sd" and svc.get("NamespaceId") == ds["sd_namespace_id"],
+          "Cloud Map service cloudmap-sd in the private DNS namespace")
+    check([r["Type"] for r in svc["DnsConfig"]["DnsRecords"]] == ["A"], "A records (awsvpc task IPs)")
+    tags = {t["Key"]: t["Value"] for t in sd.list_tags_for_resource(ResourceARN=svc["Arn"])["Tags"]}
+    check(tags.get("METRICS_PATH") == "/metrics" and tags.get("METRICS_PORT") == "9469",
+          "scrape_itself: tagged METRICS_PATH=/metrics, METRICS_PORT=9469")
+    check(ds["dns_name"] == "cloudmap-sd.sd.moto.test"
+          and ds["targets_url"] == "http://cloudmap-sd.sd.moto.test:9469/sd/targets"
+          and ds["hosts_url"] == "http://cloudmap-sd.sd.moto.test:9469/sd/hosts",
+          "outputs dns_name, targets_url, hosts_url")
+    check([r.get("registryArn") for r in sent.get("serviceRegistries", [])] == [svc["Arn"]],
+          "CreateService registers the tasks in that Cloud Map service")
+    ecs_svc = client("ecs").describe_services(cluster="moto-test", services=[ds["service_name"]])["services"][0]
+    check(ecs_svc["desiredCount"] == 2 and ecs_svc["taskDefinition"] == ds["task_definition_arn"],
+          "ECS service: an HA pair running the module's task definition")
+
+    print("Discovery service: the token and IAM")
+    value = client("secretsmanager").get_secret_value(SecretId=ds["token_secret_arn"])["SecretString"]
+    check(re.fullmatch(r"[A-Za-z0-9]{48}", value) is not None, "created secret: a 48-character token")
+    ex = policy_statements(ds["execution_role_name"], ds["execution_role_name"])
+    read = [s for s in ex if "secretsmanager:GetSecretValue" in s["actions"]]
+    check(len(read) == 1 and read[0]["resources"] == [ds["token_secret_arn"]],
+          "execution role: secretsmanager:GetSecretValue on that secret only")
+    check(set().union(*(s["actions"] for s in ex)) == {"logs:CreateLogStream", "logs:PutLogEvents",
+                                                       "secretsmanager:GetSecretValue"},
+          "execution role: logs and the token only")
+    ts = policy_statements(ds["task_role_name"], ds["task_role_name"])
+    check(set().union(*(s["actions"] for s in ts)) == SD_ACTIONS,
+          "task role: Cloud Map, ECS and EC2 reads (ecs:DescribeServices too), no aps:RemoteWrite")
+    # modules/discovery-policy is the one place of the discovery statements: given the
+    # same namespaces and switches, the discovery role's policy is the same document.
+    same = policy_statements(out["discovery_role"]["role_name"], out["discovery_role"]["role_name"])
+    key = lambda sts: sorted((s["sid"], sorted(s["actions"]), sorted(s["resources"]), json.dumps(s["condition"], sort_keys=True))
+                             for s in sts)
+    check(key(ts) == key(same), "task role: the statements of modules/discovery-policy (as the discovery role's)")
+
+
+def collector_config(container):
+    return yaml.safe_load(env_of(container)["AOT_CONFIG_CONTENT"])
+
+
+def check_collector(out):
+    col, ds = out["collector"], out["discovery_service"]
+    print("ADOT collector (modules/adot-collector): configuration")
+    _, c = task_def(col["task_definition_arn"])
+    check(set(c) == {"aws-otel-collector"}, "one container, aws-otel-collector")
+    ctr = c["aws-otel-collector"]
+    check(ctr.get("secrets") == [{"name": "CLOUDMAP_SD_TOKEN", "valueFrom": ds["token_secret_arn"]}],
+          "the token comes from the discovery service's secret")
+    cfg = collector_config(ctr)
+    prom = cfg["receivers"]["prometheus"]["config"]
+    sdc = prom["scrape_configs"][0]["http_sd_configs"][0]
+    check(sdc["url"] == col["sd_url"] == ds["targets_url"] + "?shard=1/2&shard_key=task",
+          "http_sd_configs url: the discovery service's /sd/targets, shard 1/2 by task")
+    check(sdc.get("authorization") == {"type": "Bearer", "credentials": "${env:CLOUDMAP_SD_TOKEN}"},
+          "authorization Bearer from ${env:CLOUDMAP_SD_TOKEN}")
+    prw = cfg["exporters"]["prometheusremotewrite"]
+    check(prw["endpoint"] == col["remote_write_url"] == out["fargate"]["remote_write_url"]
+          and prw["auth"] == {"authenticator": "sigv4auth"}
+          and cfg["extensions"]["sigv4auth"] == {"region": REGION, "service": "aps"},
+          "remote write to the workspace, signed by sigv4auth for aps")
+    check(cfg["service"]["pipelines"]["metrics"] == {"receivers": ["prometheus"], "exporters": ["prometheusremotewrite"]},
+          "metrics pipeline prometheus -> prometheusremotewrite")
+    promtool_check(yaml.safe_dump(prom).replace("${env:CLOUDMAP_SD_TOKEN}", "token"), "no placeholder here",
+                   "collector's Prometheus receiver")
+    ts = policy_statements(col["task_role_name"], col["task_role_name"])
+    check(len(ts) == 1 and ts[0]["actions"] == {"aps:RemoteWrite"} and ts[0]["resources"] == [out["fargate"]["workspace_arn"]],
+          "collector task role: aps:RemoteWrite on the workspace only")
+    ex = policy_statements(col["execution_role_name"], col["execution_role_name"])
+    read = [s for s in ex if "secretsmanager:GetSecretValue" in s["actions"]]
+    check(len(read) == 1 and read[0]["resources"] == [ds["token_secret_arn"]],
+          "collector execution role: the token secret only")
+
+
+def check_accounts(out):
+    """discovery_role_arns: the sidecar's environment and sts:AssumeRole on exactly
+    those roles; modules/discovery-role: its trust and its least-privilege policy."""
+    acc, role = out["accounts"], out["discovery_role"]
+    print("Other accounts: discovery_role_arns")
+    _, c = task_def(acc["task_definition_arn"])
+    senv = env_of(c["cloudmap-sd"])
+    check(senv.get("CLOUDMAP_SD_ROLE_ARN") == ",".join(acc["discovery_role_arns"]),
+          "CLOUDMAP_SD_ROLE_ARN: the roles, comma-separated")
+    check(senv.get("CLOUDMAP_SD_ROLE_EXTERNAL_ID") == "central-prometheus", "CLOUDMAP_SD_ROLE_EXTERNAL_ID")
+    sts = policy_statements(acc["task_role_name"], acc["task_role_name"])
+    assume = [s for s in sts if "sts:AssumeRole" in s["actions"]]
+    check(len(assume) == 1 and assume[0]["actions"] == {"sts:AssumeRole"}
+          and sorted(assume[0]["resources"]) == sorted(acc["discovery_role_arns"]) and not assume[0]["condition"],
+          "task role: sts:AssumeRole on exactly the discovery roles")
+    check(set().union(*(s["actions"] for s in sts)) == SIDECAR_ACTIONS | EC2_HOST_ACTIONS | {"sts:AssumeRole"},
+          "task role: the own account's discovery, AMP, and the AssumeRole")
+
+    print("Other accounts: modules/discovery-role")
+    iam = client("iam")
+    r = iam.get_role(RoleName=role["role_name"])["Role"]
+    check(r["Arn"] == role["role_arn"] and role["account_id"] == ACCOUNT, "role ARN and account outputs")
+    check(r.get("MaxSessionDuration", 3600) == 3600, "sessions of an hour (the sidecar renews them)")
+    trust = r["AssumeRolePolicyDocument"]
+    if isinstance(trust, str):
+        trust = json.loads(trust)
+    (st,) = trust["Statement"]
+    principal = st["Principal"]["AWS"]
+    check(principal in (acc["task_role_arn"], [acc["task_role_arn"]]) and st["Action"] in ("sts:AssumeRole", ["sts:AssumeRole"]),
+          "trusted by the Prometheus task role only")
+    ext = st["Condition"]["StringEquals"]["sts:ExternalId"]
+    check(ext in ("central-prometheus", ["central-prometheus"]), "and only with the external id")
+    pol = policy_statements(role["role_name"], role["role_name"])
+    discovery = SIDECAR_ACTIONS - {"aps:RemoteWrite"}
+    check(set().union(*(s["actions"] for s in pol)) == discovery | EC2_HOST_ACTIONS | {HOSTS_BY_CLUSTER_ACTION},
+          "policy: exactly the sidecar's discovery calls (EC2 hosts by cluster on), no AMP, no AssumeRole")
+    star = {a for s in pol if "*" in s["resources"] for a in s["actions"]}
+    check(star <= {"servicediscovery:ListNamespaces", "servicediscovery:ListServices",
+                   "servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision",
+                   "ec2:DescribeInstances"},
+          "Resource '*' only for actions without resource-level permissions")
+    disc = [s for s in pol if "servicediscovery:DiscoverInstances" in s["actions"]][0]
+    names = disc["condition"]["StringEquals"]["servicediscovery:NamespaceName"]
+    check(names in (out["namespace_name"], [out["namespace_name"]]), "DiscoverInstances limited to the namespaces")
+    scoped = [r for s in pol if "*" not in s["resources"] for r in s["resources"]]
+    check(all(f":{REGION}:{ACCOUNT}:" in r for r in scoped), "every other resource in this account and Region")
 
 
 # Attributes that moto does not store or echo back; a second plan shows them as
@@ -647,6 +866,43 @@ def cmd_discover(path, binary):
     check(not any("cluster" in g.get("labels", {}) for g in groups),
           "no bare cluster target label (it would override the cluster external label AMP de-duplicates on)")
     print("       | " + json.dumps(web[0], sort_keys=True))
+    service_connect(out, sd, env, binary)
+
+
+def service_connect(out, sd, env, binary):
+    """The Cloud Map service ECS Service Connect would create for the api ECS
+    service (only its own AmazonECSManaged tag), with a task registered as ECS
+    registers it: cloudmap-sd scrapes it by the tags the module put on the ECS
+    service."""
+    print("cloudmap-sd scrapes a Service Connect service by its ECS service's tags")
+    ns_id = next(n["Id"] for n in sd.list_namespaces()["Namespaces"] if n["Name"] == out["namespace_name"])
+    created = sd.create_service(Name="api", NamespaceId=ns_id, Tags=[{"Key": "AmazonECSManaged", "Value": "true"}])
+    service_id, task = created["Service"]["Id"], "5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c"
+    ip = "10.99.1.31"
+    sd.register_instance(
+        ServiceId=service_id,
+        InstanceId=task,
+        Attributes={"AWS_INSTANCE_IPV4": ip, "AWS_INSTANCE_PORT": "8080", "ECS_CLUSTER_NAME": "moto-test",
+                    "ECS_SERVICE_NAME": out["api"]["ecs_service_name"], "ECS_TASK_DEFINITION_FAMILY": "api"},
+    )
+    argv = [binary, "once", "--output", "-", "--namespace", out["namespace_name"]]
+    try:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        # Not Terraform's: gone before the destroy step deletes the namespace.
+        sd.deregister_instance(ServiceId=service_id, InstanceId=task)
+        sd.delete_service(Id=service_id)
+    if proc.returncode != 0:
+        sys.stdout.write(proc.stderr[-4000:])
+    check(proc.returncode == 0, f"{' '.join(argv[1:])} exits 0")
+    api = [g for g in json.loads(proc.stdout) if f"{ip}:9100" in g.get("targets", [])]
+    check(len(api) == 1, f"target {ip}:9100 (METRICS_PORT of the ECS service)")
+    labels = api[0]["labels"]
+    check(labels.get("__metrics_path__") == "/metrics" and labels.get("cloudmap_service") == "api"
+          and labels.get("ecs_service") == "api", "its path, Cloud Map service and ECS service")
+    check(labels.get("__meta_ecs_service_tag_team") == "payments"
+          and labels.get("__meta_cloudmap_service_tag_AmazonECSManaged") == "true",
+          "the ECS service's and the Cloud Map service's tags as __meta_* labels")
 
 
 def sidecar_env(container_env, file_sd_dir):
@@ -690,8 +946,15 @@ def run_sidecar_once(binary, container, sd_dir, drop=(), extra=None):
         sys.stdout.write(proc.stderr[-4000:])
     check(proc.returncode == 0, "once exits 0 (the environment the module writes is accepted)")
     files = (env["CLOUDMAP_SD_OUTPUT"], env["CLOUDMAP_SD_EC2_HOSTS_OUTPUT"])
-    check(sorted(os.listdir(sd_dir)) == sorted(os.path.basename(f) for f in files),
-          f"the file-sd directory holds the two files, no temporary file: {sorted(os.listdir(sd_dir))}")
+    # The sidecar writes its temporary files in a hidden staging directory it makes
+    # beside the files.
+    staging = os.path.join(sd_dir, ".cloudmap-sd-staging")
+    names = sorted(os.listdir(sd_dir))
+    left = sorted(os.listdir(staging)) if os.path.isdir(staging) else None
+    check(names == sorted([os.path.basename(f) for f in files] + [".cloudmap-sd-staging"])
+          and left == [],
+          f"the file-sd directory holds the two files and the staging directory, no temporary "
+          f"file anywhere: {names}, in the staging directory: {left}")
     loaded = []
     for path in files:
         with open(path) as f:
@@ -893,6 +1156,97 @@ def cmd_hosts(path, binary):
         shutil.rmtree(root, ignore_errors=True)
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url, token=None):
+    """(status, body) of GET url; the Authorization header when token is given."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except (urllib.error.URLError, OSError):
+        return None, b""
+
+
+def wait_for(what, fn, timeout=90):
+    """Polls fn until it returns a true value (returned), at most timeout seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.2)
+    check(False, f"{what} within {timeout}s")
+
+
+def cmd_service(path, binary):
+    out = outputs(path)
+    ds = out["discovery_service"]
+    global ECS_FIX_URL
+    _, c = task_def(ds["task_definition_arn"])
+    root = tempfile.mkdtemp(prefix="cloudmap-sd-service.")
+    token = client("secretsmanager").get_secret_value(SecretId=ds["token_secret_arn"])["SecretString"]
+    token_file = os.path.join(root, "token")
+    with open(token_file, "w") as f:
+        f.write(token)
+    port = free_port()
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EcsTypesFix)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    ECS_FIX_URL = f"http://127.0.0.1:{proxy.server_address[1]}"
+    env = sidecar_env(env_of(c["cloudmap-sd"]), root)
+    env.update({
+        "CLOUDMAP_SD_LISTEN": f"127.0.0.1:{port}",
+        "CLOUDMAP_SD_HTTP_SD_BEARER_TOKEN_FILE": token_file,
+        "CLOUDMAP_SD_INTERVAL": "1s",
+        "AWS_ENDPOINT_URL_ECS": ECS_FIX_URL,
+    })
+    base = f"http://127.0.0.1:{port}"
+    print("cloudmap-sd run with the discovery-service task definition's environment (listen and token file moved here)")
+    log = open(os.path.join(root, "sidecar.log"), "w")
+    proc = subprocess.Popen([binary, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for("/-/ready answers 200 without a token (first complete discovery, no file)",
+                 lambda: http_get(base + "/-/ready")[0] == 200)
+        check(True, "/-/ready 200 without a token: ECS's health check needs none")
+        status, _ = http_get(base + "/sd/targets")
+        check(status == 401, f"/sd/targets without the token: 401 (got {status})")
+        status, body = http_get(base + "/sd/targets", token)
+        check(status == 200, f"/sd/targets with the secret's token: 200 (got {status})")
+        whole = json.loads(body)
+        check("10.99.1.23:9102" in addresses(whole), "the module-created web target is served")
+        status, body = http_get(base + "/sd/targets?" + out["collector"]["sd_url"].split("?", 1)[1], token)
+        share = json.loads(body) if status == 200 else []
+        check(status == 200 and addresses(share) <= addresses(whole),
+              "the collector's share (?shard=1/2&shard_key=task): 200, part of the whole")
+
+        def hosts():
+            st, b = http_get(base + "/sd/hosts", token)
+            return json.loads(b) if st == 200 else None
+        host_groups = wait_for("/sd/hosts to list the container instances", hosts)
+        check(len(addresses(host_groups)) >= 2 and all(a.endswith(":9100") for a in addresses(host_groups)),
+              f"/sd/hosts: the container instances of moto-test on 9100 ({sorted(addresses(host_groups))})")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        proxy.shutdown()
+        ECS_FIX_URL = None
+        if proc.returncode not in (0, -15):
+            with open(os.path.join(root, "sidecar.log")) as f:
+                sys.stdout.write(f.read()[-4000:])
+        shutil.rmtree(root, ignore_errors=True)
+    check(proc.returncode == 0, "the sidecar stops cleanly on SIGTERM")
+
+
 # What tests/moto/refusals must be refused with: module call -> the start of the
 # error message (variable validations name the call; preconditions only the file).
 REFUSALS = {
@@ -902,6 +1256,9 @@ REFUSALS = {
     "hosts_ports_repeated": ("Invalid value for variable", "ec2_hosts_ports must be distinct"),
     "relabel_unknown_action": ("Invalid value for variable", "scrape_relabel_configs: action must be one of"),
     "hosts_job_name_taken": ("Resource precondition failed", "job_name must not be ec2-hosts"),
+    "roles_in_one_account": ("Invalid value for variable", "discovery_role_arns must name one role per account"),
+    "role_arn_malformed": ("Invalid value for variable", "discovery_role_arns must be IAM role ARNs"),
+    "external_id_without_roles": ("Resource precondition failed", "discovery_role_external_id is for the roles"),
 }
 
 
@@ -934,6 +1291,7 @@ def main(argv):
         "init-script": (cmd_init_script, 1),
         "discover": (cmd_discover, 2),
         "hosts": (cmd_hosts, 2),
+        "service": (cmd_service, 2),
         "refusals": (cmd_refusals, 1),
     }
     if len(argv) < 2 or argv[1] not in cmds or len(argv) - 2 != cmds[argv[1]][1]:

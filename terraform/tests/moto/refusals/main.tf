@@ -57,6 +57,24 @@ variable "unknown_action" {
   default     = "labeldorp"
 }
 
+variable "role_arns" {
+  description = "Two roles in one account, and a user ARN."
+  type        = list(string)
+  default     = ["arn:aws:iam::111111111111:role/a", "arn:aws:iam::111111111111:role/b"]
+}
+
+variable "not_a_role" {
+  description = "A user ARN where a role ARN belongs."
+  type        = list(string)
+  default     = ["arn:aws:iam::111111111111:user/a"]
+}
+
+variable "external_id" {
+  description = "An external id given without any role."
+  type        = string
+  default     = "central-prometheus"
+}
+
 variable "hosts_job_name" {
   description = "job_name equal to the hosts' scrape job."
   type        = string
@@ -147,4 +165,34 @@ module "hosts_job_name_taken" {
   sidecar_image   = local.image
   job_name        = var.hosts_job_name
   ec2_hosts_ports = [9100]
+}
+
+module "roles_in_one_account" {
+  source = "../../.."
+
+  name                = "refuse-two-roles"
+  cluster_arn         = local.cluster_arn
+  create_service      = false
+  sidecar_image       = local.image
+  discovery_role_arns = var.role_arns
+}
+
+module "role_arn_malformed" {
+  source = "../../.."
+
+  name                = "refuse-role-arn"
+  cluster_arn         = local.cluster_arn
+  create_service      = false
+  sidecar_image       = local.image
+  discovery_role_arns = var.not_a_role
+}
+
+module "external_id_without_roles" {
+  source = "../../.."
+
+  name                       = "refuse-external-id"
+  cluster_arn                = local.cluster_arn
+  create_service             = false
+  sidecar_image              = local.image
+  discovery_role_external_id = var.external_id
 }
