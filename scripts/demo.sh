@@ -338,9 +338,10 @@ declare -a COMMANDS=(
     "aws servicediscovery list-services --query 'Services[].[Name,Id]' --output text"
     "aws ecs list-tasks --cluster demo-apps --query 'taskArns' --output text"
     "aws ec2 describe-instances --query 'Reservations[].Instances[].[InstanceId,PrivateIpAddress]' --output text"
+    "curl -s $(q "$SIDECAR_URL/sd/targets")"
 )
 declare -a URLS=("$PROM_URL$UI_TARGETS" "$PROM_URL$UI_SD" "$PROM_URL$UI_GRAPH" "$AMP_URL$UI_GRAPH"
-    "$SIDECAR_URL/metrics" "$SIDECAR_URL/-/ready")
+    "$SIDECAR_URL/metrics" "$SIDECAR_URL/-/ready" "$SIDECAR_URL/sd/targets")
 AMP_QUERY="$AMP_URL${UI_GRAPH/g0.expr=up/g0.expr=demo_requests_total}"
 URLS+=("$AMP_QUERY")
 
@@ -363,6 +364,8 @@ cloudmap-sd demo is running (everything in $STATE)
     Prometheus's remote-write queues), cloudmap_sd_amp_probe_result{result="accepted"} 1
     (a signed empty write to the stand-in), cloudmap_sd_skipped_endpoints
                        $SIDECAR_URL/-/ready
+                       $SIDECAR_URL/sd/targets
+    the same targets over http_sd (the file's bytes), for http_sd_configs
   files                $TARGETS_FILE
                        $HOSTS_FILE
     rewritten atomically, and only when something changed

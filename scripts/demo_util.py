@@ -399,8 +399,9 @@ class Checker:
     def check_commands(self) -> None:
         ctx = self.demo.ctx
         for cmd in ctx["commands"]:
-            if cmd.startswith("aws ") and not shutil.which("aws"):
-                print(f"  note  not run, the aws cli is not on PATH: {cmd}")
+            tool = cmd.split(" ", 1)[0]
+            if tool in ("aws", "curl") and not shutil.which(tool):
+                print(f"  note  not run, {tool} is not on PATH: {cmd}")
                 continue
             out = subprocess.run(["bash", "-c", f"{ctx['exports']}\n{cmd}"], capture_output=True,
                                  text=True, timeout=120, check=False, env=clean_env())
@@ -410,11 +411,29 @@ class Checker:
         self.expect(n == self.demo.summary["expected_targets"], "commands",
                     f"the once command wrote {n} targets", f"the once command wrote {n} targets")
 
+    # http_sd: /sd/targets serves the file's bytes.
+    def check_http_sd(self) -> None:
+        url = f"http://{self.demo.ctx['sidecar']}/sd/targets"
+        path = self.demo.ctx["targets_file"]
+
+        last = {"status": 0}
+
+        def equal() -> bool:
+            status, body = http(url)
+            last["status"] = status
+            with open(path, "rb") as f:
+                return status == 200 and body == f.read()
+        ok = bool(wait(self.deadline, equal))
+        status = last["status"]
+        self.expect(ok, "cloudmap-sd", f"{url} answers 200 with the targets file's bytes",
+                    f"{url} answered {status}" + (", not the file's bytes" if status == 200 else ""))
+
     def run(self) -> int:
         self.check_file()
         self.check_hosts_file()
         self.check_prometheus()
         self.check_sidecar()
+        self.check_http_sd()
         self.check_log()
         self.check_amp()
         self.check_churn()
