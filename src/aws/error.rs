@@ -474,4 +474,42 @@ mod tests {
             "no debug dump: {e}"
         );
     }
+
+    #[test]
+    fn a_call_through_a_role_that_failed_carries_the_role_failure() {
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        let through = |role: AwsError| {
+            let e: SdkError<
+                aws_sdk_servicediscovery::operation::list_namespaces::ListNamespacesError,
+                HttpResponse,
+            > = SdkError::dispatch_failure(ConnectorError::other(
+                Box::new(CredentialsError::provider_error(role)),
+                None,
+            ));
+            AwsError::from_sdk("ListNamespaces", e)
+        };
+        // The sidecar's own key refused by STS: the credentials' line, for this call.
+        let mut refused = AwsError::service("AssumeRole", "InvalidClientTokenId", "bad", 403);
+        refused.message = "role arn:aws:iam::111111111111:role/r: InvalidClientTokenId".into();
+        let e = through(refused);
+        assert_eq!(
+            (e.kind, e.cause),
+            (ErrorKind::Other, Some(Cause::CredentialsRefused))
+        );
+        assert_eq!(
+            e.to_string(),
+            "AWS refused the credentials (ListNamespaces: role \
+             arn:aws:iam::111111111111:role/r: InvalidClientTokenId): check AWS_ACCESS_KEY_ID \
+             and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+        );
+        // A role STS refuses: no cause (no setting fixes it), the AssumeRole's words.
+        let denied = AwsError::service("AssumeRole", "AccessDenied", "not authorized", 403);
+        let e = through(denied);
+        assert_eq!((e.kind, e.cause), (ErrorKind::Other, None));
+        assert_eq!(
+            e.to_string(),
+            "ListNamespaces failed (other): AssumeRole failed (access_denied): \
+             AccessDenied: not authorized"
+        );
+    }
 }
