@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# cloudmap-sd end to end on this machine, with no AWS account:
-# moto server (Cloud Map) -> cloudmap-sd -> file_sd JSON -> Prometheus.
+# cloudmap-sd end to end on this machine, with no AWS account, everything real:
+# moto server (Cloud Map, ECS, EC2) -> cloudmap-sd -> file_sd JSON (targets and EC2
+# hosts) -> Prometheus, which scrapes real /metrics on the addresses the tasks and
+# hosts registered and remote-writes to a second Prometheus standing in for AMP;
+# cloudmap-sd watches that remote write and probes the stand-in.
 #
-#   scripts/demo.sh           run until Ctrl-C
-#   scripts/demo.sh --churn   also register/deregister a task every few seconds
-#   scripts/demo.sh --check   verify the demo works, stop everything, exit 0 or 1
+#   scripts/demo.sh           run until Ctrl-C (one task is started and stopped
+#                             while you watch)
+#   scripts/demo.sh --churn   start and stop a task again and again (every 20s)
+#   scripts/demo.sh --check   verify the whole demo, stop everything, exit 0 or 1
 #   scripts/demo.sh --bin PATH   use this cloudmap-sd binary instead of building one
 #
-# State, logs and the targets file go to <repo>/.demo/ (created fresh each run).
-# The binary is built with cargo into $CARGO_TARGET_DIR
-# (default: $HOME/.cache/cloudmap-sd/target).
-# Only 127.0.0.1 is used; free ports are picked at random.
+# State, logs and the files go to <repo>/.demo/ (created fresh each run). The
+# binaries are built with cargo into $CARGO_TARGET_DIR (default:
+# $HOME/.cache/cloudmap-sd/target, the directory scripts/test.sh uses too).
+# Only loopback addresses are used: 127.0.0.1 on free ports, and a random
+# 127.X.Y.0/24 for the tasks and hosts.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,7 +31,7 @@ CHECK=0
 CHURN=0
 BIN=
 
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -50,7 +55,7 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 if [[ $CHECK -eq 1 && $CHURN -eq 1 ]]; then
-    printf 'demo: --check and --churn do not go together (churn changes the target count)\n' >&2
+    printf 'demo: --check and --churn do not go together (--check churns once, and checks it)\n' >&2
     exit 64
 fi
 
@@ -179,13 +184,17 @@ fi
 
 # ---------------------------------------------------------------- build
 
-# Both binaries (the sidecar and the seeder the tests and the benchmark share) in one
-# workspace build: the same features as `cargo test --workspace`, so the suite and the
-# demo share one debug build of every dependency.
+# Both binaries (the sidecar and the seeder the tests and the benchmark share), built
+# with the dependencies' features of `cargo test --workspace`, so the suite and the
+# demo share one debug build of every dependency. A plain `cargo build --bins` leaves
+# the dev-dependencies out, and with them features they turn on in shared crates
+# (tokio's test-util): tokio and the whole AWS SDK above it would be compiled again.
+# Building the examples (the benchmark) too makes cargo resolve features as for the
+# tests.
 command -v cargo >/dev/null 2>&1 || fail build "cargo is not on PATH: install Rust (rustup) first"
-say "building: cargo build --workspace --bins (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$REPO_ROOT" && cargo build --workspace --bins --locked) \
-    || fail build "cargo build --workspace --bins failed (output above)"
+say "building: cargo build --workspace --bins --examples (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+(cd "$REPO_ROOT" && cargo build --workspace --bins --examples --locked) \
+    || fail build "cargo build --workspace --bins --examples failed (output above)"
 SEED="$CARGO_TARGET_DIR/debug/seed"
 [[ -x $SEED ]] || fail build "cargo build succeeded but $SEED is missing"
 if [[ -n $BIN ]]; then
@@ -201,16 +210,22 @@ fi
 # ---------------------------------------------------------------- state dir, ports
 
 rm -rf "$STATE"
-mkdir -p "$STATE/targets" "$STATE/tsdb"
+mkdir -p "$STATE/targets" "$STATE/tsdb" "$STATE/amp-tsdb"
 printf '%s\n' "$$" >"$STATE/demo.pid"
 TARGETS_FILE="$STATE/targets/cloudmap-sd.json"
+HOSTS_FILE="$STATE/targets/ec2-hosts.json"
 
-read -r MOTO_PORT SIDECAR_PORT PROM_PORT < <("$PY" "$UTIL" ports 3) \
+read -r MOTO_PORT SIDECAR_PORT PROM_PORT AMP_PORT METRICS_PORT APP_PORT ECS_EXPORTER_PORT \
+    ADMIN_PORT NODE_PORT < <("$PY" "$UTIL" ports 9) \
     || fail setup "could not pick free ports on 127.0.0.1"
+# The tasks' and hosts' own addresses: a /24 of the loopback network of its own, so
+# that demos running side by side (or anything on 127.0.0.1) never collide.
+NET="127.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1))"
 MOTO_URL="http://127.0.0.1:$MOTO_PORT"
 SIDECAR_ADDR="127.0.0.1:$SIDECAR_PORT"
 SIDECAR_URL="http://$SIDECAR_ADDR"
 PROM_URL="http://127.0.0.1:$PROM_PORT"
+AMP_URL="http://127.0.0.1:$AMP_PORT"
 
 # ---------------------------------------------------------------- moto server
 
@@ -218,13 +233,69 @@ start moto "$STATE/moto.log" "$CLOUDMAP_SD_VENV/bin/moto_server" -H 127.0.0.1 -p
 wait_for moto 30 "HTTP answer on $MOTO_URL" "$PY" "$UTIL" http-status --any "$MOTO_URL/moto-api/"
 "$PY" "$UTIL" post "$MOTO_URL/moto-api/reset" || fail moto "POST $MOTO_URL/moto-api/reset failed"
 
-say "seeding the demo topology (scripts/demo-topology.json)"
-LOG_OF[seed]="$STATE/seed.log"
-"$SEED" --endpoint "$MOTO_URL" --topology "$REPO_ROOT/scripts/demo-topology.json" \
-    --var "SIDECAR_PORT=$SIDECAR_PORT" --var "PROMETHEUS_PORT=$PROM_PORT" \
-    --summary-json "$STATE/seed.json" >"$STATE/seed.log" 2>&1 \
-    || fail seed "seeding $MOTO_URL failed (log: $STATE/seed.log)"
-sed 's/^/  /' "$STATE/seed.log"
+# ---------------------------------------------------------------- the tasks' world
+
+# One process seeds the topology (EC2 hosts, ECS clusters and tasks, Cloud Map) and
+# then stands in for the tasks and hosts: /metrics on each address they registered.
+# It also runs the harness's proxy in front of moto, the sidecar's AWS endpoint (it
+# answers DescribeTasks as ECS does where moto does not).
+say "seeding scripts/demo-topology.json into moto, then serving the tasks' /metrics"
+start fleet "$STATE/fleet.log" "$SEED" --endpoint "$MOTO_URL" \
+    --topology "$REPO_ROOT/scripts/demo-topology.json" --summary-json "$STATE/seed.json" --serve \
+    --var "NET=$NET" --var "SIDECAR_PORT=$SIDECAR_PORT" --var "PROMETHEUS_PORT=$PROM_PORT" \
+    --var "METRICS_PORT=$METRICS_PORT" --var "APP_PORT=$APP_PORT" \
+    --var "ECS_EXPORTER_PORT=$ECS_EXPORTER_PORT" --var "ADMIN_PORT=$ADMIN_PORT" \
+    --var "NODE_PORT=$NODE_PORT"
+wait_for fleet 60 "the seeded topology ($STATE/seed.json)" test -s "$STATE/seed.json"
+sed 's/^/  /' "$STATE/fleet.log"
+AWS_URL=$("$PY" "$UTIL" json "$STATE/seed.json" aws_endpoint) \
+    || fail fleet "no aws_endpoint in $STATE/seed.json"
+
+# ---------------------------------------------------------------- Prometheus and the AMP stand-in
+
+yaml_quote() { local s=${1//\'/\'\'}; printf "'%s'" "$s"; }
+cat >"$STATE/prometheus.yml" <<EOF
+# Written by scripts/demo.sh: the Prometheus of the task. It reads the targets and the
+# EC2 hosts cloudmap-sd writes, and remote-writes to the AMP stand-in, with the
+# external labels AMP de-duplicates HA pairs by.
+global:
+  scrape_interval: 2s
+  scrape_timeout: 2s
+  external_labels:
+    cluster: demo
+    __replica__: demo-0
+scrape_configs:
+  - job_name: cloudmap-sd
+    file_sd_configs:
+      - files:
+          - $(yaml_quote "$TARGETS_FILE")
+  - job_name: ec2-hosts
+    file_sd_configs:
+      - files:
+          - $(yaml_quote "$HOSTS_FILE")
+remote_write:
+  - url: $AMP_URL/api/v1/write
+    queue_config:
+      batch_send_deadline: 1s
+EOF
+cat >"$STATE/amp.yml" <<EOF
+# Written by scripts/demo.sh: a Prometheus that only receives remote writes, as AMP.
+global: {}
+EOF
+LOG_OF[promtool]="$STATE/promtool.log"
+for config in prometheus.yml amp.yml; do
+    "$PROMTOOL" check config "$STATE/$config" >>"$STATE/promtool.log" 2>&1 \
+        || fail promtool "promtool check config $STATE/$config rejected the generated config"
+done
+say "promtool check config: $STATE/prometheus.yml and amp.yml are valid"
+
+start amp "$STATE/amp.log" "$PROMETHEUS" --config.file="$STATE/amp.yml" \
+    --storage.tsdb.path="$STATE/amp-tsdb" --web.listen-address="127.0.0.1:$AMP_PORT" \
+    --web.enable-remote-write-receiver
+start prometheus "$STATE/prometheus.log" "$PROMETHEUS" \
+    --config.file="$STATE/prometheus.yml" \
+    --storage.tsdb.path="$STATE/tsdb" \
+    --web.listen-address="127.0.0.1:$PROM_PORT"
 
 # ---------------------------------------------------------------- the sidecar
 
@@ -234,82 +305,122 @@ declare -a CLEAN_ENV=(-u AWS_PROFILE -u AWS_DEFAULT_PROFILE -u AWS_SESSION_TOKEN
 while IFS= read -r var; do
     CLEAN_ENV+=(-u "$var")
 done < <(compgen -e | grep -E '^(CLOUDMAP_SD_|AWS_ENDPOINT_URL_)' || true)
-
-start cloudmap-sd "$STATE/cloudmap-sd.log" env "${CLEAN_ENV[@]}" \
-    AWS_ENDPOINT_URL="$MOTO_URL" AWS_REGION="$REGION" AWS_DEFAULT_REGION="$REGION" \
-    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
-    AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true \
-    RUST_LOG="${RUST_LOG:-info}" \
-    "$BIN" run --output "$TARGETS_FILE" --interval 5s --listen "$SIDECAR_ADDR"
-
-# ---------------------------------------------------------------- Prometheus
-
-yaml_quote() { local s=${1//\'/\'\'}; printf "'%s'" "$s"; }
-cat >"$STATE/prometheus.yml" <<EOF
-# Written by scripts/demo.sh: Prometheus reads the targets cloudmap-sd writes.
-global:
-  scrape_interval: 5s
-  scrape_timeout: 4s
-  evaluation_interval: 5s
-scrape_configs:
-  - job_name: cloudmap-sd
-    file_sd_configs:
-      - files:
-          - $(yaml_quote "$STATE/targets/*.json")
-        refresh_interval: 5s
-EOF
-LOG_OF[promtool]="$STATE/promtool.log"
-"$PROMTOOL" check config "$STATE/prometheus.yml" >"$STATE/promtool.log" 2>&1 \
-    || fail promtool "promtool check config $STATE/prometheus.yml rejected the generated config"
-say "promtool check config: $STATE/prometheus.yml is valid"
-
-start prometheus "$STATE/prometheus.log" "$PROMETHEUS" \
-    --config.file="$STATE/prometheus.yml" \
-    --storage.tsdb.path="$STATE/tsdb" \
-    --web.listen-address="127.0.0.1:$PROM_PORT"
+# (AWS_DEFAULT_REGION for version 1 of the aws cli, which reads no AWS_REGION.)
+readonly DEMO_AWS="AWS_ENDPOINT_URL=$AWS_URL AWS_REGION=$REGION AWS_DEFAULT_REGION=$REGION \
+AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true"
+# shellcheck disable=SC2086 # DEMO_AWS is a list of NAME=VALUE words
+start cloudmap-sd "$STATE/cloudmap-sd.log" env "${CLEAN_ENV[@]}" $DEMO_AWS \
+    AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+    "$BIN" run --output "$TARGETS_FILE" --interval 2s --listen "$SIDECAR_ADDR" \
+    --ec2-hosts-output "$HOSTS_FILE" --ec2-hosts-port "$NODE_PORT" \
+    --prometheus-url "$PROM_URL" --prometheus-config "$STATE/prometheus.yml" \
+    --remote-write-watch-interval 2s --amp-probe-interval 30s
 
 # ---------------------------------------------------------------- readiness
 
+wait_for amp 30 "200 from $AMP_URL/-/ready" "$PY" "$UTIL" http-status "$AMP_URL/-/ready"
+wait_for prometheus 30 "200 from $PROM_URL/-/ready" "$PY" "$UTIL" http-status "$PROM_URL/-/ready"
 wait_for cloudmap-sd 90 "200 from $SIDECAR_URL/-/ready" "$PY" "$UTIL" http-status "$SIDECAR_URL/-/ready"
 [[ -s $TARGETS_FILE ]] || fail cloudmap-sd "ready, but $TARGETS_FILE does not exist or is empty"
 say "cloudmap-sd is ready and wrote $TARGETS_FILE"
-wait_for prometheus 30 "200 from $PROM_URL/-/ready" "$PY" "$UTIL" http-status "$PROM_URL/-/ready"
-say "Prometheus is ready"
 
-if [[ $CHURN -eq 1 ]]; then
-    start churn "$STATE/churn.log" "$SEED" --endpoint "$MOTO_URL" --churn apps/web --churn-every 10s
-fi
+# The UI pages this Prometheus really serves (Debian's 2.42 has only /classic/...).
+UI=$("$PY" "$UTIL" ui "$PROM_URL") || fail prometheus "cannot tell which UI pages $PROM_URL serves"
+eval "$UI"
 
-CHURN_LOG_LINE=
-if [[ $CHURN -eq 1 ]]; then
-    CHURN_LOG_LINE=$(printf '\n                     %s' "$STATE/churn.log")
-fi
+# ---------------------------------------------------------------- what to look at
+
+q() { printf '%q' "$1"; }
+EXPORTS="export $DEMO_AWS; unset AWS_PROFILE AWS_SESSION_TOKEN"
+declare -a COMMANDS=(
+    "$(q "$BIN") once --output $(q "$STATE/once.json") --ec2-hosts-output $(q "$STATE/once-hosts.json") --ec2-hosts-port $NODE_PORT"
+    "$(q "$BIN") check --output $(q "$TARGETS_FILE") --ec2-hosts-output $(q "$HOSTS_FILE") --prometheus-config $(q "$STATE/prometheus.yml")"
+    "aws servicediscovery list-services --query 'Services[].[Name,Id]' --output text"
+    "aws ecs list-tasks --cluster demo-apps --query 'taskArns' --output text"
+    "aws ec2 describe-instances --query 'Reservations[].Instances[].[InstanceId,PrivateIpAddress]' --output text"
+    "curl -s $(q "$SIDECAR_URL/sd/targets")"
+)
+declare -a URLS=("$PROM_URL$UI_TARGETS" "$PROM_URL$UI_SD" "$PROM_URL$UI_GRAPH" "$AMP_URL$UI_GRAPH"
+    "$SIDECAR_URL/metrics" "$SIDECAR_URL/-/ready" "$SIDECAR_URL/sd/targets")
+AMP_QUERY="$AMP_URL${UI_GRAPH/g0.expr=up/g0.expr=demo_requests_total}"
+URLS+=("$AMP_QUERY")
+
 cat <<EOF
 
-cloudmap-sd demo is running (state in $STATE)
-  targets file       $TARGETS_FILE
-  Prometheus         $PROM_URL/targets
-                     $PROM_URL/api/v1/targets
-  cloudmap-sd        $SIDECAR_URL/metrics
-                     $SIDECAR_URL/-/ready
-  moto server        $MOTO_URL   (AWS_ENDPOINT_URL for the aws cli or boto3)
-  logs               $STATE/cloudmap-sd.log
-                     $STATE/prometheus.log
-                     $STATE/moto.log
-                     $STATE/seed.log${CHURN_LOG_LINE}
+cloudmap-sd demo is running (everything in $STATE)
+
+  Prometheus           $PROM_URL$UI_TARGETS
+    the targets page: job cloudmap-sd holds what cloudmap-sd found in Cloud Map,
+    every target UP (real /metrics) but db-proxy's 2 admin targets, DOWN on purpose:
+    nothing listens on its METRICS_PORT_admin, as when a tag names the wrong port.
+    Job ec2-hosts: the EC2 hosts file, one node exporter per host.
+                       $PROM_URL$UI_SD
+    each target's labels: ecs_launch_type, ecs_task_revision, ec2_name (the host's Name tag)
+  AMP stand-in         $AMP_QUERY
+    a second Prometheus receiving the remote write: the demo's samples, with the
+    external labels cluster="demo" and __replica__
+  cloudmap-sd          $SIDECAR_URL/metrics
+    cloudmap_sd_targets, cloudmap_sd_remote_write_state{state="ok"} 1 (it reads
+    Prometheus's remote-write queues), cloudmap_sd_amp_probe_result{result="accepted"} 1
+    (a signed empty write to the stand-in), cloudmap_sd_skipped_endpoints
+                       $SIDECAR_URL/-/ready
+                       $SIDECAR_URL/sd/targets
+    the same targets over http_sd (the file's bytes), for http_sd_configs
+  files                $TARGETS_FILE
+                       $HOSTS_FILE
+    rewritten atomically, and only when something changed
+  broken on purpose    internal.local/legacy has METRICS_PORT=http: no target, a warning in
+                       $STATE/cloudmap-sd.log; db-proxy's admin endpoint (above)
+  moto server          $MOTO_URL (Cloud Map, ECS, EC2); cloudmap-sd reaches it through
+                       $AWS_URL, the test proxy that fixes two ECS answers moto gets wrong
+  logs                 $STATE/{cloudmap-sd,prometheus,amp,fleet,moto}.log
+
+Try it (paste into a shell; the export points that shell's AWS tools at the demo):
+  $EXPORTS
 EOF
+printf '  %s\n' "${COMMANDS[@]}"
+
+# What --check reads: the demo's URLs, files and commands.
+export DEMO_SUMMARY="$STATE/seed.json" DEMO_PROMETHEUS="$PROM_URL" DEMO_AMP="$AMP_URL" \
+    DEMO_SIDECAR="$SIDECAR_ADDR" DEMO_SEED_BIN="$SEED" DEMO_TARGETS="$TARGETS_FILE" \
+    DEMO_HOSTS="$HOSTS_FILE" DEMO_LOG="$STATE/cloudmap-sd.log" DEMO_EXPORTS="$EXPORTS" \
+    DEMO_ONCE="$STATE/once.json"
+"$PY" - "$STATE/context.json" "${#URLS[@]}" "${URLS[@]}" "${COMMANDS[@]}" <<'PY' \
+    || fail setup "could not write $STATE/context.json"
+import json, os, sys
+out, n, rest = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+env = os.environ
+ctx = {
+    "summary": env["DEMO_SUMMARY"], "prometheus": env["DEMO_PROMETHEUS"],
+    "amp": env["DEMO_AMP"], "sidecar": env["DEMO_SIDECAR"], "seed_bin": env["DEMO_SEED_BIN"],
+    "targets_file": env["DEMO_TARGETS"], "hosts_file": env["DEMO_HOSTS"],
+    "sidecar_log": env["DEMO_LOG"], "exports": env["DEMO_EXPORTS"],
+    "once_file": env["DEMO_ONCE"], "urls": rest[:n], "commands": rest[n:],
+}
+with open(out, "w", encoding="utf-8") as f:
+    json.dump(ctx, f, indent=2)
+PY
 
 if [[ $CHECK -eq 1 ]]; then
     echo
-    say "checking (up to 60s: Prometheus picks up file_sd changes within ~5s, scrapes every 5s)"
-    if "$PY" "$UTIL" check --file "$TARGETS_FILE" --summary "$STATE/seed.json" \
-        --prometheus "$PROM_URL" --sidecar "$SIDECAR_ADDR" --timeout 60; then
+    say "checking (up to 120s: Prometheus picks up file_sd changes within ~5s, scrapes every 2s)"
+    if "$PY" "$UTIL" check --ctx "$STATE/context.json" --timeout 120; then
         say "check passed"
         exit 0
     fi
-    printf 'demo: check FAILED; logs:\n  cloudmap-sd: %s\n  prometheus:  %s\n  moto:        %s\n' \
-        "$STATE/cloudmap-sd.log" "$STATE/prometheus.log" "$STATE/moto.log" >&2
+    printf 'demo: check FAILED; logs in %s: cloudmap-sd.log prometheus.log amp.log fleet.log moto.log\n' \
+        "$STATE" >&2
     exit 1
+fi
+
+echo
+say "watch $PROM_URL$UI_TARGETS: a web task starts, is scraped for 15s, and stops"
+"$PY" "$UTIL" churn --ctx "$STATE/context.json" --hold 15 \
+    || say "the churn step had a problem (above)"
+if [[ $CHURN -eq 1 ]]; then
+    say "from now on a web task starts and stops every 20s (log: $STATE/churn.log)"
+    start churn "$STATE/churn.log" "$PY" "$UTIL" churn --ctx "$STATE/context.json" \
+        --hold 10 --every 20
 fi
 
 echo

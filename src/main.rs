@@ -10,6 +10,7 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use tokio_util::sync::CancellationToken;
 
+use cloudmap_sd::aws::error::Cause;
 use cloudmap_sd::aws::sdk;
 use cloudmap_sd::aws::sqs::SdkQueue;
 use cloudmap_sd::config::{CheckFormat, Cli, Command, Config, EXIT_CONFIG};
@@ -93,15 +94,14 @@ async fn start(config: &Config) -> Result<(aws_config::SdkConfig, Arc<Metrics>),
     telemetry::init(config.log_format);
     let sdk = sdk::load_sdk_config(config.api_timeout).await;
     if sdk.region().is_none() {
-        return Err(config_error(
-            "no AWS Region configured: set AWS_REGION (ECS sets it for tasks)",
-        ));
+        return Err(config_error(&Cause::NoRegion.to_string()));
     }
     let metrics = Metrics::with_parts(config.accounts.labelled(), config.events.is_some());
     Ok((sdk, Arc::new(metrics)))
 }
 
-/// `once`: one pass.
+/// `once`: one pass. Its failure is the command's answer: one plain line, like a
+/// configuration error's, that says what failed (and what to set, when it knows).
 async fn once_main(config: Config) -> ExitCode {
     let (sdk, metrics) = match start(&config).await {
         Ok(s) => s,
@@ -117,7 +117,7 @@ async fn once_main(config: Config) -> ExitCode {
     match sidecar::once(accounts, &config.sidecar, metrics.run.clone()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "cloudmap-sd failed");
+            eprintln!("cloudmap-sd: {e}");
             ExitCode::FAILURE
         }
     }

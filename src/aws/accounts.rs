@@ -6,7 +6,12 @@
 //! A role that cannot be assumed fails only the calls of its own account. So that
 //! a failing role costs one AssumeRole attempt per cycle rather than one per API
 //! call, [`RoleSession`] remembers a failure until the next cycle starts
-//! ([`RoleSession::begin_cycle`]) and answers the calls of that cycle with it.
+//! ([`RoleSession::begin_cycle`]) and answers the calls of that cycle with it. The
+//! failure is an [`AwsError`] the account's calls carry on (see
+//! `AwsError::from_sdk`): when the sidecar's own credentials are at fault (none,
+//! refused, expired) or STS is out of reach, it has the [`Cause`](super::error::Cause) whose one line
+//! says what to set; otherwise [`RoleSession::failure_line`] says which policies
+//! to fix.
 
 use std::fmt;
 use std::str::FromStr;
@@ -145,8 +150,8 @@ pub struct RoleSession {
 struct SessionState {
     /// Cycles begun so far.
     cycle: u64,
-    /// The last failure: its cycle, kind and message.
-    failed: Option<(u64, ErrorKind, String)>,
+    /// The last failure and its cycle.
+    failed: Option<(u64, AwsError)>,
 }
 
 impl RoleSession {
@@ -163,15 +168,23 @@ impl RoleSession {
     pub fn failure(&self) -> Option<AwsError> {
         let s = self.state.lock().expect("not poisoned");
         match &s.failed {
-            Some((cycle, kind, message)) if *cycle == s.cycle => {
-                Some(AwsError::new("AssumeRole", *kind, message.clone()))
-            }
+            Some((cycle, e)) if *cycle == s.cycle => Some(e.clone()),
             _ => None,
         }
     }
 
-    /// What to do about a failure to assume this role, in one sentence.
-    pub fn remedy(&self) -> String {
+    /// The one line about `e`, a failure to assume this role: with a cause (the
+    /// sidecar's own credentials, the endpoint) its line, which says what to set;
+    /// otherwise the error and which policies must allow what.
+    pub fn failure_line(&self, e: &AwsError) -> String {
+        match e.cause {
+            Some(_) => e.to_string(),
+            None => format!("{e}. To fix: {}", self.remedy()),
+        }
+    }
+
+    /// What to do about a refused AssumeRole, in one sentence.
+    fn remedy(&self) -> String {
         let external = if self.external_id {
             " with the same external id as --role-external-id"
         } else {
@@ -187,12 +200,12 @@ impl RoleSession {
     async fn assume(&self) -> provider::Result {
         let cycle = {
             let s = self.state.lock().expect("not poisoned");
-            if let Some((at, _, message)) = &s.failed
+            if let Some((at, e)) = &s.failed
                 && *at == s.cycle
             {
-                return Err(CredentialsError::provider_error(RoleFailed(
-                    message.clone(),
-                )));
+                let mut again = e.clone();
+                again.message.push_str(" (tried earlier this cycle)");
+                return Err(CredentialsError::provider_error(again));
             }
             s.cycle
         };
@@ -205,11 +218,12 @@ impl RoleSession {
             }
             Err(e) => e,
         };
-        let error = classify_credentials_error(&e);
-        let message = format!("cannot assume role {}: {}", self.role, error.message);
-        self.state.lock().expect("not poisoned").failed = Some((cycle, error.kind, message));
-        let _ = call.end(Err::<(), _>(error));
-        Err(e)
+        tracing::debug!(role = %self.role, error = ?e, "AssumeRole failed");
+        let error = role_failure(&e, &self.role);
+        self.state.lock().expect("not poisoned").failed = Some((cycle, error.clone()));
+        let _ = call.end(Err::<(), _>(error.clone()));
+        // The account's calls carry the classified failure on, cause and all.
+        Err(CredentialsError::provider_error(error))
     }
 }
 
@@ -222,27 +236,24 @@ impl ProvideCredentials for RoleSession {
     }
 }
 
-/// A failure remembered from earlier in the cycle.
-#[derive(Debug)]
-struct RoleFailed(String);
-
-impl fmt::Display for RoleFailed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (tried earlier this cycle)", self.0)
-    }
-}
-
-impl std::error::Error for RoleFailed {}
-
-/// The kind and words of a failed AssumeRole: STS's own error when the provider
-/// passes it on, else the provider's message.
-fn classify_credentials_error(e: &CredentialsError) -> AwsError {
+/// A failed AssumeRole of `role`, classified: STS's own error when the provider
+/// passes it on (with its cause when the sidecar's own credentials or the
+/// endpoint are at fault), else the provider's message.
+fn role_failure(e: &CredentialsError, role: &RoleArn) -> AwsError {
     let sts = std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>());
-    match sts {
+    let mut error = match sts {
         Some(sdk) => AwsError::from_sdk_ref("AssumeRole", sdk),
         None => AwsError::new("AssumeRole", ErrorKind::Other, with_causes(e)),
-    }
+    };
+    let message = match (error.cause, error.message.as_str()) {
+        // The cause's line says what is wrong; the role says where.
+        (Some(_), "") => format!("role {role}"),
+        (Some(_), m) => format!("role {role}: {m}"),
+        (None, m) => format!("cannot assume role {role}: {m}"),
+    };
+    error.message = message;
+    error
 }
 
 /// A credentials error with its causes, in one line.

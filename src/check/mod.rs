@@ -19,6 +19,7 @@ use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
 
 use crate::aws::accounts::{self, AccountsOptions, RoleArn, RoleSession};
+use crate::aws::error::Cause;
 use crate::aws::sqs::SdkQueue;
 use crate::aws::{AwsMetrics, sdk};
 use crate::file_sd::{self, Staging, Tried};
@@ -105,7 +106,13 @@ pub async fn run(options: &CheckOptions, sdk: &SdkConfig) -> Report {
         rows.push(row);
     }
     let config = prometheus_config(options, &mut rows);
-    rows.push(probe_row(options, config.as_ref(), sdk).await);
+    let probe = probe_row(options, config.as_ref(), sdk).await;
+    rows.push(match probe.status {
+        // Without credentials the probe can only say so again: the row above says
+        // what to set.
+        Status::Fail if !creds_ok => Row::new(probe.check, Status::Skip, "needs AWS credentials"),
+        _ => probe,
+    });
     match &config {
         Some(c) => rows.extend(lint_setup(
             c,
@@ -142,11 +149,7 @@ pub fn deadline(options: &CheckOptions) -> Duration {
 fn region_row(region: Option<&str>) -> Row {
     match region {
         Some(r) => Row::new("aws region", Status::Pass, r),
-        None => Row::new(
-            "aws region",
-            Status::Fail,
-            "no Region: set AWS_REGION (ECS sets it for tasks)",
-        ),
+        None => Row::new("aws region", Status::Fail, Cause::NoRegion.to_string()),
     }
 }
 
@@ -158,13 +161,13 @@ async fn credentials_row(sdk: &SdkConfig, timeout: Duration) -> Row {
         Err(_) => Row::new(
             "aws credentials",
             Status::Fail,
-            "the credentials provider did not answer in time",
+            Cause::CredentialsUnavailable.line(&format!("no answer within {timeout:?}")),
         ),
-        Ok(Err(e)) => Row::new(
-            "aws credentials",
-            Status::Fail,
-            format!("cannot load credentials: {e}"),
-        ),
+        Ok(Err(e)) => {
+            // The line `once` prints, without the call's name.
+            let (cause, detail) = Cause::of_credentials(&e);
+            Row::new("aws credentials", Status::Fail, cause.line(&detail))
+        }
         Ok(Ok(c)) => {
             let shown: String = c.access_key_id().chars().take(4).collect();
             let temporary = if c.session_token().is_some() {
@@ -250,16 +253,12 @@ async fn assume_row(session: &RoleSession, timeout: Duration) -> Row {
     let role = session.role();
     match tokio::time::timeout(timeout, session.provide_credentials()).await {
         Ok(Ok(_)) => Row::new(NAME, Status::Pass, format!("assumed {role}")),
-        Ok(Err(_)) => {
-            let why = session
-                .failure()
-                .map_or_else(|| "failed".to_string(), |e| e.to_string());
-            Row::new(
-                NAME,
-                Status::Fail,
-                format!("{why}. To fix: {}", session.remedy()),
-            )
-        }
+        // The one line the sidecar logs: what to set when the own credentials or
+        // the endpoint are at fault, else which policies to fix.
+        Ok(Err(_)) => match session.failure() {
+            Some(e) => Row::new(NAME, Status::Fail, session.failure_line(&e)),
+            None => Row::new(NAME, Status::Fail, format!("cannot assume {role}")),
+        },
         Err(_) => Row::new(
             NAME,
             Status::Fail,

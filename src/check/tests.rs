@@ -127,15 +127,18 @@ fn permission_verdicts() {
         r.detail
     );
     // A key AWS does not know is not a policy problem.
-    let refused = AwsError::new(
+    let refused = AwsError::service(
         "GetService",
-        ErrorKind::AccessDenied,
-        "UnrecognizedClientException: The security token included in the request is invalid.",
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid.",
+        400,
     );
+    let line = refused.to_string();
     let r = permission_row(a, Err(refused));
     assert_eq!(r.status, Status::Fail);
+    assert_eq!(r.detail, line, "the line once prints");
     assert!(
-        r.detail.contains("credentials were refused"),
+        r.detail.starts_with("AWS refused the credentials"),
         "{}",
         r.detail
     );

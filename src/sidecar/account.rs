@@ -252,9 +252,8 @@ impl<C: CloudMap, E: Ecs, X: Ec2> Account<C, E, X> {
         let Some(id) = &self.id else { return };
         let role = report.role.as_deref().unwrap_or("(own credentials)");
         if let (Some(e), Some(session)) = (&report.role_error, &self.role) {
-            error!(account = %id, role, error = %e,
-                "cannot assume the role; this account keeps its last known targets and the others are not affected. To fix: {}",
-                session.remedy());
+            error!(account = %id, role, error = %session.failure_line(e),
+                "cannot assume the role; this account keeps its last known targets and the others are not affected");
         } else if let Err(e) = &report.outcome {
             warn!(account = %id, role, error = %e,
                 "discovery in this account failed before any of its services was known; the other accounts are not affected");

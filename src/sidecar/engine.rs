@@ -270,9 +270,10 @@ impl Publisher {
                 namespace = %s.namespace,
                 service = %s.service,
                 tag = %s.tag,
-                value = s.value.as_deref().unwrap_or(""),
-                instance = s.instance.as_deref().unwrap_or(""),
-                ecs_service = s.ecs_service.as_deref().unwrap_or(""),
+                // Left out when there is none (an Option field records nothing).
+                value = s.value.as_deref(),
+                instance = s.instance.as_deref(),
+                ecs_service = s.ecs_service.as_deref(),
                 reason = %s.reason,
                 "endpoint skipped: {}",
                 s.reason.explain()
@@ -336,7 +337,7 @@ impl Publisher {
     pub(super) fn published(&self, pass: &Pass, outcome: Option<Publish>) {
         let summary = &pass.summary;
         self.metrics.targets.set(summary.targets as i64);
-        self.metrics.services.set(pass.stats().tagged as i64);
+        self.metrics.services.set(summary.services as i64);
         for id in pass.accounts.iter().filter_map(|a| a.id.as_ref()) {
             let n = summary
                 .by_account

@@ -91,13 +91,14 @@ pub struct RunMetrics {
     pub cycle_duration: Histogram,
     /// Cycles by outcome: `complete`, `partial` (some service kept old data), `failed`.
     pub cycles: Family<OutcomeLabels, Counter>,
-    /// Targets in the last published file.
+    /// Targets last published (the file, and /sd/targets; with accounts, all of them).
     pub targets: Gauge,
-    /// Cloud Map services contributing targets.
+    /// Cloud Map services (of every account) with at least one target published.
     pub services: Gauge,
     /// Unix time of the last successful publish (write, or content already current).
     pub last_success: Gauge<f64, AtomicU64>,
-    /// File publishes by outcome: `written`, `unchanged`, `failed`.
+    /// Publishes of the targets file by outcome: `written`, `unchanged`, `failed`;
+    /// none without a file (`--output none`).
     pub writes: Family<OutcomeLabels, Counter>,
     /// Failed reads of one service's tags or instances.
     pub service_failures: Family<ServiceLabels, Counter>,
@@ -186,12 +187,12 @@ impl RunMetrics {
         );
         registry.register(
             "targets",
-            "Targets in the published file",
+            "Targets published (the file, and /sd/targets)",
             self.targets.clone(),
         );
         registry.register(
             "services",
-            "Cloud Map services contributing targets",
+            "Cloud Map services with at least one target published",
             self.services.clone(),
         );
         registry.register(
@@ -201,7 +202,7 @@ impl RunMetrics {
         );
         registry.register(
             "file_writes",
-            "Publishes of the file by outcome (written, unchanged, failed)",
+            "Publishes of the targets file by outcome (written, unchanged, failed); none without a file",
             self.writes.clone(),
         );
         registry.register(
@@ -272,9 +273,10 @@ impl RunMetrics {
     }
 
     /// Marks the write-failure gauges of `file`: `reason` set, the others cleared; a
-    /// failure also counts in the writes counter.
+    /// failure of the targets file also counts in the writes counter (it counts the
+    /// targets file's publishes, whose successes are counted where they happen).
     pub fn write_failing(&self, file: &'static str, reason: Option<WriteReason>) {
-        if reason.is_some() {
+        if reason.is_some() && file == "targets" {
             self.writes
                 .get_or_create(&OutcomeLabels { outcome: "failed" })
                 .inc();

@@ -85,6 +85,9 @@ pub struct Built {
 pub struct Summary {
     /// Target groups.
     pub targets: usize,
+    /// Services with at least one target (a tagged service whose tasks are all
+    /// held, gone or unaddressable has none).
+    pub services: usize,
     /// Sorted and de-duplicated.
     pub skipped: Vec<Skipped>,
     /// Target groups by account, when targets carry one; sorted by account.
@@ -120,6 +123,7 @@ pub fn summarize(snapshot: &Snapshot, opts: &TargetOptions) -> Summary {
         }
         Summary {
             targets: plan.entries.len(),
+            services: plan.services(),
             by_account: by_account
                 .into_iter()
                 .map(|(a, n)| (a.to_string(), n))

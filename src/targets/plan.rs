@@ -220,6 +220,16 @@ impl<'a> Plan<'a> {
         plan
     }
 
+    /// How many services the targets come from.
+    pub(super) fn services(&self) -> usize {
+        let services: std::collections::HashSet<*const ServiceData> = self
+            .entries
+            .iter()
+            .map(|e| std::ptr::from_ref(e.svc))
+            .collect();
+        services.len()
+    }
+
     /// The targets of one service's instances that are not held, one per endpoint;
     /// what cannot be addressed goes to `skipped`.
     fn add_service(

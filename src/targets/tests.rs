@@ -333,6 +333,30 @@ fn malformed_tags_skip_only_that_endpoint() {
 }
 
 #[test]
+fn services_counts_only_services_with_a_target() {
+    let snapshot = Snapshot {
+        services: vec![
+            svc(
+                "two-targets",
+                &[("METRICS_PATH", "/metrics"), ("ECS_METRICS_PATH", "/m")],
+                vec![ecs_instance("t", "10.0.0.1", Some("8080"))],
+            ),
+            // Tagged, but its one endpoint is malformed: no target.
+            svc(
+                "malformed",
+                &[("METRICS_PATH", "/metrics"), ("METRICS_PORT", "http")],
+                vec![ecs_instance("u", "10.0.0.2", Some("8080"))],
+            ),
+            // Tagged, with no task.
+            svc("scaled-to-zero", &[("METRICS_PATH", "/metrics")], vec![]),
+        ],
+        ..Snapshot::default()
+    };
+    let s = summarize(&snapshot, &opts());
+    assert_eq!((s.targets, s.services, s.skipped.len()), (2, 1, 1));
+}
+
+#[test]
 fn port_and_path_validation() {
     for ok in ["1", "80", "65535", " 8080"] {
         assert!(parse_port(ok).is_some(), "{ok}");

@@ -1,12 +1,14 @@
 //! Test harness of cloudmap-sd, shared by the integration tests, the benchmark and the
 //! demo: a real moto server, a counting/fault proxy in front of it, a seeder using the
-//! real AWS SDK, the real `cloudmap-sd` binary, and a real Prometheus. A missing tool
+//! real AWS SDK, stand-in metrics endpoints for a topology's tasks and hosts, the real
+//! `cloudmap-sd` binary, and a real Prometheus. A missing tool
 //! fails with instructions; nothing is skipped.
 //!
 //! It does not depend on the `cloudmap-sd` library (a dev-dependency cycle would build
 //! the library twice); it drives the binary.
 
 pub mod events;
+pub mod exporter;
 pub mod http;
 pub mod load;
 pub mod moto;
@@ -20,6 +22,7 @@ pub mod topology;
 pub mod wait;
 
 pub use events::{EventQueue, TaskState};
+pub use exporter::{Endpoint, Exporters};
 pub use http::{Answer, get_status, http_get, http_get_with, http_post, post_blocking};
 pub use load::{LoadReport, load};
 pub use moto::Moto;

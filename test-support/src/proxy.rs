@@ -33,6 +33,13 @@ pub enum Fault {
     Drop,
     /// Never answer; the connection stays open.
     Stall,
+    /// Refuse the credentials as AWS does for an access key it does not know (moto
+    /// accepts any key): 400 `UnrecognizedClientException` for the JSON services,
+    /// 401 `AuthFailure` in EC2's XML.
+    RefuseCredentials,
+    /// Refuse expired temporary credentials as AWS does: 400
+    /// `ExpiredTokenException` for the JSON services, `ExpiredToken` in EC2's XML.
+    ExpiredCredentials,
     /// Refuse as IAM does: 400 `AccessDeniedException` for the JSON services,
     /// 403 `AccessDenied` in STS's XML, 403 `UnauthorizedOperation` in EC2's.
     Deny,
@@ -484,44 +491,60 @@ async fn forward(
         .unwrap()
         .entry((account, op.clone()))
         .or_default() += 1;
-    let json = |status: u16, ty: &str| {
-        Ok(Response::builder()
-            .status(status)
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amzn-errortype", ty)
-            .body(Full::new(Bytes::from(format!(
-                r#"{{"__type":"{ty}","message":"injected by the test proxy"}}"#
-            ))))
-            .unwrap())
+    // An error answer in the request's protocol: STS (and IAM) speak the query
+    // protocol's own document, EC2 its XML, Cloud Map and ECS JSON.
+    let answer = |status: u16, code: &str, message: &str| {
+        Ok(if sts {
+            error_query(status, code, message)
+        } else if ec2 {
+            error_xml(status, code, message)
+        } else {
+            error_json(status, code, message)
+        })
     };
-    let xml = |status: u16, code: &str| {
-        Ok(Response::builder()
-            .status(status)
-            .header("content-type", "text/xml;charset=UTF-8")
-            .body(Full::new(Bytes::from(format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>\
-                 <Code>{code}</Code><Message>injected by the test proxy</Message></Error>\
-                 </Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
-            ))))
-            .unwrap())
-    };
-    // STS (and IAM) speak the query protocol's own error document.
-    let query_error = |status: u16, code: &str| {
-        Ok(Response::builder()
-            .status(status)
-            .header("content-type", "text/xml")
-            .body(Full::new(Bytes::from(format!(
-                "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>\
-                 <Message>injected by the test proxy</Message></Error>\
-                 <RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
-            ))))
-            .unwrap())
-    };
+    let json = |status: u16, ty: &str| Ok(error_json(status, ty, INJECTED));
+    let xml = |status: u16, code: &str| Ok(error_xml(status, code, INJECTED));
+    let query_error = |status: u16, code: &str| Ok(error_query(status, code, INJECTED));
     // AWS refuses a DescribeServices call with more than 10 services; moto takes it.
     if op == "DescribeServices" && ecs::over_describe_services_limit(&body) {
         return json(400, "InvalidParameterException");
     }
     match fault {
+        Fault::RefuseCredentials if sts => {
+            return answer(
+                403,
+                "InvalidClientTokenId",
+                "The security token included in the request is invalid.",
+            );
+        }
+        Fault::RefuseCredentials if ec2 => {
+            return answer(
+                401,
+                "AuthFailure",
+                "AWS was not able to validate the provided access credentials",
+            );
+        }
+        Fault::RefuseCredentials => {
+            return answer(
+                400,
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            );
+        }
+        Fault::ExpiredCredentials if sts || ec2 => {
+            return answer(
+                400,
+                "ExpiredToken",
+                "The security token included in the request is expired",
+            );
+        }
+        Fault::ExpiredCredentials => {
+            return answer(
+                400,
+                "ExpiredTokenException",
+                "The security token included in the request is expired",
+            );
+        }
         Fault::Deny if sts => return query_error(403, "AccessDenied"),
         Fault::Deny if ec2 => return xml(403, "UnauthorizedOperation"),
         Fault::Deny => return json(400, "AccessDeniedException"),
@@ -594,6 +617,47 @@ async fn forward(
         rp.headers.remove("content-length");
     }
     Ok(Response::from_parts(rp, Full::new(rb)))
+}
+
+/// The message of an error the proxy makes up.
+const INJECTED: &str = "injected by the test proxy";
+
+/// An error answer of the JSON protocols (Cloud Map, ECS).
+fn error_json(status: u16, ty: &str, message: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amzn-errortype", ty)
+        .body(Full::new(Bytes::from(
+            serde_json::json!({"__type": ty, "message": message}).to_string(),
+        )))
+        .unwrap()
+}
+
+/// An error answer of EC2's XML protocol.
+fn error_xml(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/xml;charset=UTF-8")
+        .body(Full::new(Bytes::from(format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>\
+             <Code>{code}</Code><Message>{message}</Message></Error>\
+             </Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
+        ))))
+        .unwrap()
+}
+
+/// An error answer of the query protocol (STS, IAM).
+fn error_query(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/xml")
+        .body(Full::new(Bytes::from(format!(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>\
+             <Message>{message}</Message></Error>\
+             <RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
+        ))))
+        .unwrap()
 }
 
 /// A DescribeTasks answer with every container and its port bindings, as ECS

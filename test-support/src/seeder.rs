@@ -200,11 +200,23 @@ impl Seeder {
 impl Seeder {
     /// Starts an EC2 instance, with a Name tag when given; returns (id, private IP).
     pub async fn host(&self, name: Option<&str>) -> (String, String) {
+        self.run_instance(name, None).await
+    }
+
+    /// Starts an EC2 instance at a chosen private IP (moto takes any, a loopback
+    /// address included, so something on this machine can answer for the host),
+    /// with a Name tag when given; returns its id.
+    pub async fn host_at(&self, name: Option<&str>, ip: &str) -> String {
+        self.run_instance(name, Some(ip)).await.0
+    }
+
+    async fn run_instance(&self, name: Option<&str>, ip: Option<&str>) -> (String, String) {
         let mut req = self
             .ec2
             .run_instances()
             .image_id("ami-12c6146b")
             .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
+            .set_private_ip_address(ip.map(str::to_string))
             .min_count(1)
             .max_count(1);
         if let Some(n) = name {
@@ -254,13 +266,18 @@ impl Seeder {
 
     /// Registers the task definition `web` (revision 1 the first time).
     pub async fn task_definition(&self) {
+        self.family("web").await;
+    }
+
+    /// Registers a task definition of `family`, one small container named after it.
+    pub async fn family(&self, family: &str) {
         self.ecs
             .register_task_definition()
-            .family("web")
+            .family(family)
             .container_definitions(
                 aws_sdk_ecs::types::ContainerDefinition::builder()
-                    .name("web")
-                    .image("web:1")
+                    .name(family)
+                    .image(format!("{family}:1"))
                     .memory(16)
                     .command("serve")
                     .build(),
@@ -293,6 +310,18 @@ impl Seeder {
     /// Runs `count` EC2 tasks in a cluster (its container instances host them);
     /// returns their task ids.
     pub async fn ec2_tasks(&self, cluster: &str, count: usize) -> Vec<String> {
+        let ec2 = aws_sdk_ecs::types::LaunchType::Ec2;
+        self.run_tasks(cluster, "web", ec2, count).await
+    }
+
+    /// Runs `count` tasks of `family` in a cluster; returns their task ids.
+    pub async fn run_tasks(
+        &self,
+        cluster: &str,
+        family: &str,
+        launch_type: aws_sdk_ecs::types::LaunchType,
+        count: usize,
+    ) -> Vec<String> {
         let mut ids = Vec::new();
         while ids.len() < count {
             let n = (count - ids.len()).min(10) as i32;
@@ -300,8 +329,8 @@ impl Seeder {
                 .ecs
                 .run_task()
                 .cluster(cluster)
-                .task_definition("web")
-                .launch_type(aws_sdk_ecs::types::LaunchType::Ec2)
+                .task_definition(family)
+                .launch_type(launch_type.clone())
                 .count(n)
                 .send()
                 .await
@@ -314,6 +343,17 @@ impl Seeder {
             ids.extend(out.tasks().iter().map(|t| task_id(t.task_arn().unwrap())));
         }
         ids
+    }
+
+    /// Stops an ECS task.
+    pub async fn stop_task(&self, cluster: &str, task_id: &str) {
+        self.ecs
+            .stop_task()
+            .cluster(cluster)
+            .task(task_id)
+            .send()
+            .await
+            .unwrap();
     }
 
     /// Starts a Fargate task; returns its task id.

@@ -1,18 +1,57 @@
-//! A declarative Cloud Map topology (namespaces, tagged services, ECS-registered
-//! tasks), seeded through the one [`Seeder`]: what the demo runs on, read from a
-//! JSON file by the `seed` binary.
+//! A declarative topology (EC2 hosts in ECS clusters, Cloud Map namespaces, tagged
+//! services, their tasks run in ECS and registered as ECS does), seeded through the
+//! one [`Seeder`], and the metrics endpoints its tasks and hosts answer on: what the
+//! demo runs on, read from a JSON file by the `seed` binary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 
+use aws_sdk_ecs::types::LaunchType as EcsLaunchType;
 use serde::{Deserialize, Serialize};
 
+use crate::exporter::Endpoint;
 use crate::seeder::{REGION, Seeder};
 
-/// Namespaces and services to create.
+/// Hosts, namespaces and services to create.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Topology {
+    /// EC2 instances registered as container instances of their cluster.
+    #[serde(default)]
+    pub hosts: Vec<HostSpec>,
+    /// `(port, path)` every host answers metrics on (a node exporter's).
+    #[serde(default)]
+    pub host_serves: Vec<(u16, String)>,
     pub namespaces: Vec<NamespaceSpec>,
     pub services: Vec<ServiceSpec>,
+}
+
+/// An EC2 instance in an ECS cluster.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HostSpec {
+    /// Its `Name` tag.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub cluster: String,
+    /// Its private IPv4 address.
+    pub ip: String,
+}
+
+/// How ECS runs a service's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LaunchType {
+    /// On the container instances (EC2 hosts) of the cluster.
+    Ec2,
+    Fargate,
+}
+
+impl LaunchType {
+    fn ecs(self) -> EcsLaunchType {
+        match self {
+            LaunchType::Ec2 => EcsLaunchType::Ec2,
+            LaunchType::Fargate => EcsLaunchType::Fargate,
+        }
+    }
 }
 
 /// A Cloud Map namespace.
@@ -42,19 +81,39 @@ pub struct ServiceSpec {
     pub family: Option<String>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Tasks run in ECS with this launch type (the cluster's hosts must exist for
+    /// EC2); none: registered in Cloud Map only, under made-up task ids.
+    #[serde(default)]
+    pub launch_type: Option<LaunchType>,
     /// `(IPv4, AWS_INSTANCE_PORT)` of each task.
     pub tasks: Vec<(String, u16)>,
+    /// `(port, path)` each task answers metrics on, and every `spare` address too;
+    /// none: the tasks are real processes, not stand-ins.
+    #[serde(default)]
+    pub serves: Option<Vec<(u16, String)>>,
+    /// Addresses of tasks not registered yet, answering as the tasks do: where a
+    /// task added later (churn) is found.
+    #[serde(default)]
+    pub spare: Vec<String>,
     /// The targets the sidecar should write for it.
     pub expected_targets: usize,
     /// What the service shows, in a few words.
     pub note: String,
+    /// What is broken in it on purpose (a target it serves nothing on), if anything.
+    #[serde(default)]
+    pub broken: Option<String>,
 }
 
 /// What was seeded, as the demo's checks read it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub endpoint: String,
+    /// The endpoint the sidecar is to use when it is not `endpoint` (the harness's
+    /// proxy in front of moto, while the `seed` process that runs it lives).
+    pub aws_endpoint: Option<String>,
     pub region: String,
+    pub hosts: Vec<SeededHost>,
+    pub host_serves: Vec<(u16, String)>,
     pub namespaces: BTreeMap<String, String>,
     pub services: Vec<SeededService>,
     pub expected_targets: usize,
@@ -63,15 +122,34 @@ pub struct Summary {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct SeededHost {
+    pub instance_id: String,
+    pub name: Option<String>,
+    pub cluster: String,
+    pub ip: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct SeededService {
     pub namespace: String,
     pub service: String,
     pub service_id: String,
+    pub cluster: String,
+    pub launch_type: Option<LaunchType>,
     pub tags: BTreeMap<String, String>,
-    pub instances: usize,
-    pub instance_ids: Vec<String>,
+    pub tasks: Vec<SeededTask>,
+    pub serves: Option<Vec<(u16, String)>>,
+    pub spare: Vec<String>,
     pub expected_targets: usize,
     pub note: String,
+    pub broken: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SeededTask {
+    pub id: String,
+    pub ip: String,
+    pub port: u16,
 }
 
 /// Task ids like the ones ECS gives (32 hex digits), the same for the same seed.
@@ -101,10 +179,7 @@ pub fn task_attributes(
     port: u16,
     index: usize,
 ) -> Vec<(&'static str, String)> {
-    let family = spec
-        .family
-        .clone()
-        .unwrap_or_else(|| format!("{}-task", spec.name));
+    let family = spec.family_name();
     vec![
         ("AWS_INSTANCE_IPV4", ip.to_string()),
         ("AWS_INSTANCE_PORT", port.to_string()),
@@ -143,8 +218,9 @@ impl Topology {
         Ok(topology)
     }
 
-    /// Creates everything in Cloud Map at `endpoint`; what was made.
+    /// Creates everything at `endpoint` (through `seeder`); what was made.
     pub async fn seed(&self, seeder: &Seeder, endpoint: &str, ids: &mut TaskIds) -> Summary {
+        let hosts = self.seed_hosts(seeder).await;
         let mut namespaces = BTreeMap::new();
         for ns in &self.namespaces {
             let id = match ns.kind {
@@ -155,32 +231,8 @@ impl Topology {
         }
         let mut services = Vec::new();
         for spec in &self.services {
-            let tags: Vec<(&str, &str)> = spec
-                .tags
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let service_id = seeder
-                .service(&namespaces[&spec.namespace], &spec.name, &tags)
-                .await;
-            let mut instance_ids = Vec::new();
-            for (i, (ip, port)) in spec.tasks.iter().enumerate() {
-                let id = ids.next_id();
-                seeder
-                    .instance(&service_id, &id, &task_attributes(spec, ip, *port, i))
-                    .await;
-                instance_ids.push(id);
-            }
-            services.push(SeededService {
-                namespace: spec.namespace.clone(),
-                service: spec.name.clone(),
-                service_id,
-                tags: spec.tags.clone(),
-                instances: instance_ids.len(),
-                instance_ids,
-                expected_targets: spec.expected_targets,
-                note: spec.note.clone(),
-            });
+            let ns_id = &namespaces[&spec.namespace];
+            services.push(seed_service(seeder, spec, ns_id, ids).await);
         }
         let mut expected_services: Vec<String> = services
             .iter()
@@ -190,23 +242,181 @@ impl Topology {
         expected_services.sort();
         Summary {
             endpoint: endpoint.to_string(),
+            aws_endpoint: None,
             region: REGION.to_string(),
+            hosts,
+            host_serves: self.host_serves.clone(),
             namespaces,
             expected_targets: services.iter().map(|s| s.expected_targets).sum(),
             expected_services,
             services,
         }
     }
+
+    /// The clusters the hosts and the services name, then the hosts, each a
+    /// container instance of its cluster.
+    async fn seed_hosts(&self, seeder: &Seeder) -> Vec<SeededHost> {
+        let clusters: BTreeSet<&str> = self
+            .hosts
+            .iter()
+            .map(|h| h.cluster.as_str())
+            .chain(
+                self.services
+                    .iter()
+                    .filter(|s| s.launch_type.is_some())
+                    .map(|s| s.cluster.as_str()),
+            )
+            .collect();
+        for c in clusters {
+            seeder.cluster(c).await;
+        }
+        let mut hosts = Vec::new();
+        for h in &self.hosts {
+            let instance_id = seeder.host_at(h.name.as_deref(), &h.ip).await;
+            seeder.container_instance(&h.cluster, &instance_id).await;
+            hosts.push(SeededHost {
+                instance_id,
+                name: h.name.clone(),
+                cluster: h.cluster.clone(),
+                ip: h.ip.clone(),
+            });
+        }
+        hosts
+    }
+}
+
+/// One service: its tasks run in ECS (or given made-up ids) and registered in
+/// Cloud Map as ECS does.
+async fn seed_service(
+    seeder: &Seeder,
+    spec: &ServiceSpec,
+    ns_id: &str,
+    ids: &mut TaskIds,
+) -> SeededService {
+    let tags: Vec<(&str, &str)> = spec
+        .tags
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let service_id = seeder.service(ns_id, &spec.name, &tags).await;
+    let task_ids = match spec.launch_type {
+        Some(lt) => {
+            let family = spec.family_name();
+            seeder.family(&family).await;
+            let n = spec.tasks.len();
+            seeder.run_tasks(&spec.cluster, &family, lt.ecs(), n).await
+        }
+        None => spec.tasks.iter().map(|_| ids.next_id()).collect(),
+    };
+    let mut tasks = Vec::new();
+    for (i, ((ip, port), id)) in spec.tasks.iter().zip(task_ids).enumerate() {
+        let attrs = task_attributes(spec, ip, *port, i);
+        seeder.instance(&service_id, &id, &attrs).await;
+        tasks.push(SeededTask {
+            id,
+            ip: ip.clone(),
+            port: *port,
+        });
+    }
+    SeededService {
+        namespace: spec.namespace.clone(),
+        service: spec.name.clone(),
+        service_id,
+        cluster: spec.cluster.clone(),
+        launch_type: spec.launch_type,
+        tags: spec.tags.clone(),
+        tasks,
+        serves: spec.serves.clone(),
+        spare: spec.spare.clone(),
+        expected_targets: spec.expected_targets,
+        note: spec.note.clone(),
+        broken: spec.broken.clone(),
+    }
+}
+
+impl ServiceSpec {
+    /// The task definition family (default `<name>-task`).
+    pub fn family_name(&self) -> String {
+        self.family
+            .clone()
+            .unwrap_or_else(|| format!("{}-task", self.name))
+    }
 }
 
 impl Summary {
+    /// Every metrics endpoint the stand-ins answer on: each served port and path of
+    /// each task and spare address, and of each host.
+    pub fn endpoints(&self) -> Result<Vec<Endpoint>, String> {
+        let mut out = Vec::new();
+        let mut add = |ip: &str, port: u16, path: &str, labels: &[(&str, &str)]| {
+            let addr: SocketAddr = format!("{ip}:{port}")
+                .parse()
+                .map_err(|e| format!("{ip}:{port}: {e}"))?;
+            let labels = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            out.push(Endpoint {
+                addr,
+                path: path.to_string(),
+                labels,
+            });
+            Ok::<(), String>(())
+        };
+        for s in &self.services {
+            let Some(serves) = &s.serves else { continue };
+            let tasks = s.tasks.iter().map(|t| (t.ip.as_str(), t.id.as_str()));
+            let spare = s.spare.iter().map(|ip| (ip.as_str(), "spare"));
+            for (ip, task) in tasks.chain(spare) {
+                for (port, path) in serves {
+                    add(
+                        ip,
+                        *port,
+                        path,
+                        &[("service", &s.service), ("task_id", task)],
+                    )?;
+                }
+            }
+        }
+        for h in &self.hosts {
+            let name = h.name.as_deref().unwrap_or("");
+            for (port, path) in &self.host_serves {
+                add(
+                    &h.ip,
+                    *port,
+                    path,
+                    &[("host", name), ("instance_id", &h.instance_id)],
+                )?;
+            }
+        }
+        Ok(out)
+    }
+
     /// A few readable lines.
     pub fn describe(&self) -> String {
         let mut out = format!("seeded {} ({}):\n", self.endpoint, self.region);
-        for s in &self.services {
+        for h in &self.hosts {
             out.push_str(&format!(
-                "  {}/{}: {} tasks -> {} targets ({})\n",
-                s.namespace, s.service, s.instances, s.expected_targets, s.note
+                "  EC2 host {} ({}) at {} in cluster {}\n",
+                h.instance_id,
+                h.name.as_deref().unwrap_or("no Name tag"),
+                h.ip,
+                h.cluster
+            ));
+        }
+        for s in &self.services {
+            let how = match s.launch_type {
+                Some(LaunchType::Ec2) => " (ECS, EC2)",
+                Some(LaunchType::Fargate) => " (ECS, Fargate)",
+                None => "",
+            };
+            out.push_str(&format!(
+                "  {}/{}: {} tasks{how} -> {} targets ({})\n",
+                s.namespace,
+                s.service,
+                s.tasks.len(),
+                s.expected_targets,
+                s.note
             ));
         }
         out.push_str(&format!(
@@ -238,10 +448,73 @@ mod tests {
                 .unwrap_err()
                 .contains("no namespace other")
         );
+        let bad_port = text.replace("${PORT}", "http");
+        assert!(Topology::parse(&bad_port, &vars).is_err());
         let mut ids = TaskIds::new(7);
         let a = ids.next_id();
         assert_eq!(a.len(), 32);
         assert_ne!(a, ids.next_id());
         assert_eq!(TaskIds::new(7).next_id(), a);
+    }
+
+    #[test]
+    fn stand_ins_answer_for_served_tasks_spare_addresses_and_hosts() {
+        let task = |id: &str, ip: &str| SeededTask {
+            id: id.into(),
+            ip: ip.into(),
+            port: 8080,
+        };
+        let service = |name: &str, serves: Option<Vec<(u16, String)>>| SeededService {
+            namespace: "apps".into(),
+            service: name.into(),
+            service_id: format!("srv-{name}"),
+            cluster: "c".into(),
+            launch_type: Some(LaunchType::Ec2),
+            tags: BTreeMap::new(),
+            tasks: vec![task(&format!("{name}-1"), "127.9.0.2")],
+            serves,
+            spare: vec![],
+            expected_targets: 1,
+            note: String::new(),
+            broken: None,
+        };
+        let mut web = service("web", Some(vec![(9100, "/metrics".into())]));
+        web.spare = vec!["127.9.0.100".into()];
+        let summary = Summary {
+            endpoint: "http://127.0.0.1:5000".into(),
+            aws_endpoint: None,
+            region: REGION.into(),
+            hosts: vec![SeededHost {
+                instance_id: "i-1".into(),
+                name: Some("h1".into()),
+                cluster: "c".into(),
+                ip: "127.9.0.201".into(),
+            }],
+            host_serves: vec![(9101, "/metrics".into())],
+            namespaces: BTreeMap::new(),
+            // A service of real processes (serves: None) gets no stand-in.
+            services: vec![web, service("real", None)],
+            expected_targets: 2,
+            expected_services: vec![],
+        };
+        let got: Vec<(String, String, String)> = summary
+            .endpoints()
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                let who = e.labels.get("task_id").or(e.labels.get("host")).cloned();
+                (e.addr.to_string(), e.path, who.unwrap_or_default())
+            })
+            .collect();
+        let want = [
+            ("127.9.0.2:9100", "/metrics", "web-1"),
+            ("127.9.0.100:9100", "/metrics", "spare"),
+            ("127.9.0.201:9101", "/metrics", "h1"),
+        ];
+        let want: Vec<(String, String, String)> = want
+            .iter()
+            .map(|(a, p, w)| (a.to_string(), p.to_string(), w.to_string()))
+            .collect();
+        assert_eq!(got, want);
     }
 }

@@ -558,6 +558,74 @@ async fn check_shows_each_account_and_what_to_fix_when_a_role_is_refused() {
     assert!(row(&stdout, &format!("{OWN}: servicediscovery:ListNamespaces")).contains(" pass "));
 }
 
+/// STS refuses the sidecar's own credentials when it asks for the role (a key AWS
+/// does not know, expired temporary credentials): not the role's policies but the
+/// credentials are to fix, and check's row and the account's calls in `once` say so
+/// in the one line of the credentials' cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_asked_for_with_refused_credentials_says_what_to_set() {
+    let (st, _, _) = seeded().await;
+    let proxy = &st.proxy;
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("t.json");
+    let out_path = out_file.to_str().unwrap();
+    let role = role();
+    for (fault, line) in [
+        (
+            Fault::RefuseCredentials,
+            format!(
+                "AWS refused the credentials (AssumeRole: role {role}: InvalidClientTokenId): \
+                 check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+            ),
+        ),
+        (
+            Fault::ExpiredCredentials,
+            format!(
+                "the AWS credentials have expired (AssumeRole: role {role}: ExpiredToken): \
+                 set fresh ones (with AWS_SESSION_TOKEN) or renew AWS_PROFILE's login"
+            ),
+        ),
+    ] {
+        proxy.set_fault_for("AssumeRole", fault);
+        let out = run_with_role(proxy, &["check", "--format", "json", "--output", out_path]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let rows = v["checks"].as_array().unwrap();
+        let detail = |check: &str| {
+            rows.iter()
+                .find(|r| r["check"] == check)
+                .map(|r| (r["status"].as_str().unwrap(), r["detail"].as_str().unwrap()))
+                .unwrap_or_else(|| panic!("no row {check}: {rows:#?}"))
+        };
+        assert_eq!(
+            detail(&format!("{OTHER}: sts:AssumeRole")),
+            ("fail", line.as_str()),
+            "the credentials' line, not the trust policy"
+        );
+        assert_eq!(
+            detail(&format!("{OWN}: servicediscovery:ListNamespaces")).0,
+            "pass"
+        );
+
+        // The other account's calls fail with it: `once` in that account alone
+        // prints the same line for its first call.
+        let out = run_with_role(proxy, &["once", "--own-account", "false", "--output", "-"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        // The account's own error log line (as in `run`), then the answer.
+        let said = stderr.lines().last().unwrap_or("");
+        let (what, rest) = line.split_once(" (AssumeRole: ").unwrap();
+        assert!(
+            said.starts_with("cloudmap-sd: ")
+                && said.contains(&format!("{what} ("))
+                && said.ends_with(rest.split_once(')').unwrap().1)
+                && said.contains(&format!(": role {role}: ")),
+            "{said}\nwants the line of: {line}"
+        );
+        assert!(!stderr.contains("trust policy"), "{stderr}");
+    }
+    proxy.set_fault_for("AssumeRole", Fault::Pass);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_role_configuration_exits_64_before_any_aws_call() {
     let moto = Moto::start();

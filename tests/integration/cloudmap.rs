@@ -261,6 +261,7 @@ async fn untagged_ignored_and_malformed_skipped_with_a_warning() {
     s.task(&plain, "p1", "10.0.0.1", Some(80)).await;
     s.task(&bad, "b1", "10.0.0.2", Some(80)).await;
     s.task(&good, "g1", "10.0.0.3", Some(8080)).await;
+    s.task(&good, "g2", "not-an-address", Some(8080)).await;
 
     let out = run_cli(&["once", "--output", "-"], &aws_env(&moto.url));
     assert!(out.status.success());
@@ -268,18 +269,27 @@ async fn untagged_ignored_and_malformed_skipped_with_a_warning() {
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0]["targets"][0], "10.0.0.3:8080");
     let log = String::from_utf8_lossy(&out.stderr);
-    let warning = log
-        .lines()
-        .find(|l| l.contains("endpoint skipped"))
-        .unwrap_or_else(|| panic!("no skip warning in: {log}"));
-    for needle in [
-        "service=broken",
-        "tag=METRICS_PORT",
-        "value=\"http\"",
-        "invalid_port",
-    ] {
-        assert!(warning.contains(needle), "{needle} missing in: {warning}");
+    let warning = |service: &str| {
+        log.lines()
+            .find(|l| l.contains("endpoint skipped") && l.contains(service))
+            .unwrap_or_else(|| panic!("no skip warning for {service} in: {log}"))
+    };
+    let tag = warning("service=broken");
+    for needle in ["tag=METRICS_PORT", "value=\"http\"", "invalid_port"] {
+        assert!(tag.contains(needle), "{needle} missing in: {tag}");
     }
+    // A tag's fault has no instance: the field is left out, not empty.
+    assert!(!tag.contains("instance="), "{tag}");
+    let address = warning("service=good");
+    assert!(address.contains("instance=\"g2\""), "{address}");
+
+    // cloudmap_sd_services counts the services in the file: "broken" is tagged but
+    // has no target.
+    let dir = tempfile::tempdir().unwrap();
+    let sc = Sidecar::start(dir.path(), &moto.url, &["--interval", "1s"]);
+    sc.wait_ready(Duration::from_secs(60)).await;
+    assert_eq!(sc.metric("cloudmap_sd_targets").await, 1.0);
+    assert_eq!(sc.metric("cloudmap_sd_services").await, 1.0);
 }
 
 /// What docs/labels.md says about `__meta_*` labels and the `invalid_name` skip.

@@ -12,6 +12,7 @@ mod check;
 mod cloudmap;
 mod ecs_service_tags;
 mod enrichment;
+mod errors;
 mod events;
 mod faults;
 mod http_sd;
