@@ -500,8 +500,16 @@ step_file() {
     say "FAIL: the file belongs to $owner, expected the image user $want"
     return 1
   fi
-  if find "$SD_DIR" -mindepth 1 ! -name cloudmap-sd.json | grep -q .; then
-    say "FAIL: other files left in the output directory: $(ls -A "$SD_DIR")"
+  # The writer stages each version in its own hidden directory beside the file
+  # (src/file_sd.rs, STAGING_DIR): it is expected, made by the image user, and
+  # empty between writes. Anything else is a leftover.
+  local staging="$SD_DIR/.cloudmap-sd-staging"
+  if [[ ! -d "$staging" || "$(stat -c '%u:%g' "$staging")" != "$want" ]]; then
+    say "FAIL: no staging directory owned by $want: $(ls -lA "$SD_DIR")"
+    return 1
+  fi
+  if find "$SD_DIR" -mindepth 1 ! -name cloudmap-sd.json ! -path "$staging" | grep -q .; then
+    say "FAIL: other files left in the output directory: $(find "$SD_DIR" -mindepth 1)"
     return 1
   fi
 }
