@@ -83,15 +83,31 @@ def env_of(container):
 ECS_TARGET = "AmazonEC2ContainerServiceV20141113."
 
 
+def recorded_entries(text):
+    """The entries of moto's recording, in order. moto 5.1.6's recorder appends an
+    entry and its newline in two writes from whichever server thread handled the
+    request, so an entry larger than the file buffer (a task definition, about 10 KB)
+    can be followed by another request's entry before its own newline arrives
+    ("A" "B" "\n" "\n"). The file is therefore read as a stream of JSON objects, not
+    as one object a line; a truly mangled entry still fails loudly."""
+    decoder, pos = json.JSONDecoder(), 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos == len(text):
+            return
+        entry, pos = decoder.raw_decode(text, pos)
+        yield entry
+
+
 def sent_requests(target):
     """Bodies of the JSON-protocol requests whose X-Amz-Target is TARGET (e.g.
     ECS_TARGET + "CreateService"; Cloud Map has a CreateService too) that moto recorded
     while scripts/terraform-test.sh had its recorder on (the apply)."""
     with urllib.request.urlopen(os.environ["MOTO_URL"] + "/moto-api/recorder/download-recording", timeout=10) as r:
-        lines = r.read().decode().splitlines()
+        text = r.read().decode()
     out = []
-    for line in lines:
-        entry = json.loads(line)
+    for entry in recorded_entries(text):
         headers = {k.lower(): v for k, v in entry["headers"].items()}
         if headers.get("x-amz-target") != target:
             continue
