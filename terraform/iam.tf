@@ -1,45 +1,14 @@
 # Two roles: the execution role is used by the ECS agent (pull images, write logs),
 # the task role by the containers (cloudmap-sd and Prometheus).
 
-# The execution role keeps the plain trust policy that the ECS documentation gives.
-data "aws_iam_policy_document" "execution_trust" {
-  statement {
-    sid     = "EcsTasks"
-    effect  = "Allow"
-    actions = ["sts:AssumeRole"]
+# The two trust policies come from ./modules/ecs-task-trust (one place for every
+# module that runs a task).
+module "trust" {
+  source = "./modules/ecs-task-trust"
 
-    principals {
-      type        = "Service"
-      identifiers = ["ecs-tasks.amazonaws.com"]
-    }
-  }
-}
-
-# The task role trusts only ECS tasks of this account and Region (the confused-deputy
-# guard that the ECS documentation recommends for task roles).
-data "aws_iam_policy_document" "task_trust" {
-  statement {
-    sid     = "EcsTasksOfThisAccount"
-    effect  = "Allow"
-    actions = ["sts:AssumeRole"]
-
-    principals {
-      type        = "Service"
-      identifiers = ["ecs-tasks.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-
-    condition {
-      test     = "ArnLike"
-      variable = "aws:SourceArn"
-      values   = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:*"]
-    }
-  }
+  partition  = local.partition
+  region     = local.region
+  account_id = local.account_id
 }
 
 # ---------------------------------------------------------------------------
@@ -49,7 +18,7 @@ data "aws_iam_policy_document" "task_trust" {
 resource "aws_iam_role" "execution" {
   name                 = "${var.name}-execution"
   description          = "ECS agent role of ${var.name}: pull images, write the task's logs"
-  assume_role_policy   = data.aws_iam_policy_document.execution_trust.json
+  assume_role_policy   = module.trust.execution_json
   permissions_boundary = var.permissions_boundary_arn
   tags                 = var.tags
 }
@@ -111,7 +80,7 @@ module "discovery_policy" {
 resource "aws_iam_role" "task" {
   name                 = "${var.name}-task"
   description          = "Task role of ${var.name}: Cloud Map discovery, ECS/EC2 enrichment, AMP remote write"
-  assume_role_policy   = data.aws_iam_policy_document.task_trust.json
+  assume_role_policy   = module.trust.task_json
   permissions_boundary = var.permissions_boundary_arn
   tags                 = var.tags
 }

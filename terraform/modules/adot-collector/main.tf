@@ -151,23 +151,20 @@ resource "aws_ecs_service" "this" {
 # IAM: the execution role reads the token, the task role writes to the workspace
 # ---------------------------------------------------------------------------
 
-data "aws_iam_policy_document" "trust" {
-  statement {
-    sid     = "EcsTasks"
-    effect  = "Allow"
-    actions = ["sts:AssumeRole"]
+# The two trust policies, from ../ecs-task-trust: the task role trusts only ECS
+# tasks of this account and Region.
+module "trust" {
+  source = "../ecs-task-trust"
 
-    principals {
-      type        = "Service"
-      identifiers = ["ecs-tasks.amazonaws.com"]
-    }
-  }
+  partition  = local.partition
+  region     = local.region
+  account_id = local.account_id
 }
 
 resource "aws_iam_role" "execution" {
   name                 = "${var.name}-execution"
   description          = "ECS agent role of ${var.name}: write logs, read the http_sd token"
-  assume_role_policy   = data.aws_iam_policy_document.trust.json
+  assume_role_policy   = module.trust.execution_json
   permissions_boundary = var.permissions_boundary_arn
   tags                 = var.tags
 }
@@ -210,7 +207,7 @@ resource "aws_iam_role_policy" "execution" {
 resource "aws_iam_role" "task" {
   name                 = "${var.name}-task"
   description          = "Task role of ${var.name}: AMP remote write"
-  assume_role_policy   = data.aws_iam_policy_document.trust.json
+  assume_role_policy   = module.trust.task_json
   permissions_boundary = var.permissions_boundary_arn
   tags                 = var.tags
 }

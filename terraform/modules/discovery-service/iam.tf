@@ -2,43 +2,13 @@
 # read the token for the init container), the task role by cloudmap-sd (Cloud Map,
 # ECS and EC2 reads; no AMP: this service only discovers).
 
-data "aws_iam_policy_document" "execution_trust" {
-  statement {
-    sid     = "EcsTasks"
-    effect  = "Allow"
-    actions = ["sts:AssumeRole"]
+# The two trust policies, from ../ecs-task-trust.
+module "trust" {
+  source = "../ecs-task-trust"
 
-    principals {
-      type        = "Service"
-      identifiers = ["ecs-tasks.amazonaws.com"]
-    }
-  }
-}
-
-# The task role trusts only ECS tasks of this account and Region.
-data "aws_iam_policy_document" "task_trust" {
-  statement {
-    sid     = "EcsTasksOfThisAccount"
-    effect  = "Allow"
-    actions = ["sts:AssumeRole"]
-
-    principals {
-      type        = "Service"
-      identifiers = ["ecs-tasks.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-
-    condition {
-      test     = "ArnLike"
-      variable = "aws:SourceArn"
-      values   = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:*"]
-    }
-  }
+  partition  = local.partition
+  region     = local.region
+  account_id = local.account_id
 }
 
 # ---------------------------------------------------------------------------
@@ -48,7 +18,7 @@ data "aws_iam_policy_document" "task_trust" {
 resource "aws_iam_role" "execution" {
   name                 = "${var.name}-execution"
   description          = "ECS agent role of ${var.name}: pull images, write logs, read the http_sd token"
-  assume_role_policy   = data.aws_iam_policy_document.execution_trust.json
+  assume_role_policy   = module.trust.execution_json
   permissions_boundary = var.permissions_boundary_arn
   tags                 = var.tags
 }
@@ -113,7 +83,7 @@ resource "aws_iam_role_policy" "execution" {
 resource "aws_iam_role" "task" {
   name                 = "${var.name}-task"
   description          = "Task role of ${var.name}: Cloud Map discovery and ECS/EC2 enrichment"
-  assume_role_policy   = data.aws_iam_policy_document.task_trust.json
+  assume_role_policy   = module.trust.task_json
   permissions_boundary = var.permissions_boundary_arn
   tags                 = var.tags
 }

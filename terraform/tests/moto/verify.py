@@ -642,6 +642,11 @@ def check_collector(out):
           "metrics pipeline prometheus -> prometheusremotewrite")
     promtool_check(yaml.safe_dump(prom).replace("${env:CLOUDMAP_SD_TOKEN}", "token"), "no placeholder here",
                    "collector's Prometheus receiver")
+    for role in (col["task_role_name"], ds["task_role_name"]):
+        trust = client("iam").get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+        trust = json.loads(trust) if isinstance(trust, str) else trust
+        check("aws:SourceAccount" in json.dumps(trust) and "aws:SourceArn" in json.dumps(trust),
+              f"{role}: trusted by ECS tasks of this account and Region only (modules/ecs-task-trust)")
     ts = policy_statements(col["task_role_name"], col["task_role_name"])
     check(len(ts) == 1 and ts[0]["actions"] == {"aps:RemoteWrite"} and ts[0]["resources"] == [out["fargate"]["workspace_arn"]],
           "collector task role: aps:RemoteWrite on the workspace only")
