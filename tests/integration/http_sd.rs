@@ -11,6 +11,8 @@ use std::time::Duration;
 use cloudmap_sd_test_support::*;
 use serde_json::Value;
 
+use crate::topologies::four_targets;
+
 const T: Duration = Duration::from_secs(60);
 
 /// The file's target groups by (address, metrics path): their labels.
@@ -59,36 +61,6 @@ async fn wait_targets(url: &str, job: &str, n: usize) -> Vec<Value> {
         },
     )
     .await
-}
-
-/// Namespace `apps`: `web` (METRICS_PATH=/metrics, METRICS_PORT=9100) with two tasks,
-/// `api` (METRICS_PATH=/m, ECS_METRICS_PATH=/stats, ECS_METRICS_PORT=9779) with one
-/// task on port 8080: four targets. Returns the seeder and web's service id.
-async fn four_targets(moto: &Moto) -> (Seeder, String) {
-    let s = Seeder::new(&moto.url).await;
-    let ns = s.http_namespace("apps").await;
-    let web = s
-        .service(
-            &ns,
-            "web",
-            &[("METRICS_PATH", "/metrics"), ("METRICS_PORT", "9100")],
-        )
-        .await;
-    let api = s
-        .service(
-            &ns,
-            "api",
-            &[
-                ("METRICS_PATH", "/m"),
-                ("ECS_METRICS_PATH", "/stats"),
-                ("ECS_METRICS_PORT", "9779"),
-            ],
-        )
-        .await;
-    s.task(&web, "0a0a", "127.0.0.11", None).await;
-    s.task(&web, "0b0b", "127.0.0.12", None).await;
-    s.task(&api, "0c0c", "127.0.0.13", Some(8080)).await;
-    (s, web)
 }
 
 fn prometheus_config(jobs: &[String]) -> String {

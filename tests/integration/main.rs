@@ -19,3 +19,4 @@ mod http_sd;
 mod ports;
 mod prometheus;
 mod remote_write;
+mod topologies;

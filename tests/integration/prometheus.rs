@@ -5,32 +5,12 @@ use std::time::Duration;
 
 use cloudmap_sd_test_support::*;
 
+use crate::topologies::four_targets;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_shows_the_targets_with_their_labels() {
     let moto = Moto::start();
-    let s = Seeder::new(&moto.url).await;
-    let ns = s.http_namespace("apps").await;
-    let web = s
-        .service(
-            &ns,
-            "web",
-            &[("METRICS_PATH", "/metrics"), ("METRICS_PORT", "9100")],
-        )
-        .await;
-    let api = s
-        .service(
-            &ns,
-            "api",
-            &[
-                ("METRICS_PATH", "/m"),
-                ("ECS_METRICS_PATH", "/stats"),
-                ("ECS_METRICS_PORT", "9779"),
-            ],
-        )
-        .await;
-    s.task(&web, "0a0a", "127.0.0.11", None).await;
-    s.task(&web, "0b0b", "127.0.0.12", None).await;
-    s.task(&api, "0c0c", "127.0.0.13", Some(8080)).await;
+    let (s, web) = four_targets(&moto).await;
 
     let dir = tempfile::tempdir().unwrap();
     let sd_dir = dir.path().join("sd");
